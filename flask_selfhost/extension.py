@@ -1,0 +1,189 @@
+"""
+Self-host guard for Flask
+=========================
+
+:class:`SelfHost` guards every route of an app, unknown paths included (a
+remote client gets 403, not 404). :func:`allow_remote` exempts one view;
+:func:`local_only` guards one view, with or without the extension.
+
+.. code-block:: python
+
+    from flask_selfhost import SelfHost, allow_remote, local_only
+
+    selfhost = SelfHost()
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["SELFHOST_REFUSE_STATUS"] = 404   # optional
+        selfhost.init_app(app)
+        return app
+
+    @bp.get("/healthz")
+    @allow_remote
+    def healthz(): ...
+
+Options come from the keyword arguments of :class:`SelfHost` and, per app,
+from ``app.config`` keys ``SELFHOST_<OPTION>`` (which win), read once by
+``init_app``. The extension wraps ``app.wsgi_app``: middleware added to
+``app.wsgi_app`` after ``init_app`` runs before the guard. Refusals raise
+Werkzeug's ``Forbidden`` (or the configured status), carrying a plain-text
+response and the decision as ``selfhost_decision``, so that an app's
+``errorhandler(403)`` renders them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException, default_exceptions
+
+from .decision import Decision
+from .guard import evaluate
+from .options import Options
+from .middleware import log_decision, logger
+
+EXTENSION_NAME = "selfhost"
+CONFIG_PREFIX = "SELFHOST_"
+_ALLOW_REMOTE = "_selfhost_allow_remote"
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class SelfHostState:
+    """What :meth:`SelfHost.init_app` puts in ``app.extensions["selfhost"]``."""
+
+    extension: SelfHost
+    options: Options
+
+
+def config_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``SELFHOST_*`` keys of a Flask config, as option names."""
+    return {
+        key[len(CONFIG_PREFIX) :].lower(): value
+        for key, value in config.items()
+        if key.startswith(CONFIG_PREFIX)
+    }
+
+
+def refusal(decision: Decision, options: Options) -> HTTPException:
+    """The exception a Flask front raises for a refused request."""
+    body = options.body_for(decision)
+    response = Response(body, options.refuse_status, mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-store"
+    error = default_exceptions[options.refuse_status](description=body, response=response)
+    error.selfhost_decision = decision  # type: ignore[attr-defined]
+    return error
+
+
+def _check(options: Options) -> None:
+    """Evaluate the current request (inside a view); log it; raise if refused."""
+    decision = evaluate(request.environ, options)
+    if decision.allowed:
+        if logger.isEnabledFor(logging.DEBUG):
+            log_decision(decision, request.method, request.path)
+        return
+    log_decision(decision, request.method, request.path)
+    raise refusal(decision, options)
+
+
+class _GuardedWSGIApp:
+    """Stands in for ``app.wsgi_app``: judges the request before Flask does.
+
+    An allowed request goes straight on, so the guard adds no request-context
+    work to it. A refused one is rendered by Flask itself, through the app's
+    error handlers and ``after_request`` hooks, unless its view is exempt.
+    Nothing else of the app runs for it: no ``before_request`` hook, no view.
+    """
+
+    def __init__(self, app: Flask, wsgi_app: Any, options: Options) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.options = options
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        decision = evaluate(environ, self.options)
+        if decision.allowed:
+            if logger.isEnabledFor(logging.DEBUG):
+                log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return self.wsgi_app(environ, start_response)
+        return self.refuse(decision, environ, start_response)
+
+    def refuse(self, decision: Decision, environ: dict[str, Any], start_response: Any) -> Any:
+        app = self.app
+        context = app.request_context(environ)  # matches the URL, runs nothing
+        endpoint = context.request.endpoint  # None for unknown paths and methods
+        view = app.view_functions.get(endpoint) if endpoint else None
+        if getattr(view, _ALLOW_REMOTE, False):
+            return self.wsgi_app(environ, start_response)
+        log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+        with context:
+            try:
+                response = app.finalize_request(
+                    app.handle_user_exception(refusal(decision, self.options))
+                )
+            except Exception as error:  # an error handler that fails: Flask's 500 path
+                response = app.handle_exception(error)
+            return response(environ, start_response)
+
+
+class SelfHost:
+    """Flask extension: refuse every request that does not come from this host.
+
+    :param app: The app to guard now; or call :meth:`init_app` later.
+    :param options: See :class:`~flask_selfhost.options.Options`. Checked
+        here and again, merged with the app's config, in :meth:`init_app`.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        Options.from_mapping(options)
+        self.options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_NAME in app.extensions:
+            raise RuntimeError("flask_selfhost: SelfHost is already registered on this app")
+        options = Options.from_mapping({**self.options, **config_options(app.config)})
+        app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
+        # Outermost, so that the guard sees the environ as the server made it,
+        # before any other middleware (ProxyFix, say) rewrites it.
+        app.wsgi_app = _GuardedWSGIApp(app, app.wsgi_app, options)  # type: ignore[method-assign]
+
+
+def allow_remote(view: View) -> View:
+    """Exempt one view from :class:`SelfHost` (a public health check, say)."""
+    setattr(view, _ALLOW_REMOTE, True)
+    return view
+
+
+def local_only(view: View | None = None, /, **options: Any) -> Any:
+    """Guard one view: ``@local_only`` or ``@local_only(refuse_status=404)``.
+
+    With :class:`SelfHost` registered on the app, the extension's options
+    apply, overridden by any given here; without it, the options given here.
+    """
+    own = Options.from_mapping(options)  # fail at import time, not per request
+    merged: dict[Options, Options] = {}  # extension options -> with ours on top
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded_view(*args: Any, **kwargs: Any) -> Any:
+            state = current_app.extensions.get(EXTENSION_NAME)
+            if state is None:
+                effective = own
+            else:
+                effective = merged.get(state.options) or merged.setdefault(
+                    state.options, replace(state.options, **options)
+                )
+            _check(effective)
+            return view(*args, **kwargs)
+
+        return guarded_view  # type: ignore[return-value]
+
+    return decorate if view is None else decorate(view)

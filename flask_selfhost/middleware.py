@@ -1,0 +1,82 @@
+"""
+Self-host guard for any WSGI app
+================================
+
+A server bound to ``0.0.0.0`` answers every host that can reach it, and one
+bound to ``127.0.0.1`` can still be reached from the LAN through a DNAT rule
+plus ``route_localnet=1``. This middleware refuses, in the application,
+every request that does not come from this host (see
+:func:`flask_selfhost.decision.evaluate` for the exact rule), and logs each
+decision on the ``flask_selfhost`` logger: refusals at WARNING, allowed
+requests at DEBUG.
+
+.. code-block:: python
+
+    from flask_selfhost import SelfHostMiddleware
+    app.wsgi_app = SelfHostMiddleware(app.wsgi_app)      # Flask
+    application = SelfHostMiddleware(application)        # any WSGI app
+
+:param app: The WSGI application to guard.
+:param options: See :class:`flask_selfhost.decision.Options`; checked now.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from .decision import Decision
+from .guard import evaluate
+from .options import Options
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+logger = logging.getLogger("flask_selfhost")
+
+
+def log_decision(decision: Decision, method: object, path: object) -> None:
+    """Log one decision, in the fields the first article logged."""
+    level = logging.DEBUG if decision.allowed else logging.WARNING
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "%s %r remote=%s local=%s rule=%s: %s",
+            "allowed" if decision.allowed else "refused",
+            f"{method} {path}",  # %r escapes control characters in a hostile path
+            decision.remote_addr,
+            decision.local_addr,
+            decision.rule,
+            decision.reason,
+            extra={"selfhost_decision": decision},
+        )
+
+
+class SelfHostMiddleware:
+    """Refuse requests that do not come from this host; pass the rest to ``app``."""
+
+    def __init__(self, app: WSGIApplication, **options: Any) -> None:
+        self.app = app
+        self.options = Options.from_mapping(options)
+        status = self.options.refuse_status
+        self._status_line = f"{status} {HTTPStatus(status).phrase}"
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        decision = evaluate(environ, self.options)
+        if decision.allowed:
+            if logger.isEnabledFor(logging.DEBUG):
+                log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            return self.app(environ, start_response)
+        log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+        body = self.options.body_for(decision).encode("utf-8")
+        start_response(
+            self._status_line,
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [body]

@@ -1,0 +1,150 @@
+"""Real servers for the tests: gunicorn in a subprocess, Werkzeug in a thread.
+
+Every helper here is a context manager that stops what it started, even when
+the test body fails. Traffic goes to loopback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 20.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now (and on ``::``, for dual-stack binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float = STARTUP_TIMEOUT, process=None) -> None:
+    """Block until something accepts connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+@dataclass
+class Response:
+    status: int
+    body: str
+    headers: dict[str, str]
+
+
+def request(
+    host: str,
+    port: int,
+    path: str = "/",
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    source: str | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    """One HTTP request over a fresh connection, optionally from a chosen source address."""
+    connection = http.client.HTTPConnection(
+        host, port, timeout=timeout, source_address=(source, 0) if source else None
+    )
+    try:
+        connection.request(method, path, headers=headers or {})
+        reply = connection.getresponse()
+        return Response(reply.status, reply.read().decode("utf-8", "replace"), dict(reply.getheaders()))
+    finally:
+        connection.close()
+
+
+@dataclass
+class Gunicorn:
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def gunicorn_command(*args: str) -> list[str]:
+    # --no-control-socket: gunicorn 27 instances would otherwise share one path.
+    return [sys.executable, "-m", "gunicorn", "--no-control-socket", *args]
+
+
+@contextlib.contextmanager
+def gunicorn(
+    args: Sequence[str],
+    wait_on: tuple[str, int],
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+) -> Iterator[Gunicorn]:
+    """Start ``gunicorn ARGS`` (from the project root), wait until it listens, stop it after.
+
+    ``prefix`` runs it under another command (``ip netns exec NAME``).
+    """
+    log_path = log_dir / f"gunicorn-{wait_on[1]}.log"
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*prefix, *gunicorn_command(*args)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,  # its own process group, so that we can stop all workers
+        )
+    server = Gunicorn(process, log_path)
+    try:
+        if not prefix:
+            wait_for_port(*wait_on, process=process)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL it if it lingers."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+
+
+@contextlib.contextmanager
+def werkzeug_server(app, host: str = "127.0.0.1") -> Iterator[int]:
+    """Werkzeug's development server (``werkzeug.serving``) in a thread; yields the port."""
+    server = make_server(host, 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.socket.getsockname()[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
