@@ -70,7 +70,7 @@ def create_app(guarded: bool = True) -> Flask:
 
     @app.get("/api/status")
     def status():  # type: ignore[no-untyped-def]
-        return jsonify(actions=actions["count"], pid=os.getpid(), secret="only-this-host")
+        return jsonify(actions=actions["count"], pid=os.getpid(), visible_to="this host only")
 
     if guarded:
         selfhost.init_app(app)

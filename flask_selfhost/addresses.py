@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Union
 
 from .decision import Decision
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Bounds the caches. Distinct client addresses beyond this evict old ones;
 #: a flood of spoofed sources costs a parse each, never unbounded memory.
@@ -65,8 +64,8 @@ def parse_ip(text: str | None) -> IPAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if address.version == 6 and address.ipv4_mapped is not None:  # type: ignore[union-attr]
-        return address.ipv4_mapped  # type: ignore[union-attr]
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
     return address
 
 

@@ -18,9 +18,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .extension import EXTENSION_NAME
 from .guard import evaluate
 from .options import Options
-from .extension import EXTENSION_NAME
 
 
 def check(remote: str, local: str | None) -> int:

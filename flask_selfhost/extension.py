@@ -44,8 +44,8 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 
 from .decision import Decision
 from .guard import evaluate
-from .options import Options
 from .middleware import log_decision, logger
+from .options import Options
 
 EXTENSION_NAME = "selfhost"
 CONFIG_PREFIX = "SELFHOST_"
@@ -116,7 +116,8 @@ class _GuardedWSGIApp:
 
     def refuse(self, decision: Decision, environ: dict[str, Any], start_response: Any) -> Any:
         app = self.app
-        context = app.request_context(environ)  # matches the URL, runs nothing
+        context = app.request_context(environ)
+        context.match_request()  # routing only: no hook, no view runs
         endpoint = context.request.endpoint  # None for unknown paths and methods
         view = app.view_functions.get(endpoint) if endpoint else None
         if getattr(view, _ALLOW_REMOTE, False):

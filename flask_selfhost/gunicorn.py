@@ -58,7 +58,10 @@ def describe_listener(kind: str, guarded: bool) -> tuple[bool, str]:
         text = "loopback binding (strategy 1): other hosts cannot connect"
         if guarded:
             return False, text + ", and flask_selfhost also checks each request"
-        return False, text + " unless a DNAT rule forwards to loopback (see 'flask-selfhost doctor')"
+        return (
+            False,
+            text + " unless a DNAT rule forwards to loopback (see 'flask-selfhost doctor')",
+        )
     if kind == "unix":
         text = "unix socket: reachable by local processes and by any proxy that forwards to it"
         return not guarded, text + ("; flask_selfhost judges each request" if guarded else "")

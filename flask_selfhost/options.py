@@ -64,5 +64,7 @@ class Options:
             return self.refuse_body
         name = HTTPStatus(self.refuse_status).phrase
         if self.refuse_status == 403:
-            return f"{name}: only clients on this server's own host may use it ({decision.reason}).\n"
+            return (
+                f"{name}: only clients on this server's own host may use it ({decision.reason}).\n"
+            )
         return f"{name}\n"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +71,9 @@ def request(
     try:
         connection.request(method, path, headers=headers or {})
         reply = connection.getresponse()
-        return Response(reply.status, reply.read().decode("utf-8", "replace"), dict(reply.getheaders()))
+        return Response(
+            reply.status, reply.read().decode("utf-8", "replace"), dict(reply.getheaders())
+        )
     finally:
         connection.close()
 
@@ -97,10 +99,14 @@ def gunicorn(
     log_dir: Path,
     env: dict[str, str] | None = None,
     prefix: Sequence[str] = (),
+    wait: Callable[[subprocess.Popen], None] | None = None,
 ) -> Iterator[Gunicorn]:
     """Start ``gunicorn ARGS`` (from the project root), wait until it listens, stop it after.
 
-    ``prefix`` runs it under another command (``ip netns exec NAME``).
+    ``prefix`` runs it under another command (``ip netns exec NAME``). ``wait``
+    replaces the wait for ``wait_on`` (called with the process), for a server
+    whose port this process cannot reach (``tests.netns.gunicorn_in``); with a
+    ``prefix`` and no ``wait``, nothing waits.
     """
     log_path = log_dir / f"gunicorn-{wait_on[1]}.log"
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -115,7 +121,9 @@ def gunicorn(
         )
     server = Gunicorn(process, log_path)
     try:
-        if not prefix:
+        if wait is not None:
+            wait(process)
+        elif not prefix:
             wait_for_port(*wait_on, process=process)
         yield server
     finally:
@@ -138,12 +146,15 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None
 
 @contextlib.contextmanager
 def werkzeug_server(app, host: str = "127.0.0.1") -> Iterator[int]:
-    """Werkzeug's development server (``werkzeug.serving``) in a thread; yields the port."""
+    """Werkzeug's development server (``werkzeug.serving``) in a thread; yields its port.
+
+    ``host`` may be ``unix:///path`` (the port is then meaningless).
+    """
     server = make_server(host, 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.socket.getsockname()[1]
+        yield server.port
     finally:
         server.shutdown()
         server.server_close()

@@ -1,0 +1,38 @@
+"""Apps that the real-server tests serve: each says what the guard saw."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, jsonify, request
+
+from flask_selfhost import SelfHost, SelfHostMiddleware, evaluate, local_address
+
+
+def whoami(environ, start_response):
+    """A bare WSGI app that reports the addresses of its own connection."""
+    decision = evaluate(environ)
+    body = json.dumps(
+        {
+            "remote": environ.get("REMOTE_ADDR"),
+            "local": local_address(environ),
+            "server_addr": environ.get("SERVER_ADDR"),
+            "server_name": environ.get("SERVER_NAME"),
+            "allowed": decision.allowed,
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+middleware_app = SelfHostMiddleware(whoami)
+
+flask_app = Flask(__name__)
+
+
+@flask_app.get("/whoami")
+def flask_whoami():
+    return jsonify(remote=request.remote_addr, local=local_address(request.environ))
+
+
+SelfHost(flask_app)

@@ -1,0 +1,132 @@
+"""guard.evaluate: an environ in, a decision out, for any environ."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flask_selfhost import Options, evaluate, local_address
+from flask_selfhost.guard import FORWARDING_HEADERS
+
+
+@pytest.fixture
+def tcp_connection():
+    """A real loopback TCP connection; yields the server side, dialled to 127.0.0.2."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.2", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            server_side, _ = listener.accept()
+            with server_side:
+                yield server_side
+
+
+def test_local_address_prefers_server_addr(tcp_connection):
+    environ = {"SERVER_ADDR": "192.168.0.13", "gunicorn.socket": tcp_connection}
+    assert local_address(environ) == "192.168.0.13"
+
+
+@pytest.mark.parametrize("key", ["gunicorn.socket", "werkzeug.socket"])
+def test_local_address_from_the_connection_socket(tcp_connection, key):
+    assert local_address({key: tcp_connection}) == "127.0.0.2"
+
+
+def test_server_name_is_never_the_local_address():
+    assert local_address({"SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000"}) is None
+
+
+def test_unix_socket_has_no_local_address(tmp_path):
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        assert local_address({"gunicorn.socket": left}) is None
+
+
+def test_closed_or_foreign_socket_is_unknown_not_an_error():
+    closed = socket.socket()
+    closed.close()
+    assert local_address({"gunicorn.socket": closed}) is None
+    assert local_address({"gunicorn.socket": object()}) is None
+    assert local_address({"SERVER_ADDR": 42}) == ""  # present but unusable: refused later
+
+
+def test_loopback_client_does_not_need_the_socket():
+    decision = evaluate({"REMOTE_ADDR": "127.0.0.1", "gunicorn.socket": object()})
+    assert decision.allowed and decision.local_addr is None
+
+
+def test_other_host_judged_against_the_socket(tcp_connection):
+    refused = evaluate({"REMOTE_ADDR": "10.0.0.2", "gunicorn.socket": tcp_connection})
+    assert not refused.allowed
+    assert (refused.rule, refused.local_addr) == ("source", "127.0.0.2")
+
+
+def test_client_equal_to_local_address_passes():
+    decision = evaluate({"REMOTE_ADDR": "192.168.0.13", "SERVER_ADDR": "192.168.0.13"})
+    assert decision.allowed
+    assert (decision.remote_addr, decision.local_addr) == ("192.168.0.13", "192.168.0.13")
+
+
+@pytest.mark.parametrize("key", FORWARDING_HEADERS)
+def test_every_forwarding_header_refuses_even_from_loopback(key):
+    decision = evaluate({"REMOTE_ADDR": "127.0.0.1", key: "127.0.0.1"})
+    assert not decision.allowed
+    assert decision.rule == "forwarded"
+
+
+@pytest.mark.parametrize("value", ["", "127.0.0.1", "for=127.0.0.1", "unknown"])
+def test_forwarding_header_never_grants_access(value):
+    decision = evaluate(
+        {"REMOTE_ADDR": "10.0.0.2", "SERVER_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": value}
+    )
+    assert not decision.allowed
+
+
+@pytest.mark.parametrize("remote", [None, "", "<local>", b"127.0.0.1", 2130706433, ["127.0.0.1"]])
+def test_missing_or_odd_remote_addr_is_refused(remote):
+    environ = {"SERVER_ADDR": "127.0.0.1"}
+    if remote is not None:
+        environ["REMOTE_ADDR"] = remote
+    decision = evaluate(environ)
+    assert not decision.allowed
+    assert decision.remote_addr is None or decision.remote_addr == remote
+
+
+def test_options_are_optional_and_accepted():
+    environ = {"REMOTE_ADDR": "::1"}
+    assert evaluate(environ).allowed
+    assert evaluate(environ, Options(refuse_status=404)).allowed
+
+
+odd_values = st.one_of(
+    st.none(),
+    st.text(),
+    st.binary(),
+    st.integers(),
+    st.floats(),
+    st.lists(st.text(), max_size=3),
+    st.dictionaries(st.text(), st.text(), max_size=2),
+)
+environ_keys = st.sampled_from(
+    [
+        "REMOTE_ADDR",
+        "SERVER_ADDR",
+        "SERVER_NAME",
+        "gunicorn.socket",
+        "werkzeug.socket",
+        "HTTP_HOST",
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        *FORWARDING_HEADERS,
+    ]
+)
+
+
+@given(st.dictionaries(environ_keys, odd_values, max_size=8))
+def test_no_environ_however_odd_raises(environ):
+    decision = evaluate(environ)
+    if decision.allowed:
+        assert decision.rule == "source"
+        assert not any(key in environ for key in FORWARDING_HEADERS)

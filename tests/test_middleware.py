@@ -1,0 +1,91 @@
+"""SelfHostMiddleware in front of a plain WSGI app."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from werkzeug.test import Client
+
+from flask_selfhost import SelfHostMiddleware
+
+calls: list[str] = []
+
+
+def plain_app(environ, start_response):
+    calls.append(environ["PATH_INFO"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"secret"]
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+
+
+def get(app, path="/", remote="127.0.0.1", **environ):
+    return Client(app).get(path, environ_base={"REMOTE_ADDR": remote, **environ})
+
+
+def test_loopback_client_reaches_the_app():
+    response = get(SelfHostMiddleware(plain_app))
+    assert (response.status_code, response.text) == (200, "secret")
+    assert calls == ["/"]
+
+
+def test_other_host_is_refused_before_the_app_runs():
+    response = get(
+        SelfHostMiddleware(plain_app), "/admin", remote="10.0.0.2", SERVER_ADDR="127.0.0.1"
+    )
+    assert response.status_code == 403
+    assert response.mimetype == "text/plain"
+    assert "another host" in response.text and "10.0.0.2" not in response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    assert calls == []
+
+
+def test_refusal_can_hide_the_endpoint():
+    guarded = SelfHostMiddleware(plain_app, refuse_status=404)
+    response = get(guarded, remote="10.0.0.2")
+    assert (response.status_code, response.text) == (404, "Not Found\n")
+
+
+def test_refusal_body_can_be_set():
+    guarded = SelfHostMiddleware(plain_app, refuse_body="go away\n")
+    assert get(guarded, remote="10.0.0.2").text == "go away\n"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"refuse_satus": 404}, TypeError, "unknown option.*refuse_satus.*refuse_status"),
+        ({"refuse_status": "404"}, ValueError, "refuse_status"),
+        ({"refuse_status": 200}, ValueError, "refuse_status"),
+        ({"refuse_status": True}, ValueError, "refuse_status"),
+        ({"refuse_body": b"bytes"}, TypeError, "refuse_body"),
+    ],
+)
+def test_bad_options_fail_at_construction(options, error, message):
+    with pytest.raises(error, match=message):
+        SelfHostMiddleware(plain_app, **options)
+
+
+def test_each_decision_is_logged_with_both_addresses(caplog):
+    guarded = SelfHostMiddleware(plain_app)
+    with caplog.at_level(logging.DEBUG, logger="flask_selfhost"):
+        get(guarded, "/ok")
+        get(guarded, "/admin\r\nfake log line", remote="10.0.0.2", SERVER_ADDR="127.0.0.1")
+    allowed, refused = caplog.records
+    assert allowed.levelno == logging.DEBUG and "remote=127.0.0.1" in allowed.getMessage()
+    assert refused.levelno == logging.WARNING
+    message = refused.getMessage()
+    assert "remote=10.0.0.2 local=127.0.0.1" in message
+    assert "GET /admin" in message and "another host" in message
+    assert "\n" not in message  # a hostile path cannot forge log lines
+    assert refused.selfhost_decision.allowed is False
+
+
+def test_allowed_requests_are_not_formatted_above_debug(caplog):
+    with caplog.at_level(logging.INFO, logger="flask_selfhost"):
+        get(SelfHostMiddleware(plain_app))
+    assert caplog.records == []
