@@ -6,7 +6,8 @@
    directly with a gunicorn-like environ (a loopback client, the common case,
    and a client on the host's own LAN address, which needs getsockname()).
 2. Flask: the ratio of a hello-world request through the full Flask stack
-   (``app.wsgi_app``) with ``SelfHost`` to the same app without.
+   (``app.wsgi_app``) with ``SelfHost`` to the same app without; a second
+   bare app shows the noise floor of that comparison.
 
 Each figure is the best of several repeats (the least disturbed by other
 work on the machine); guarded and bare runs are interleaved.
@@ -99,7 +100,7 @@ def wsgi_overhead(number: int, repeat: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def flask_ratio(number: int, repeat: int) -> tuple[float, float]:
+def flask_times(number: int, repeat: int) -> dict[str, float]:
     def make(guarded: bool) -> Flask:
         app = Flask("bench")
 
@@ -111,22 +112,29 @@ def flask_ratio(number: int, repeat: int) -> tuple[float, float]:
             SelfHost(app)
         return app
 
-    bare_app, guarded_app = make(False), make(True)
     environ = gunicorn_like_environ("127.0.0.1", None)
 
     def request(app):
         def call():
-            environ["wsgi.input"] = io.BytesIO()
-            for _ in app.wsgi_app(dict(environ), start_response):
+            fresh = dict(environ, **{"wsgi.input": io.BytesIO()})
+            for _ in app.wsgi_app(fresh, start_response):
                 pass
 
         return call
 
-    bare_times, guarded_times = [], []
-    for _ in range(repeat):  # interleave, so that drift hits both alike
-        bare_times.append(timeit.timeit(request(bare_app), number=number) / number * 1e6)
-        guarded_times.append(timeit.timeit(request(guarded_app), number=number) / number * 1e6)
-    return min(bare_times), min(guarded_times)
+    # A second bare app measures the noise floor of the comparison itself.
+    calls = {
+        "bare": request(make(False)),
+        "guarded": request(make(True)),
+        "bare again": request(make(False)),
+    }
+    for call in calls.values():  # warm up: imports, caches, Jinja, the allocator
+        timeit.timeit(call, number=number)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeat):  # interleave, so that drift hits all alike
+        for name, call in calls.items():
+            times[name].append(timeit.timeit(call, number=number) / number * 1e6)
+    return {name: min(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -141,10 +149,10 @@ def main() -> None:
     print(f"{'WSGI, trivial app':36s} {'bare ns':>9s} {'guarded ns':>11s} {'added ns':>9s}")
     for name, bare, guarded in wsgi_overhead(wsgi_n, repeat):
         print(f"{name:36s} {bare:9.0f} {guarded:11.0f} {guarded - bare:9.0f}")
-    bare_us, guarded_us = flask_ratio(flask_n, repeat)
-    print(f"\n{'Flask hello world':36s} {'bare us':>9s} {'guarded us':>11s} {'ratio':>9s}")
-    ratio = guarded_us / bare_us
-    print(f"{'GET / from 127.0.0.1':36s} {bare_us:9.2f} {guarded_us:11.2f} {ratio:9.3f}")
+    flask = flask_times(flask_n, repeat)
+    print(f"\n{'Flask hello world, GET / from 127.0.0.1':42s} {'us':>7s} {'ratio to bare':>14s}")
+    for name, micros in flask.items():
+        print(f"{name:42s} {micros:7.2f} {micros / flask['bare']:14.3f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ Pages:
 - ``/admin``     admin page with a form that performs an action.
 - ``/admin/act`` POST: performs the action (counts it), for the browser tests.
 - ``/api/status`` JSON data that only this host may read.
+- ``/api/act``   POST, JSON body: performs the action, as a local JSON API does
+  (like many, it parses the body whatever its Content-Type, so a cross-site
+  ``fetch(..., {mode: "no-cors"})`` with a text/plain body reaches it).
 """
 
 from __future__ import annotations
@@ -67,6 +70,16 @@ def create_app(guarded: bool = True) -> Flask:
             actions["count"] += 1
         app.logger.warning("demo action performed (count=%d)", actions["count"])
         return redirect(url_for("admin"))
+
+    @app.post("/api/act")
+    def api_act():  # type: ignore[no-untyped-def]
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            return jsonify(error="expected a JSON object"), 400
+        with lock:
+            actions["count"] += 1
+        app.logger.warning("demo action performed by the API (count=%d)", actions["count"])
+        return jsonify(actions=actions["count"])
 
     @app.get("/api/status")
     def status():  # type: ignore[no-untyped-def]

@@ -2,9 +2,9 @@
 
     gunicorn -c demo_app/gunicorn_guarded.py
 
-`[::]` is dual-stack on Linux, so it also takes IPv4; `0.0.0.0` is listed too
-for systems where it is not (gunicorn then shares the port via SO_REUSEPORT
-where needed). Other hosts can connect and get 403 on every guarded page.
+`[::]` is dual-stack on Linux (gunicorn does not set IPV6_V6ONLY), so this one
+listener takes IPv4 too: IPv4 clients appear as `::ffff:a.b.c.d`, which the
+guard unwraps. Other hosts can connect and get 403 on every guarded page.
 """
 
 import os

@@ -39,12 +39,13 @@ from dataclasses import dataclass, replace
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, after_this_request, current_app, request
 from werkzeug.exceptions import HTTPException, default_exceptions
 
+from .crosssite import merge_headers
 from .decision import Decision
 from .guard import evaluate
-from .middleware import log_decision, logger
+from .middleware import answer_preflight, log_decision, logger, with_headers
 from .options import Options
 
 EXTENSION_NAME = "selfhost"
@@ -81,13 +82,26 @@ def refusal(decision: Decision, options: Options) -> HTTPException:
     return error
 
 
-def _check(options: Options) -> None:
-    """Evaluate the current request (inside a view); log it; raise if refused."""
+def _check(options: Options) -> Decision:
+    """Evaluate the current request (inside a view); log it; raise if refused.
+
+    The decision's headers (``Vary``, CORS) are added to the view's response.
+    """
     decision = evaluate(request.environ, options)
+    if decision.headers and not decision.answers_preflight:
+        extra = decision.headers
+
+        @after_this_request  # runs for the view's answer and for the refusal alike
+        def add_headers(response: Response) -> Response:
+            merged = merge_headers(response.headers.to_wsgi_list(), extra)
+            response.headers.clear()
+            response.headers.extend(merged)
+            return response
+
     if decision.allowed:
         if logger.isEnabledFor(logging.DEBUG):
             log_decision(decision, request.method, request.path)
-        return
+        return decision
     log_decision(decision, request.method, request.path)
     raise refusal(decision, options)
 
@@ -111,11 +125,17 @@ class _GuardedWSGIApp:
         if decision.allowed:
             if logger.isEnabledFor(logging.DEBUG):
                 log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            if decision.headers:  # a browser's request: Vary, maybe CORS
+                if decision.answers_preflight:
+                    return answer_preflight(decision, start_response)
+                return self.wsgi_app(environ, with_headers(start_response, decision.headers))
             return self.wsgi_app(environ, start_response)
         return self.refuse(decision, environ, start_response)
 
     def refuse(self, decision: Decision, environ: dict[str, Any], start_response: Any) -> Any:
         app = self.app
+        if decision.headers:  # Vary, on the refusal and on an exempt view's answer alike
+            start_response = with_headers(start_response, decision.headers)
         context = app.request_context(environ)
         context.match_request()  # routing only: no hook, no view runs
         endpoint = context.request.endpoint  # None for unknown paths and methods
@@ -168,6 +188,10 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
 
     With :class:`SelfHost` registered on the app, the extension's options
     apply, overridden by any given here; without it, the options given here.
+
+    The view receives ``OPTIONS`` requests, so that the guard sees CORS
+    preflights: it answers a granted preflight itself and any other
+    ``OPTIONS`` as Flask's automatic handler would (the view is not called).
     """
     own = Options.from_mapping(options)  # fail at import time, not per request
     merged: dict[Options, Options] = {}  # extension options -> with ours on top
@@ -182,9 +206,16 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
                 effective = merged.get(state.options) or merged.setdefault(
                     state.options, replace(state.options, **options)
                 )
-            _check(effective)
+            decision = _check(effective)
+            if decision.answers_preflight:
+                return Response(status=204, headers=list(decision.headers))
+            if request.method == "OPTIONS":
+                return current_app.make_default_options_response()
             return view(*args, **kwargs)
 
+        # Route OPTIONS to the guarded view instead of Flask's automatic answer.
+        guarded_view.required_methods = {"OPTIONS"}  # type: ignore[attr-defined]
+        guarded_view.provide_automatic_options = False  # type: ignore[attr-defined]
         return guarded_view  # type: ignore[return-value]
 
     return decorate if view is None else decorate(view)

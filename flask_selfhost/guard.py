@@ -10,9 +10,13 @@ effects, writes nothing into the environ and never raises for any environ.
 The algorithm, in order; the first rule that refuses decides:
 
 1. **forwarded** - a request that carries a forwarding header
-   (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``) is a proxy relaying
-   someone else's request, so it is refused even from loopback. Such headers
-   never grant access.
+   (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``) or came through
+   gunicorn's PROXY protocol is a proxy relaying someone else's request. It
+   is refused, even from loopback, unless the immediate peer is in
+   ``trusted_proxies``; then the client that the proxy names is judged
+   instead of the peer (see :mod:`flask_selfhost.forwarded`). A unix-socket
+   connection without such headers has no client address: refused unless
+   ``unix_socket_is_local``.
 2. **source** - ``REMOTE_ADDR`` is loopback, or equals the local address the
    connection arrived on (see :mod:`flask_selfhost.addresses`). The local
    address is ``SERVER_ADDR`` when the server sets it (Apache/mod_wsgi),
@@ -20,10 +24,22 @@ The algorithm, in order; the first rule that refuses decides:
    (``gunicorn.socket``) and Werkzeug (``werkzeug.socket``) put in the
    environ. ``SERVER_NAME`` is the bind address or the Host header, never the
    local address, so it is not used.
+3. **host** - the Host header names this host: absent, ``localhost``,
+   ``*.localhost``, a loopback or local-address IP literal, or a name in
+   ``allowed_hosts``; parsed strictly (see :mod:`flask_selfhost.hosts`).
+   This is what stops DNS rebinding.
+4. **cross-site** and **preflight** - a browser says, in ``Sec-Fetch-Site``
+   or ``Origin``, that a page of another site made it send the request:
+   refused unless it is a top-level navigation or comes from one of
+   ``trusted_origins``; CORS preflights are granted to trusted origins only
+   (see :mod:`flask_selfhost.crosssite`). Its decisions carry ``Vary`` (and
+   CORS) headers that every front adds to the response; a granted preflight
+   (``decision.answers_preflight``) is answered by the front itself.
 
 Speed: this runs before every request. The common case (a loopback client,
-no forwarding header) costs a few dict lookups and one cache hit, allocates
-nothing and makes no system call.
+no forwarding header, Host ``localhost:PORT`` or ``127.0.0.1:PORT``, no
+``Origin`` or ``Sec-Fetch-*``) costs a few dict lookups and two cache hits,
+allocates nothing and makes no system call.
 """
 
 from __future__ import annotations
@@ -32,9 +48,14 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from . import forwarded, hosts
 from .addresses import judge_source
+from .crosssite import judge_cross_site
 from .decision import Decision
+from .forwarded import judge_relayed, judge_unix_socket
 from .options import Options
+
+DEFAULT_OPTIONS = Options()
 
 #: Environ keys of the headers that say "a proxy forwarded this". Checked by
 #: exact key (a scan of the environ for every ``HTTP_X_FORWARDED_*`` would cost
@@ -52,9 +73,7 @@ FORWARDING_HEADERS = (
     "HTTP_X_REAL_IP",
 )
 
-FORWARDED_REFUSAL = (
-    "the request carries forwarding headers, so a proxy is relaying another client's request"
-)
+FORWARDED_REFUSAL = forwarded.UNTRUSTED  # names trusted_proxies
 
 
 def local_address(environ: Mapping[str, Any]) -> str | None:
@@ -81,8 +100,8 @@ def local_address(environ: Mapping[str, Any]) -> str | None:
 def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
     """Decide whether the request in ``environ`` comes from this host.
 
-    ``options`` keeps this signature stable for rules that depend on them;
-    the two rules above do not.
+    ``options`` (default ``Options()``) say which proxies may name the client,
+    whether a unix socket is local, and what the later rules accept.
     """
     remote = environ.get("REMOTE_ADDR")
     if type(remote) is not str:
@@ -101,14 +120,67 @@ def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Deci
         or "HTTP_X_FORWARDED_SERVER" in environ
         or "HTTP_X_FORWARDED_SCHEME" in environ
         or "HTTP_X_FORWARDED_SSL" in environ
+        or "PROXY_PROTOCOL" in environ  # gunicorn's proxy_protocol rewrote REMOTE_ADDR
     ):
-        return Decision(False, "forwarded", FORWARDED_REFUSAL, remote, local_address(environ))
-
-    # A loopback client needs no local address, and getsockname() is a
-    # system call, so ask for it only when the first answer is "no".
-    decision = judge_source(remote, None)
+        if options is None or not options.trusted_proxies:
+            reason = FORWARDED_REFUSAL
+            if "PROXY_PROTOCOL" in environ:
+                reason = forwarded.PROXY_UNTRUSTED
+            return Decision(False, "forwarded", reason, remote, local_address(environ))
+        decision = judge_relayed(environ, remote, options.trusted_proxies, options.proxy_hops)
+    else:
+        # A loopback client needs no local address, and getsockname() is a
+        # system call, so ask for it only when the first answer is "no".
+        decision = judge_source(remote, None)
+        if not decision.allowed:
+            local = local_address(environ)
+            if local is not None:
+                decision = judge_source(remote, local)
+            else:
+                unix = judge_unix_socket(
+                    environ, remote, options is not None and options.unix_socket_is_local
+                )
+                if unix is not None:
+                    decision = unix
     if not decision.allowed:
-        local = local_address(environ)
-        if local is not None:
-            decision = judge_source(remote, local)
+        return decision
+    if options is None:
+        options = DEFAULT_OPTIONS
+
+    # 3. host: one cache hit on the raw header in the common case.
+    host = environ.get("HTTP_HOST")
+    if host is not None:
+        if type(host) is str:
+            refusal = hosts.judge_host(host, options.allowed_hosts)
+        else:
+            refusal = hosts.MALFORMED_REFUSAL
+        if refusal is not None:
+            return _refuse_host(environ, host, options, decision, refusal)
+
+    # 4. cross-site: only browsers send these headers; two lookups for the rest.
+    if ("HTTP_SEC_FETCH_SITE" in environ or "HTTP_ORIGIN" in environ) and options.check_cross_site:
+        return judge_cross_site(environ, options.trusted_origins, decision)
     return decision
+
+
+def _refuse_host(
+    environ: Mapping[str, Any],
+    host: str,
+    options: Options,
+    source: Decision,
+    refusal: Decision,
+) -> Decision:
+    """Step 3 off the common path: an IP literal that is not loopback may be
+    the local address (a system call to learn it); fill in the addresses."""
+    local = source.local_addr
+    if refusal.reason is hosts.IP_LOCAL_UNKNOWN:
+        if local is None:
+            local = local_address(environ)
+        if local is not None:
+            again = hosts.judge_host(host, options.allowed_hosts, local)
+            if again is None:
+                return source
+            refusal = again
+    return refusal._replace(
+        remote_addr=source.remote_addr, local_addr=local, peer_addr=source.peer_addr
+    )

@@ -27,7 +27,8 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from .decision import Decision
+from .crosssite import merge_headers
+from .decision import Decision, Headers
 from .guard import evaluate
 from .options import Options
 
@@ -54,6 +55,22 @@ def log_decision(decision: Decision, method: object, path: object) -> None:
         )
 
 
+def with_headers(start_response: StartResponse, headers: Headers) -> StartResponse:
+    """``start_response`` that adds the decision's headers (see
+    :func:`flask_selfhost.crosssite.merge_headers`) to whatever the app sends."""
+
+    def start_with_headers(status: str, response_headers: Any, exc_info: Any = None) -> Any:
+        return start_response(status, merge_headers(response_headers, headers), exc_info)
+
+    return start_with_headers
+
+
+def answer_preflight(decision: Decision, start_response: StartResponse) -> list[bytes]:
+    """The answer to a granted CORS preflight: 204 and the CORS headers."""
+    start_response("204 No Content", list(decision.headers))
+    return []
+
+
 class SelfHostMiddleware:
     """Refuse requests that do not come from this host; pass the rest to ``app``."""
 
@@ -68,6 +85,10 @@ class SelfHostMiddleware:
         if decision.allowed:
             if logger.isEnabledFor(logging.DEBUG):
                 log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            if decision.headers:  # a browser's request: Vary, maybe CORS
+                if decision.answers_preflight:
+                    return answer_preflight(decision, start_response)
+                return self.app(environ, with_headers(start_response, decision.headers))
             return self.app(environ, start_response)
         log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
         body = self.options.body_for(decision).encode("utf-8")
@@ -77,6 +98,7 @@ class SelfHostMiddleware:
                 ("Content-Type", "text/plain; charset=utf-8"),
                 ("Content-Length", str(len(body))),
                 ("Cache-Control", "no-store"),
+                *decision.headers,
             ],
         )
         return [body]

@@ -16,7 +16,10 @@ from typing import Any
 
 from werkzeug.exceptions import default_exceptions
 
+from .crosssite import normalise_trusted_origins
 from .decision import Decision
+from .forwarded import NO_PROXIES, TrustedProxies
+from .hosts import normalise_allowed_hosts
 
 
 @dataclass(frozen=True)
@@ -28,10 +31,43 @@ class Options:
     :param refuse_body: Plain-text body of a refusal. By default a 403 says
         why (the reason names no address) and any other status says only its
         name, so that a 404 looks like any other 404.
+    :param trusted_proxies: Reverse proxies allowed to name the client:
+        addresses or networks (``"127.0.0.1"``, ``"::1"``, ``"10.0.0.0/8"``)
+        and the word ``"unix"`` for a unix-socket peer; a list, or one
+        comma-separated string. Empty by default: a request with forwarding
+        headers is refused. Only when the immediate peer is trusted is the
+        client named in ``Forwarded`` / ``X-Forwarded-For`` read and judged
+        (see :mod:`flask_selfhost.forwarded`).
+    :param proxy_hops: How many proxies stand in front of the app, 1 by
+        default (nginx alone). At most this many entries, from the right, are
+        read from a forwarding header, so a client's own entries further left
+        never count even if ``trusted_proxies`` is broader than it should be.
+    :param unix_socket_is_local: Treat a unix-socket connection without
+        forwarding headers as a client on this host (a local tool talking to
+        the socket). False by default: such a request is refused, because a
+        proxy that adds no headers looks the same.
+    :param allowed_hosts: Host header names to accept besides ``localhost``,
+        ``*.localhost`` and this host's IP literals: exact names
+        (``"mybox"``), ``".example.internal"`` for a domain and its
+        subdomains, IP addresses; a list, or one comma-separated string.
+        ``["*"]`` accepts any well-formed Host (turns off the DNS-rebinding
+        defence). See :mod:`flask_selfhost.hosts`.
+    :param trusted_origins: Origins (``"http://localhost:3000"``) whose pages
+        may send any request here, read responses (CORS) and have their
+        preflights granted; exact, ``scheme://host[:port]``.
+    :param check_cross_site: False turns off the cross-site rule (Fetch
+        Metadata, Origin and preflights; see :mod:`flask_selfhost.crosssite`):
+        any page the user visits can then make the browser act here.
     """
 
     refuse_status: int = 403
     refuse_body: str | None = None
+    trusted_proxies: TrustedProxies = NO_PROXIES
+    proxy_hops: int = 1
+    unix_socket_is_local: bool = False
+    allowed_hosts: frozenset[str] = frozenset()
+    trusted_origins: frozenset[str] = frozenset()
+    check_cross_site: bool = True
 
     def __post_init__(self) -> None:
         status = self.refuse_status
@@ -44,6 +80,47 @@ class Options:
         if self.refuse_body is not None and not isinstance(self.refuse_body, str):
             raise TypeError(
                 f"flask_selfhost: refuse_body must be a string or None, got {self.refuse_body!r}"
+            )
+        self._check_proxy_options()
+        self._check_browser_options()
+
+    def _check_proxy_options(self) -> None:
+        trusted: Any = self.trusted_proxies
+        if trusted is None:
+            trusted = ()
+        if not isinstance(trusted, TrustedProxies):
+            if not isinstance(trusted, (str, list, tuple, set, frozenset)):
+                raise TypeError(
+                    "flask_selfhost: trusted_proxies must be a list of addresses, networks "
+                    f"and 'unix', or a comma-separated string, got {trusted!r}"
+                )
+            # Normalised once, so that the field is hashable and cheap to test.
+            object.__setattr__(self, "trusted_proxies", TrustedProxies(trusted))
+        hops = self.proxy_hops
+        if type(hops) is not int or hops < 1:
+            raise ValueError(f"flask_selfhost: proxy_hops must be an int >= 1, got {hops!r}")
+        if type(self.unix_socket_is_local) is not bool:
+            raise TypeError(
+                "flask_selfhost: unix_socket_is_local must be True or False, "
+                f"got {self.unix_socket_is_local!r}"
+            )
+
+    def _check_browser_options(self) -> None:
+        # Normalised once, to frozensets: hashable (a cache key) with a cached hash.
+        for name, normalise in (
+            ("allowed_hosts", normalise_allowed_hosts),
+            ("trusted_origins", normalise_trusted_origins),
+        ):
+            value: Any = getattr(self, name)
+            if isinstance(value, str):
+                value = [entry for entry in value.replace(",", " ").split()]
+            elif not isinstance(value, (list, tuple, set, frozenset)):
+                raise TypeError(f"flask_selfhost: {name} must be a list of strings, got {value!r}")
+            object.__setattr__(self, name, normalise(value))
+        if type(self.check_cross_site) is not bool:
+            raise TypeError(
+                "flask_selfhost: check_cross_site must be True or False, "
+                f"got {self.check_cross_site!r}"
             )
 
     @classmethod

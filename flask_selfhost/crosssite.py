@@ -1,0 +1,285 @@
+"""
+The cross-site rule: did a page of another site make the browser send this?
+===========================================================================
+
+A client on this host passes the source and host rules, and so does a
+browser on this host that a malicious page drives: a form POST or a
+``fetch(url, {mode: "no-cors"})`` to ``http://127.0.0.1:8000`` carries the
+user's browser as client and a perfectly good Host. The browser says who
+asked in two headers it does not let pages set: ``Sec-Fetch-Site`` (sent to
+https, ``localhost`` and loopback URLs) and ``Origin`` (sent with CORS
+requests and every non-GET/HEAD request). The rule combines Go's
+``http.CrossOriginProtection`` (``net/http/csrf.go``) with the
+resource-isolation policy of web.dev/OWASP, which also covers reads.
+
+The algorithm, in order; the first step that decides wins:
+
+1. neither ``Sec-Fetch-Site`` nor ``Origin``: allowed. Not a browser (curl,
+   scripts), or a browser's same-origin GET on plain http.
+2. a CORS preflight (``OPTIONS`` with ``Origin`` and
+   ``Access-Control-Request-Method``): from an origin in
+   ``trusted_origins`` it is granted and the front answers it itself
+   (204, the CORS headers naming that origin, never ``*``, and
+   ``Access-Control-Allow-Private-Network: true`` only when the browser
+   asked with ``Access-Control-Request-Private-Network: true``); from any
+   other origin it is refused (rule ``"preflight"``), with no CORS header.
+3. ``Origin`` is in ``trusted_origins`` (exact match): allowed, and the
+   response gets ``Access-Control-Allow-Origin`` for that origin and
+   ``-Allow-Credentials: true`` (unless the app sets its own).
+4. ``Sec-Fetch-Site: same-origin`` or ``none`` (the user typed the URL or
+   used a bookmark): allowed.
+5. ``Sec-Fetch-Site: cross-site`` or ``same-site``: allowed only for a
+   top-level navigation (``GET``/``HEAD``, ``Sec-Fetch-Mode: navigate``,
+   ``Sec-Fetch-Dest: document``): a link to the app still opens it.
+   Everything else is refused: form POSTs, fetches, images, scripts,
+   ``object``/``embed``, and frames (``iframe``, ``frame``), so that another
+   site cannot overlay the app's buttons (clickjacking). Any other
+   ``Sec-Fetch-Site`` value is refused.
+6. no ``Sec-Fetch-Site`` (plain-http, non-loopback URLs and old browsers):
+   ``Origin`` must equal the request's own origin, the scheme from the
+   server and host and port from the Host header; ``Origin: null``
+   (sandboxed frames, file: pages) and malformed origins are refused.
+
+Every decision of this rule carries ``Vary`` headers for the front to add,
+because the same URL gets a different answer for other values of these
+headers (see :data:`VARY`). Refusals name the option that would accept them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from .addresses import CACHE_SIZE
+from .decision import Decision, Headers
+from .hosts import parse_host
+
+RULE = "cross-site"
+PREFLIGHT_RULE = "preflight"
+
+# Every response whose status this rule decided says so to caches. A shared
+# or browser cache that kept a same-origin answer must not hand it to a
+# cross-site request (a ``<script src>`` from another site, say), and the
+# other way round. Requests with neither header (step 1) get no Vary: that
+# keeps the common path free of a start_response wrapper, and they come
+# from non-browsers, or from a browser on plain http whose cache is
+# partitioned by top-level site, so another site cannot reach that entry.
+VARY: Headers = (("Vary", "Origin, Sec-Fetch-Site"),)
+PREFLIGHT_VARY: Headers = (
+    (
+        "Vary",
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers, "
+        "Access-Control-Request-Private-Network",
+    ),
+)
+
+NO_BROWSER_HEADERS = "neither Origin nor Sec-Fetch-Site: not a cross-site request"
+SAME_ORIGIN = "Sec-Fetch-Site says the request comes from this site's own pages"
+NAVIGATION = "a link from another site opens this page at the top level"
+TRUSTED = "the request comes from an origin in the trusted_origins option"
+ORIGIN_MATCHES = "the Origin header is this server's own origin"
+CROSS_SITE = (
+    "a page of another site made the browser send this request; "
+    "add that page's origin to the trusted_origins option if it may"
+)
+BAD_FETCH_SITE = "the Sec-Fetch-Site header has an unknown value"
+NULL_ORIGIN = (
+    "the Origin header is null (a sandboxed or file: page), "
+    "which the trusted_origins option cannot name"
+)
+OTHER_ORIGIN = (
+    "the Origin header names another site (or is malformed); "
+    "add that origin to the trusted_origins option if it may send requests here"
+)
+PREFLIGHT_GRANTED = "a CORS preflight from an origin in the trusted_origins option"
+PREFLIGHT_REFUSED = (
+    "a CORS preflight from an origin that is not trusted; "
+    "add it to the trusted_origins option if it may call this server"
+)
+PREFLIGHT_MALFORMED = "a CORS preflight with malformed Access-Control-Request-* headers"
+
+# RFC 9110 tokens, as Access-Control-Request-Method and -Headers use them.
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_METHOD = re.compile(_TCHARS)
+_HEADER_LIST = re.compile(rf"{_TCHARS}(?:[ \t]*,[ \t]*{_TCHARS})*")
+_ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(.+)")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def parse_origin(text: str) -> tuple[str, str, int | None] | None:
+    """``scheme://host[:port]`` as (scheme, host, port or the scheme's
+    default), lowercase; ``None`` for anything else (paths, userinfo, ``null``).
+    """
+    if not text.isascii():
+        return None
+    match = _ORIGIN.fullmatch(text.lower())
+    if match is None:
+        return None
+    scheme, authority = match.groups()
+    host = parse_host(authority)
+    if host is None:
+        return None
+    port = host.port if host.port is not None else DEFAULT_PORTS.get(scheme)
+    return scheme, host.host, port
+
+
+def normalise_trusted_origins(entries: Iterable[str]) -> frozenset[str]:
+    """Check and normalise ``trusted_origins`` to the form browsers send
+    (lowercase, no default port, compressed IPv6); raise ``ValueError``."""
+    normalised = set()
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise TypeError(
+                f"flask_selfhost: trusted_origins entries must be strings, got {entry!r}"
+            )
+        parsed = parse_origin(entry)
+        if parsed is None:
+            raise ValueError(
+                f"flask_selfhost: trusted_origins entry {entry!r} is not an origin "
+                "(scheme://host[:port], no path, not null or *)"
+            )
+        scheme, host, port = parsed
+        if host.startswith("["):
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        if port is None or port == DEFAULT_PORTS.get(scheme):
+            normalised.add(f"{scheme}://{host}")
+        else:
+            normalised.add(f"{scheme}://{host}:{port}")
+    return frozenset(normalised)
+
+
+def _header(environ: Mapping[str, Any], key: str) -> str | None:
+    value = environ.get(key)
+    if value is None or type(value) is str:
+        return value
+    return ""  # bytes or anything else: present but unusable
+
+
+def judge_cross_site(
+    environ: Mapping[str, Any], trusted_origins: frozenset[str], source: Decision
+) -> Decision:
+    """Apply the rules above to a WSGI environ; never raises.
+
+    ``source`` is the source rule's grant, whose addresses the decision
+    copies for the log.
+    """
+    origin = _header(environ, "HTTP_ORIGIN")
+    site = _header(environ, "HTTP_SEC_FETCH_SITE")
+    if origin is None and site is None:
+        return _decision(source, True, RULE, NO_BROWSER_HEADERS, ())
+    method = environ.get("REQUEST_METHOD")
+
+    if (
+        method == "OPTIONS"
+        and origin is not None
+        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+    ):
+        return judge_preflight(environ, origin, trusted_origins, source)
+
+    if origin is not None and origin in trusted_origins:
+        cors = (
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+        )
+        return _decision(source, True, RULE, TRUSTED, VARY + cors)
+
+    if site is not None:
+        if site == "same-origin" or site == "none":
+            return _decision(source, True, RULE, SAME_ORIGIN, VARY)
+        if site != "cross-site" and site != "same-site":
+            return _decision(source, False, RULE, BAD_FETCH_SITE, VARY)
+        if (
+            (method == "GET" or method == "HEAD")
+            and environ.get("HTTP_SEC_FETCH_MODE") == "navigate"
+            and environ.get("HTTP_SEC_FETCH_DEST") == "document"  # top-level: no frames
+        ):
+            return _decision(source, True, RULE, NAVIGATION, VARY)
+        return _decision(source, False, RULE, CROSS_SITE, VARY)
+
+    # No Sec-Fetch-Site, so there is an Origin (step 1 returned otherwise).
+    if origin == "null":
+        return _decision(source, False, RULE, NULL_ORIGIN, VARY)
+    own = own_origin(environ.get("wsgi.url_scheme"), environ.get("HTTP_HOST"))
+    if own is not None and origin is not None and parse_origin(origin) == own:
+        return _decision(source, True, RULE, ORIGIN_MATCHES, VARY)
+    return _decision(source, False, RULE, OTHER_ORIGIN, VARY)
+
+
+def own_origin(scheme: object, host: object) -> tuple[str, str, int | None] | None:
+    """The request's own origin, as :func:`parse_origin` returns it, or ``None``
+    when the scheme or Host is missing or unusable (then no Origin matches)."""
+    if type(scheme) is not str or type(host) is not str:
+        return None
+    parsed = parse_host(host)
+    if parsed is None:
+        return None
+    scheme = scheme.lower()
+    port = parsed.port if parsed.port is not None else DEFAULT_PORTS.get(scheme)
+    return scheme, parsed.host, port
+
+
+def judge_preflight(
+    environ: Mapping[str, Any], origin: str, trusted_origins: frozenset[str], source: Decision
+) -> Decision:
+    """Step 2: grant a preflight from a trusted origin, refuse any other."""
+    if origin not in trusted_origins:
+        return _decision(source, False, PREFLIGHT_RULE, PREFLIGHT_REFUSED, PREFLIGHT_VARY)
+    method = _header(environ, "HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+    requested = _header(environ, "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+    if (
+        method is None
+        or not _METHOD.fullmatch(method)
+        or (requested is not None and requested.strip() and not _HEADER_LIST.fullmatch(requested))
+    ):
+        return _decision(source, False, PREFLIGHT_RULE, PREFLIGHT_MALFORMED, PREFLIGHT_VARY)
+    headers: Headers = (
+        *PREFLIGHT_VARY,
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Allow-Methods", method),
+    )
+    if requested is not None and requested.strip():
+        headers += (("Access-Control-Allow-Headers", requested),)
+    if environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK") == "true":
+        headers += (("Access-Control-Allow-Private-Network", "true"),)
+    return _decision(source, True, PREFLIGHT_RULE, PREFLIGHT_GRANTED, headers)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _decision(
+    source: Decision, allowed: bool, rule: str, reason: str, headers: Headers
+) -> Decision:
+    """A decision of this rule, with the source rule's addresses for the log.
+
+    Cached: a browser's requests (same-origin, mostly) then cost a cache hit
+    instead of building a decision, and decisions are immutable anyway.
+    """
+    return Decision(
+        allowed,
+        rule,
+        reason,
+        source.remote_addr,
+        source.local_addr,
+        peer_addr=source.peer_addr,
+        headers=headers,
+    )
+
+
+def merge_headers(response_headers: list[tuple[str, str]], extra: Headers) -> list[tuple[str, str]]:
+    """``response_headers`` plus ``extra``: ``Vary`` is added unless the same
+    value is there (it is a list; a second field adds to the first), any other
+    header only when the app did not set it (an app's own CORS layer wins)."""
+    merged = list(response_headers)
+    for header in extra:
+        name = header[0]
+        if name == "Vary":
+            if header in merged:
+                continue
+        elif any(present.lower() == name.lower() for present, _ in response_headers):
+            continue
+        merged.append(header)
+    return merged

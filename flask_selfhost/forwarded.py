@@ -1,0 +1,523 @@
+"""
+Clients behind a trusted proxy
+==============================
+
+When nginx (or any reverse proxy) on this host forwards to the app, every
+request arrives from the proxy: from ``127.0.0.1`` or over a unix socket. A
+guard that looks only at the connection would then let the whole internet
+in. The proxy names its own client in a header, and that header is only as
+good as whoever sent it: any client can send ``X-Forwarded-For: 127.0.0.1``.
+
+So a forwarded client address is read only when the immediate peer (the
+connection the server accepted) is a *trusted proxy*, and only from the
+entries that trusted proxies wrote:
+
+- ``X-Forwarded-For: client, proxy1, proxy2`` and RFC 7239
+  ``Forwarded: for=client, for=proxy1, for=proxy2`` list one entry per hop;
+  each proxy *appends* the address it saw. The right-most entry was written
+  by the peer; an entry further left is believed only while the entry to its
+  right is itself a trusted proxy, and at most ``proxy_hops`` entries from
+  the right are read. Everything a client put further left is never read.
+- The client address found is judged like a direct client: it passes when
+  it is one of this host's own addresses (see
+  :mod:`flask_selfhost.host_addresses`), or loopback *as recorded by a proxy
+  on this host* (loopback on another machine is that machine).
+- ``unknown`` and obfuscated identifiers (``_abc``) are not addresses:
+  refused. So are host names (``X-Forwarded-Host``, ``Forwarded: host=``),
+  which are never read. A malformed header, or ``Forwarded`` and
+  ``X-Forwarded-For`` naming different clients, is refused, never guessed at.
+
+Parsing is strict on purpose: Werkzeug's ``parse_list_header`` returns an
+empty list for an unbalanced quote, and a lenient parser that drops what it
+does not understand would shift the entries a hop count relies on. The RFC
+7239 grammar is small, so it is matched here with stdlib ``re``.
+
+Every function here is pure: strings in, a result out, cached on the raw
+strings (a proxy sends the same few header values again and again).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from .addresses import CACHE_SIZE, IPAddress, parse_ip
+from .decision import Decision
+from .host_addresses import host_addresses
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+#: The word for "the peer is a unix socket" in ``trusted_proxies`` and in
+#: :attr:`Decision.peer_addr`.
+UNIX = "unix"
+
+RULE = "forwarded"
+
+# Reasons: short sentences that name no address, so they may be shown.
+UNTRUSTED = (
+    "the request carries forwarding headers, so a proxy is relaying another client's "
+    "request, and its sender is not in trusted_proxies"
+)
+NO_PEER = "the proxy's own address is missing or not an IP address"
+NO_CLIENT_HEADER = (
+    "a trusted proxy relayed the request but named no client "
+    "(neither Forwarded: for= nor X-Forwarded-For)"
+)
+CONFLICT = "Forwarded and X-Forwarded-For name different clients"
+UNKNOWN_CLIENT = "the proxy did not name its client by address (unknown or obfuscated)"
+LOOPBACK_CLIENT = "a proxy on this host relayed a loopback client"
+FOREIGN_LOOPBACK = "the client is loopback on the proxy's host, which is not this host"
+OWN_ADDRESS_CLIENT = "a trusted proxy relayed a client that is one of this host's addresses"
+OTHER_HOST_CLIENT = "a trusted proxy relayed a client on another host"
+
+
+_ENTRY_TYPES = (
+    str,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+)
+
+
+class MalformedHeader(ValueError):
+    """A forwarding header that does not follow its grammar (the message says how)."""
+
+
+class TrustedProxies:
+    """Who may name the client: networks, and ``unix`` for a unix-socket peer.
+
+    :param entries: Addresses or networks (``"127.0.0.1"``, ``"::1"``,
+        ``"10.0.0.0/8"``, ``ipaddress`` objects) and the word ``"unix"``; or
+        one string of them separated by commas (as in an environment
+        variable). Host bits must be zero (``10.0.0.1/8`` is a typo, not a
+        network) and names are refused: no DNS, ever.
+
+    Immutable and hashable, so that it can be part of :class:`Options` and of
+    a cache key. False when it trusts nobody.
+    """
+
+    __slots__ = ("_hash", "networks", "unix")
+
+    networks: frozenset[IPNetwork]
+    unix: bool
+    _hash: int
+
+    def __init__(self, entries: str | Iterable[object] = ()) -> None:
+        if isinstance(entries, str):
+            entries = [part for part in (p.strip() for p in entries.split(",")) if part]
+        networks: set[IPNetwork] = set()
+        unix = False
+        for entry in entries:
+            if entry == UNIX:
+                unix = True
+                continue
+            if not isinstance(entry, _ENTRY_TYPES):
+                raise TypeError(
+                    f"flask_selfhost: trusted_proxies entries are addresses, networks or "
+                    f"'unix', got {entry!r}"
+                )
+            try:
+                network = ipaddress.ip_network(entry)
+            except ValueError as error:
+                raise ValueError(
+                    f"flask_selfhost: trusted_proxies entry {entry!r} is not an address, "
+                    f"a network or 'unix' ({error})"
+                ) from None
+            mapped = getattr(network.network_address, "ipv4_mapped", None)
+            if mapped is not None and network.prefixlen >= 96:
+                # The guard unwraps ::ffff:a.b.c.d to a.b.c.d before comparing.
+                network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+            networks.add(network)
+        object.__setattr__(self, "networks", frozenset(networks))
+        object.__setattr__(self, "unix", unix)
+        object.__setattr__(self, "_hash", hash((self.networks, unix)))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("TrustedProxies is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrustedProxies):
+            return NotImplemented
+        return (self.networks, self.unix) == (other.networks, other.unix)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __bool__(self) -> bool:
+        return self.unix or bool(self.networks)
+
+    def __repr__(self) -> str:
+        shown = sorted(str(n) for n in self.networks) + ([UNIX] if self.unix else [])
+        return f"TrustedProxies({', '.join(map(repr, shown))})"
+
+    def trusts(self, address: IPAddress) -> bool:
+        """True when ``address`` is inside one of the trusted networks."""
+        return any(address in network for network in self.networks)
+
+
+#: Trusts nobody: the default of ``trusted_proxies``.
+NO_PROXIES = TrustedProxies()
+
+# RFC 7230 token and quoted-string; RFC 7239 node.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # noqa: S105 (a regex, not a password)
+_QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\xff])*"'
+_PAIR = re.compile(rf"[ \t]*({_TOKEN})=({_TOKEN}|{_QUOTED})[ \t]*")
+_OBFUSCATED = r"_[A-Za-z0-9._-]+"
+_NODE = re.compile(
+    rf"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<v4>[0-9.]+)|(?P<word>(?i:unknown)|{_OBFUSCATED}))"
+    rf"(?::(?P<port>[0-9]{{1,5}}|{_OBFUSCATED}))?"
+)
+
+
+def _node(text: str, bare_ipv6: bool) -> str:
+    """The address part of one node, brackets and port removed.
+
+    Returns the address as written, or ``"unknown"`` / the obfuscated
+    identifier (which the caller refuses as a client). ``bare_ipv6`` allows
+    ``2001:db8::1`` without brackets, as ``X-Forwarded-For`` writes it.
+    """
+    if bare_ipv6 and ":" in text and not text.startswith("[") and text.count(":") > 1:
+        if parse_ip(text) is None or "%" in text:
+            raise MalformedHeader("an entry is not an IP address")
+        return text
+    match = _NODE.fullmatch(text)
+    if match is None:
+        raise MalformedHeader("an entry is not an address, 'unknown' or an obfuscated name")
+    address = match["v6"] or match["v4"]
+    if address is None:
+        word = match["word"]
+        return "unknown" if word.lower() == "unknown" else word
+    if parse_ip(address) is None or (match["v6"] is not None and ":" not in address):
+        raise MalformedHeader("an entry is not an IP address")
+    port = match["port"]
+    if port is not None and port.isdigit() and int(port) > 65535:
+        raise MalformedHeader("an entry has a port out of range")
+    return address
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def parse_x_forwarded_for(value: str) -> tuple[str, ...]:
+    """The nodes of an ``X-Forwarded-For`` value, left (client) to right (last hop).
+
+    Entries are separated by commas; each is an IPv4 or IPv6 address,
+    optionally with a port (``1.2.3.4:80``, ``[::1]:80``), or ``unknown``.
+    An empty entry or anything else raises :class:`MalformedHeader`.
+    """
+    nodes = []
+    for entry in value.split(","):
+        entry = entry.strip(" \t")
+        if not entry:
+            raise MalformedHeader("X-Forwarded-For has an empty entry")
+        nodes.append(_node(entry, bare_ipv6=True))
+    return tuple(nodes)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def parse_forwarded(value: str) -> tuple[str, ...] | None:
+    """The ``for=`` nodes of an RFC 7239 ``Forwarded`` value, left to right.
+
+    One node per element (comma-separated); an element without ``for=``
+    gives ``"unknown"``. ``None`` when no element has ``for=`` (a proxy that
+    only reports ``proto=``: the header names no client). Raises
+    :class:`MalformedHeader` for anything outside the grammar, an empty
+    element, or a parameter given twice in one element.
+    """
+    elements: list[str | None] = []
+    position, end = 0, len(value)
+    while True:
+        seen: set[str] = set()
+        node: str | None = None
+        while True:  # the pairs of one element, separated by ";"
+            match = _PAIR.match(value, position)
+            if match is None:
+                raise MalformedHeader(f"Forwarded is malformed at character {position}")
+            name, raw = match[1].lower(), match[2]
+            if name in seen:
+                raise MalformedHeader("Forwarded repeats a parameter in one element")
+            seen.add(name)
+            if name == "for":
+                if raw.startswith('"'):
+                    raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+                node = _node(raw, bare_ipv6=False)
+            position = match.end()
+            if position == end or value[position] == ",":
+                break
+            if value[position] != ";":
+                raise MalformedHeader(f"Forwarded is malformed at character {position}")
+            position += 1
+        elements.append(node)
+        if position == end:
+            break
+        position += 1  # the comma
+    if all(node is None for node in elements):
+        return None
+    return tuple("unknown" if node is None else node for node in elements)
+
+
+def _walk(
+    nodes: tuple[str, ...],
+    peer_is_local: bool,
+    trusted: TrustedProxies,
+    proxy_hops: int,
+    host: frozenset[IPAddress],
+) -> tuple[str, bool]:
+    """``(client, recorded_on_this_host)``: the right-most node that no
+    trusted proxy within ``proxy_hops`` vouches for, and whether the proxy
+    that recorded it runs on this host."""
+    recorder_is_local = peer_is_local
+    index = len(nodes) - 1
+    hops_left = proxy_hops
+    while index > 0 and hops_left > 1:
+        address = parse_ip(nodes[index])
+        if address is None or not trusted.trusts(address):
+            break
+        # This node is a proxy that recorded the node to its left; it is on
+        # this host when it is one of the host's addresses, or loopback as
+        # recorded by a proxy on this host.
+        recorder_is_local = (address.is_loopback and recorder_is_local) or address in host
+        index -= 1
+        hops_left -= 1
+    return nodes[index], recorder_is_local
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def judge_forwarded(
+    peer: str | None,
+    forwarded: str | None,
+    x_forwarded_for: str | None,
+    trusted: TrustedProxies,
+    proxy_hops: int,
+    host: frozenset[IPAddress],
+) -> Decision:
+    """Judge a request that a proxy relayed.
+
+    :param peer: The immediate peer: its address as the server reported it,
+        or :data:`UNIX` for a unix-socket connection.
+    :param forwarded: The raw ``Forwarded`` header, or ``None``.
+    :param x_forwarded_for: The raw ``X-Forwarded-For`` header, or ``None``.
+    :param trusted: Who may name the client (``trusted_proxies``).
+    :param proxy_hops: How many entries, from the right, trusted proxies can
+        have written: the number of proxies in front of the app.
+    :param host: This host's own non-loopback addresses.
+
+    The returned decision has ``rule="forwarded"``, ``remote_addr`` the
+    client address judged (or the peer, when the peer is not trusted) and
+    ``peer_addr`` the peer.
+    """
+
+    def decide(allowed: bool, reason: str, client: str | None) -> Decision:
+        return Decision(allowed, RULE, reason, client, None, peer)
+
+    if peer == UNIX:
+        if not trusted.unix:
+            return decide(False, UNTRUSTED, peer)
+        peer_is_local = True
+    else:
+        peer_address = parse_ip(peer)
+        if peer_address is None:
+            return decide(False, NO_PEER, peer)
+        if not trusted.trusts(peer_address):
+            return decide(False, UNTRUSTED, peer)
+        peer_is_local = peer_address.is_loopback or peer_address in host
+
+    found: list[tuple[str, bool]] = []
+    try:
+        for nodes in (
+            None if forwarded is None else parse_forwarded(forwarded),
+            None if x_forwarded_for is None else parse_x_forwarded_for(x_forwarded_for),
+        ):
+            if nodes is not None:
+                found.append(_walk(nodes, peer_is_local, trusted, proxy_hops, host))
+    except MalformedHeader as error:
+        return decide(False, f"a forwarding header is malformed: {error}", None)
+    if not found:
+        return decide(False, NO_CLIENT_HEADER, None)
+    client, recorder_is_local = found[0]
+    address = parse_ip(client)
+    for other, other_is_local in found[1:]:
+        if parse_ip(other) != address or other_is_local != recorder_is_local:
+            return decide(False, CONFLICT, client)
+    if address is None:
+        return decide(False, UNKNOWN_CLIENT, client)
+    if address in host:
+        return decide(True, OWN_ADDRESS_CLIENT, client)
+    if address.is_loopback:
+        if recorder_is_local:
+            return decide(True, LOOPBACK_CLIENT, client)
+        return decide(False, FOREIGN_LOOPBACK, client)
+    return decide(False, OTHER_HOST_CLIENT, client)
+
+
+# The environ front: where the peer and the headers come from. Thin on
+# purpose; every decision above is a pure function of the strings found here.
+
+#: ``PROXY_PROTOCOL`` values for which gunicorn gives no client address.
+PROXY_NO_CLIENT = "the PROXY protocol header carried no client address (a LOCAL or UNSPEC header)"
+PROXY_UNTRUSTED = (
+    "the server took the client address from a PROXY protocol header, and its sender "
+    "is not in trusted_proxies"
+)
+PROXY_AND_HEADERS = (
+    "the request carries both a PROXY protocol header and Forwarded or X-Forwarded-For; "
+    "flask_selfhost reads one of them, not both"
+)
+PROXY_UNKNOWN_SENDER = "the sender of the PROXY protocol header is unknown (no connection socket)"
+REWRITTEN = (
+    "REMOTE_ADDR was rewritten before the guard ran and its original does not match the "
+    "connection; put the guard outside (before) ProxyFix"
+)
+UNIX_LOCAL = "the client connected over a unix socket (unix_socket_is_local)"
+UNIX_REFUSED = (
+    "the client connected over a unix socket, which has no client address; set "
+    "unix_socket_is_local for local tools, or trusted_proxies=['unix'] behind a proxy"
+)
+
+NOT_A_STRING = "a forwarding header is not a string"
+TOO_LONG = "a forwarding header is longer than any real proxy chain"
+
+#: Longer Forwarded / X-Forwarded-For values are refused before they are
+#: parsed or cached: twenty IPv6 hops fit, and the caches hold at most
+#: CACHE_SIZE such strings, so a flood of distinct long headers costs
+#: bounded memory.
+MAX_HEADER_LENGTH = 1024
+
+#: What servers put in ``REMOTE_ADDR`` for a unix-socket client: gunicorn,
+#: Werkzeug, waitress. Only a hint: the socket's family decides when there is
+#: a socket in the environ.
+UNIX_REMOTE_ADDRS = frozenset({"", "<local>", "localhost"})
+
+
+def _connection_socket(environ: Mapping[str, Any]) -> Any:
+    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+
+
+#: A socket's address family as a plain int. ``sock.family`` converts it to
+#: an enum, which costs half a microsecond; this C-level getter does not. It
+#: raises TypeError for anything that is not a socket.
+_family: Any = socket.SocketType.family.__get__
+
+
+def _socket_peer(sock: Any) -> str | None:
+    """:data:`UNIX`, the peer's IP address, or ``None`` when unknown."""
+    if sock is None:
+        return None
+    try:
+        if _family(sock) == socket.AF_UNIX:
+            return UNIX
+        address = sock.getpeername()[0]
+    except Exception:  # a closed or foreign socket object: unknown, not an error page
+        return None
+    return address if type(address) is str else None
+
+
+def is_unix_connection(environ: Mapping[str, Any], remote: str | None) -> bool:
+    """True when the connection is a unix socket.
+
+    The connection socket's family decides when the server put one in the
+    environ (gunicorn, Werkzeug); without one, only waitress's marker
+    ``'localhost'`` counts. An empty ``REMOTE_ADDR`` alone proves nothing.
+    """
+    sock = _connection_socket(environ)
+    if sock is not None:
+        try:
+            return bool(_family(sock) == socket.AF_UNIX)
+        except Exception:  # not a socket: not proof of anything
+            return False
+    software = environ.get("SERVER_SOFTWARE")
+    return remote == "localhost" and type(software) is str and software.startswith("waitress")
+
+
+def judge_unix_socket(
+    environ: Mapping[str, Any], remote: str | None, unix_socket_is_local: bool
+) -> Decision | None:
+    """The decision for a unix-socket connection without forwarding headers,
+    or ``None`` when the connection is not a unix socket."""
+    if remote not in UNIX_REMOTE_ADDRS or not is_unix_connection(environ, remote):
+        return None
+    reason = UNIX_LOCAL if unix_socket_is_local else UNIX_REFUSED
+    return Decision(unix_socket_is_local, "source", reason, remote, None, UNIX)
+
+
+def judge_relayed(
+    environ: Mapping[str, Any], remote: str | None, trusted: TrustedProxies, proxy_hops: int
+) -> Decision:
+    """Judge a request that carries forwarding headers or came through
+    gunicorn's PROXY protocol, with ``trusted_proxies`` set.
+
+    :param remote: ``REMOTE_ADDR`` if it is a string, else ``None``.
+
+    The peer is ``REMOTE_ADDR`` as the server set it: the original that
+    Werkzeug's ``ProxyFix`` keeps in ``werkzeug.proxy_fix.orig`` when it ran
+    first (checked against the connection socket, since a second ProxyFix
+    would have overwritten that original), or the connection socket's peer
+    under the PROXY protocol, where ``REMOTE_ADDR`` is the header's client.
+    """
+    forwarded = environ.get("HTTP_FORWARDED")
+    x_forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    if forwarded is not None and (type(forwarded) is not str or len(forwarded) > MAX_HEADER_LENGTH):
+        return _unusable(forwarded)
+    if x_forwarded_for is not None and (
+        type(x_forwarded_for) is not str or len(x_forwarded_for) > MAX_HEADER_LENGTH
+    ):
+        return _unusable(x_forwarded_for)
+    if "PROXY_PROTOCOL" in environ:
+        return _judge_proxy_protocol(
+            environ, remote, trusted, proxy_hops, forwarded, x_forwarded_for
+        )
+
+    peer = remote
+    original = environ.get("werkzeug.proxy_fix.orig")
+    if original is not None:
+        saved = original.get("REMOTE_ADDR") if isinstance(original, Mapping) else None
+        peer = saved if type(saved) is str else None
+        actual = _socket_peer(_connection_socket(environ))
+        if actual is not None and not _same_peer(actual, peer):
+            return Decision(False, RULE, REWRITTEN, remote, None, actual)
+    if peer in UNIX_REMOTE_ADDRS and is_unix_connection(environ, peer):
+        peer = UNIX
+    host = host_addresses.current()
+    return judge_forwarded(peer, forwarded, x_forwarded_for, trusted, proxy_hops, host)
+
+
+def _unusable(value: object) -> Decision:
+    reason = NOT_A_STRING if type(value) is not str else TOO_LONG
+    return Decision(False, RULE, reason, None, None)
+
+
+def _judge_proxy_protocol(
+    environ: Mapping[str, Any],
+    client: str | None,
+    trusted: TrustedProxies,
+    proxy_hops: int,
+    forwarded: str | None,
+    x_forwarded_for: str | None,
+) -> Decision:
+    """gunicorn put the PROXY header's client in ``REMOTE_ADDR``; the header's
+    sender is the connection socket's peer, which must be trusted."""
+    peer = _socket_peer(_connection_socket(environ))
+    if peer is None:
+        return Decision(False, RULE, PROXY_UNKNOWN_SENDER, None, None)
+    sender = None if peer == UNIX else parse_ip(peer)
+    if not (trusted.unix if peer == UNIX else sender is not None and trusted.trusts(sender)):
+        return Decision(False, RULE, PROXY_UNTRUSTED, peer, None, peer)
+    if forwarded is not None or x_forwarded_for is not None:
+        return Decision(False, RULE, PROXY_AND_HEADERS, None, None, peer)
+    if client is None or parse_ip(client) is None:
+        return Decision(False, RULE, PROXY_NO_CLIENT, None, None, peer)
+    host = host_addresses.current()
+    decision = judge_forwarded(peer, None, client, trusted, proxy_hops, host)
+    # PROXY_ADDR is where the client connected to the proxy: the local side.
+    proxy_addr = environ.get("PROXY_ADDR")
+    return decision._replace(local_addr=proxy_addr if type(proxy_addr) is str else None)
+
+
+def _same_peer(actual: str, remote: object) -> bool:
+    if actual == UNIX:
+        return remote in UNIX_REMOTE_ADDRS
+    address = parse_ip(remote) if type(remote) is str else None
+    return address is not None and address == parse_ip(actual)
