@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     # The usual production level; refusals (case 3) are silenced to time the guard, not I/O.
     logging.getLogger("flask_selfhost").setLevel(logging.ERROR)
-    wsgi_n, flask_n, repeat = (20_000, 500, 3) if args.quick else (300_000, 5_000, 7)
+    wsgi_n, flask_n, repeat = (20_000, 500, 3) if args.quick else (300_000, 2_000, 15)
 
     print(f"Python {sys.version.split()[0]}; best of {repeat} repeats\n")
     print(f"{'WSGI, trivial app':36s} {'bare ns':>9s} {'guarded ns':>11s} {'added ns':>9s}")

@@ -107,6 +107,7 @@ _METHOD = re.compile(_TCHARS)
 _HEADER_LIST = re.compile(rf"{_TCHARS}(?:[ \t]*,[ \t]*{_TCHARS})*")
 _ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(.+)")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_ORIGIN_LENGTH = 320  # scheme, "://", a host of at most 300 and a port
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -168,6 +169,8 @@ def judge_cross_site(
     copies for the log.
     """
     origin = _header(environ, "HTTP_ORIGIN")
+    if origin is not None and len(origin) > MAX_ORIGIN_LENGTH:
+        origin = ""  # malformed: refused below, and never a cache key
     site = _header(environ, "HTTP_SEC_FETCH_SITE")
     if origin is None and site is None:
         return _decision(source, True, RULE, NO_BROWSER_HEADERS, ())

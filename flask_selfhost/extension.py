@@ -37,6 +37,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import wraps
+from types import MethodType
 from typing import Any, TypeVar
 
 from flask import Flask, Response, after_this_request, current_app, request
@@ -45,7 +46,7 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 from .crosssite import merge_headers
 from .decision import Decision
 from .guard import evaluate
-from .middleware import answer_preflight, log_decision, logger, with_headers
+from .middleware import answer_preflight, log_decision, logger, refuse_plainly, with_headers
 from .options import Options
 
 EXTENSION_NAME = "selfhost"
@@ -111,14 +112,17 @@ class _GuardedWSGIApp:
 
     An allowed request goes straight on, so the guard adds no request-context
     work to it. A refused one is rendered by Flask itself, through the app's
-    error handlers and ``after_request`` hooks, unless its view is exempt.
-    Nothing else of the app runs for it: no ``before_request`` hook, no view.
+    error handlers and ``after_request`` hooks (the request context is pushed
+    for that, so the session opens and teardown runs), unless its view is
+    exempt. No ``before_request`` hook and no view of the app runs for it.
     """
 
     def __init__(self, app: Flask, wsgi_app: Any, options: Options) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
         self.options = options
+        # Flask's own wsgi_app, under any middleware that was there before us.
+        self.flask_wsgi_app = MethodType(type(app).wsgi_app, app)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         decision = evaluate(environ, self.options)
@@ -136,12 +140,21 @@ class _GuardedWSGIApp:
         app = self.app
         if decision.headers:  # Vary, on the refusal and on an exempt view's answer alike
             start_response = with_headers(start_response, decision.headers)
-        context = app.request_context(environ)
-        context.match_request()  # routing only: no hook, no view runs
+        try:
+            context = app.request_context(environ)
+            if context.url_adapter is not None:  # None when Werkzeug rejects the Host
+                context.match_request()  # routing only: no hook, no view runs
+        except Exception:
+            # Werkzeug could not even build the request (a port it cannot read,
+            # say): refuse in plain text rather than let the error become a 500.
+            return refuse_plainly(decision, self.options, environ, start_response)
         endpoint = context.request.endpoint  # None for unknown paths and methods
         view = app.view_functions.get(endpoint) if endpoint else None
         if getattr(view, _ALLOW_REMOTE, False):
-            return self.wsgi_app(environ, start_response)
+            # Straight to Flask, past any middleware between it and the guard:
+            # such middleware (ProxyFix's x_host, a method override, a mounted
+            # app) could route the request elsewhere than this exempt view.
+            return self.flask_wsgi_app(environ, start_response)
         log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
         with context:
             try:

@@ -71,6 +71,10 @@ CONFLICT = "Forwarded and X-Forwarded-For name different clients"
 UNKNOWN_CLIENT = "the proxy did not name its client by address (unknown or obfuscated)"
 LOOPBACK_CLIENT = "a proxy on this host relayed a loopback client"
 FOREIGN_LOOPBACK = "the client is loopback on the proxy's host, which is not this host"
+FOREIGN_OWN_ADDRESS = (
+    "a proxy on another host named a client with one of this host's addresses, "
+    "which there may mean another machine (private addresses repeat)"
+)
 OWN_ADDRESS_CLIENT = "a trusted proxy relayed a client that is one of this host's addresses"
 OTHER_HOST_CLIENT = "a trusted proxy relayed a client on another host"
 
@@ -277,9 +281,10 @@ def _walk(
         if address is None or not trusted.trusts(address):
             break
         # This node is a proxy that recorded the node to its left; it is on
-        # this host when it is one of the host's addresses, or loopback as
-        # recorded by a proxy on this host.
-        recorder_is_local = (address.is_loopback and recorder_is_local) or address in host
+        # this host when a proxy on this host recorded it as loopback or as
+        # one of this host's addresses (another host's proxy could mean its
+        # own 127.0.0.1, or a private address this host happens to share).
+        recorder_is_local = recorder_is_local and (address.is_loopback or address in host)
         index -= 1
         hops_left -= 1
     return nodes[index], recorder_is_local
@@ -345,7 +350,9 @@ def judge_forwarded(
     if address is None:
         return decide(False, UNKNOWN_CLIENT, client)
     if address in host:
-        return decide(True, OWN_ADDRESS_CLIENT, client)
+        if recorder_is_local:
+            return decide(True, OWN_ADDRESS_CLIENT, client)
+        return decide(False, FOREIGN_OWN_ADDRESS, client)
     if address.is_loopback:
         if recorder_is_local:
             return decide(True, LOOPBACK_CLIENT, client)

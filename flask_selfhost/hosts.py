@@ -41,6 +41,11 @@ from .decision import Decision
 
 RULE = "host"
 
+#: Longer Host values are malformed (a name is at most 253 characters). The
+#: guard checks the length before the cached functions see a value, so that
+#: huge headers never become cache keys.
+MAX_LENGTH = 300
+
 MALFORMED = "the Host header is empty or malformed"
 IP_NOT_LOCAL = (
     "the Host header is an IP address that is not this host's; "
@@ -87,7 +92,7 @@ class ParsedHost(NamedTuple):
 @lru_cache(maxsize=CACHE_SIZE)
 def parse_host(text: str) -> ParsedHost | None:
     """Parse ``host[:port]`` strictly; ``None`` when it is not exactly that."""
-    if not text.isascii() or len(text) > 300:
+    if not text.isascii() or len(text) > MAX_LENGTH:
         return None
     match = _HOST.fullmatch(text.lower())
     if match is None:

@@ -71,14 +71,31 @@ def answer_preflight(decision: Decision, start_response: StartResponse) -> list[
     return []
 
 
+def refuse_plainly(
+    decision: Decision, options: Options, environ: WSGIEnvironment, start_response: StartResponse
+) -> list[bytes]:
+    """Log a refusal and answer it in plain text, with the decision's headers."""
+    log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+    body = options.body_for(decision).encode("utf-8")
+    status = options.refuse_status
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *decision.headers,
+        ],
+    )
+    return [body]
+
+
 class SelfHostMiddleware:
     """Refuse requests that do not come from this host; pass the rest to ``app``."""
 
     def __init__(self, app: WSGIApplication, **options: Any) -> None:
         self.app = app
         self.options = Options.from_mapping(options)
-        status = self.options.refuse_status
-        self._status_line = f"{status} {HTTPStatus(status).phrase}"
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         decision = evaluate(environ, self.options)
@@ -90,15 +107,4 @@ class SelfHostMiddleware:
                     return answer_preflight(decision, start_response)
                 return self.app(environ, with_headers(start_response, decision.headers))
             return self.app(environ, start_response)
-        log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-        body = self.options.body_for(decision).encode("utf-8")
-        start_response(
-            self._status_line,
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-                *decision.headers,
-            ],
-        )
-        return [body]
+        return refuse_plainly(decision, self.options, environ, start_response)

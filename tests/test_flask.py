@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from flask import Blueprint, Flask, jsonify
+from werkzeug.test import EnvironBuilder
 
 from flask_selfhost import SelfHost, allow_remote, local_only
 
@@ -222,3 +223,69 @@ def test_demo_app_pages():
     assert get(app, "/admin", THIS_HOST).status_code == 200
     unguarded = create_app(guarded=False)
     assert get(unguarded, "/admin", OTHER_HOST).status_code == 200
+
+
+class MethodOverride:
+    """Middleware that lets a header change the method (as some apps do)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if "HTTP_X_HTTP_METHOD_OVERRIDE" in environ:
+            environ["REQUEST_METHOD"] = environ["HTTP_X_HTTP_METHOD_OVERRIDE"].upper()
+        return self.app(environ, start_response)
+
+
+def test_exempt_view_is_not_a_way_past_inner_middleware_that_reroutes():
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    # ProxyFix's x_host, inside the guard, as the README recommends.
+    hosts = Flask(__name__, host_matching=True, static_host="public.example")
+    hosts.add_url_rule("/", "public", allow_remote(lambda: "public"), host="public.example")
+    hosts.add_url_rule("/", "admin", lambda: "admin secret", host="admin.localhost")
+    hosts.wsgi_app = ProxyFix(hosts.wsgi_app, x_for=1, x_host=1)
+    SelfHost(hosts, trusted_proxies=["127.0.0.1"])
+    response = hosts.test_client().get(
+        "/",
+        headers={"Host": "public.example", "X-Forwarded-Host": "admin.localhost"},
+        environ_base=OTHER_HOST,
+    )
+    assert response.text == "public"
+
+    # A method override turns an exempt GET into a guarded POST.
+    items = Flask(__name__)
+    items.add_url_rule("/items", "list", allow_remote(lambda: "list"), methods=["GET"])
+    items.add_url_rule("/items", "create", lambda: "created", methods=["POST"])
+    items.wsgi_app = MethodOverride(items.wsgi_app)
+    SelfHost(items)
+    response = items.test_client().get(
+        "/items", headers={"X-HTTP-Method-Override": "POST"}, environ_base=OTHER_HOST
+    )
+    assert response.text == "list"
+
+    # A mounted app behind an exempt catch-all view.
+    mounted = Flask("admin")
+    mounted.add_url_rule("/", "admin", lambda: "mounted admin")
+    pages = Flask(__name__)
+    pages.add_url_rule("/<path:page>", "page", allow_remote(lambda page: f"page {page}"))
+    pages.wsgi_app = DispatcherMiddleware(pages.wsgi_app, {"/admin": mounted.wsgi_app})
+    SelfHost(pages)
+    response = pages.test_client().get("/admin/", environ_base=OTHER_HOST)
+    assert response.text == "page admin/"
+
+
+@pytest.mark.parametrize(
+    "host", ["a" * 64, "localhost:99999", "evil.example", "[::1", "x" * 70 + ".example"]
+)
+def test_a_host_that_werkzeug_rejects_is_refused_not_a_500(host):
+    app = make_app()
+    app.config["TRUSTED_HOSTS"] = ["localhost", "127.0.0.1"]
+    SelfHost(app)
+    # Called directly: the test client itself cannot build a URL from such a Host.
+    environ = EnvironBuilder("/admin", environ_base=OTHER_HOST).get_environ()
+    environ["HTTP_HOST"] = host
+    statuses = []
+    body = b"".join(app.wsgi_app(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["403 FORBIDDEN"], body

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flask_selfhost import Options, evaluate, local_address
+from flask_selfhost import Options, SelfHostMiddleware, evaluate, local_address
 from flask_selfhost.guard import FORWARDING_HEADERS
 
 
@@ -130,3 +130,46 @@ def test_no_environ_however_odd_raises(environ):
     if decision.allowed:
         assert decision.rule == "source"
         assert not any(key in environ for key in FORWARDING_HEADERS)
+
+
+def test_proxy_fix_before_the_guard_cannot_launder_the_host():
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.test import Client
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"admin"]
+
+    # A rebinding page sends its own X-Forwarded-Host; ProxyFix (first) believes it.
+    client = Client(ProxyFix(SelfHostMiddleware(app, trusted_proxies=["127.0.0.1"]), x_host=1))
+    headers = {
+        "Host": "evil.example:8000",
+        "X-Forwarded-For": "127.0.0.1",
+        "X-Forwarded-Host": "localhost:8000",
+    }
+    response = client.get("/", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert response.status_code == 403 and "Host" in response.text
+    honest = {**headers, "Host": "localhost:8000"}
+    assert (
+        client.get("/", headers=honest, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code
+        == 200
+    )
+
+
+def test_huge_headers_are_refused_and_never_cached():
+    from flask_selfhost import crosssite, hosts
+
+    before = (hosts.judge_host.cache_info().currsize, crosssite.parse_origin.cache_info().currsize)
+    for size in (400, 10_000, 65_000):
+        environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "a" * size}
+        assert evaluate(environ).rule == "host"
+        environ = {
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "localhost",
+            "REQUEST_METHOD": "POST",
+            "HTTP_ORIGIN": "http://" + "a" * size,
+            "wsgi.url_scheme": "http",
+        }
+        assert evaluate(environ).rule == "cross-site" and not evaluate(environ).allowed
+    after = (hosts.judge_host.cache_info().currsize, crosssite.parse_origin.cache_info().currsize)
+    assert after[0] <= before[0] + 1 and after[1] <= before[1] + 1  # "localhost" and "" at most

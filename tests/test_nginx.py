@@ -165,6 +165,34 @@ def test_trusted_nginx_with_forwarded_and_x_forwarded_for(hosts, tmp_path):
         assert "another host" in body
 
 
+# The Host header through the proxy: what the host rule sees ---------------
+
+PASS_HOST = "proxy_set_header Host $host:$server_port;"
+
+
+def test_nginx_passing_the_host_keeps_the_dns_rebinding_defence(hosts, tmp_path):
+    headers = f"{X_FORWARDED_FOR}\n            {PASS_HOST}"
+    with behind_nginx(hosts, tmp_path, headers, "trusted_proxies='127.0.0.1, ::1'") as stack:
+        for address in ("127.0.0.1", hosts.server_ip4, hosts.server_ip6):
+            status, body = stack.this_host(address)  # Host: that address, one of this host's
+            assert status == 200, (address, body)
+        # A page on this host after DNS rebinding: loopback client, its own Host.
+        status, body = stack.this_host(Host=f"evil.test:{NGINX_PORT}")
+        assert status == 403, body
+        assert "allowed_hosts" in body
+        status, body = stack.other_host()
+        assert status == 403, body
+
+
+def test_nginx_hiding_the_host_lets_dns_rebinding_through(hosts, tmp_path):
+    """Documented (README, Reverse proxies): without `proxy_set_header Host`,
+    nginx sends its upstream (127.0.0.1:8000) as the Host, whatever the
+    browser asked for, and the host rule has nothing to judge."""
+    with behind_nginx(hosts, tmp_path, X_FORWARDED_FOR, "trusted_proxies='127.0.0.1'") as stack:
+        status, body = stack.this_host(Host=f"evil.test:{NGINX_PORT}")
+        assert status == 200, body
+
+
 # The same nginx, not trusted ----------------------------------------------
 
 

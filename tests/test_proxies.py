@@ -190,7 +190,28 @@ JUDGEMENTS = [
     ("127.0.0.1", None, "127.0.0.1", LOCAL_PROXY, 5, True, fw.LOOPBACK_CLIENT),
     # A trusted proxy on another host: its "loopback" client is that host.
     ("10.0.0.5", None, "127.0.0.1", TrustedProxies("10.0.0.5"), 1, False, fw.FOREIGN_LOOPBACK),
-    ("10.0.0.5", None, LAN, TrustedProxies("10.0.0.5"), 1, True, fw.OWN_ADDRESS_CLIENT),
+    # ...and its client with one of this host's addresses may be another
+    # machine that shares a private address (docker0's 172.17.0.1 is on every
+    # Docker host): only a proxy on this host can vouch for that.
+    ("10.0.0.5", None, LAN, TrustedProxies("10.0.0.5"), 1, False, fw.FOREIGN_OWN_ADDRESS),
+    (
+        "127.0.0.1",
+        None,
+        f"{LAN}, 10.0.0.5",
+        TrustedProxies("127.0.0.1, 10.0.0.5"),
+        2,
+        False,
+        fw.FOREIGN_OWN_ADDRESS,
+    ),
+    (
+        "127.0.0.1",
+        None,
+        f"{LAN}, {LAN}",
+        TrustedProxies(f"127.0.0.1, {LAN}"),
+        2,
+        True,
+        fw.OWN_ADDRESS_CLIENT,
+    ),
     (
         "127.0.0.1",
         None,
