@@ -78,6 +78,20 @@ def request(
         connection.close()
 
 
+def unix_request(path: str, url: str = "/", headers: dict[str, str] | None = None) -> Response:
+    """One HTTP/1.0 GET over a unix socket (http.client speaks TCP only)."""
+    lines = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(path)
+        client.sendall(f"GET {url} HTTP/1.0\r\nHost: localhost\r\n{lines}\r\n".encode())
+        reply = b""
+        while chunk := client.recv(4096):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return Response(int(head.split()[1]), body.decode("utf-8", "replace"), {})
+
+
 @dataclass
 class Gunicorn:
     process: subprocess.Popen

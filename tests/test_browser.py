@@ -13,6 +13,7 @@ app's side: its action counter, its access log and flask_selfhost's log.
     ``fetch(..., {mode: "no-cors"})``, nor make the app answer a CORS read.
 (c) the app's own pages on ``127.0.0.1`` and ``localhost`` work, forms included.
 (d) a link from the attacker's page opens the app (a top-level navigation).
+(e) a page on ``http://evil.test:OTHER`` cannot frame the app (clickjacking).
 
 Chromium 142+ also asks the user before a public page reaches loopback (Local
 Network Access). These attacks come from loopback pages, as in Firefox and
@@ -244,6 +245,25 @@ def test_d_link_from_attacker_page_opens_the_app(app, evil, page):
     assert page.inner_text("h1") == "Admin"
     log = settled_log(app, mark, ("GET", "/admin", 1))
     assert re.search(rf'"GET /admin HTTP/1\.1" 200 .* "http://evil\.test:{evil.port}/"', log), log
+
+
+# ------------------------------------------------------------------ (e)
+
+
+def test_e_cross_site_page_cannot_frame_the_app(app, evil, page):
+    """Clickjacking: another site's page frames the admin page under a decoy."""
+    evil.pages["/frame.html"] = f'<iframe id="frame" src="{app.origin}/admin"></iframe>'
+    mark = len(app.log())
+    page.goto(evil.url("/frame.html"))
+    log = settled_log(app, mark, ("GET", "/admin", 1))
+    frame = page.frame_locator("#frame")
+    if app.guarded:
+        assert access_statuses(log, "GET", "/admin") == [403]
+        assert "rule=cross-site" in log
+        assert frame.locator("#act").count() == 0  # no button to trick the user into
+    else:
+        assert access_statuses(log, "GET", "/admin") == [200]
+        assert frame.locator("#act").count() == 1
 
 
 # ------------------------------------------------------------------ trusted origin

@@ -37,7 +37,7 @@ from flask_selfhost.host_addresses import (
 )
 
 from .nginx import report
-from .servers import free_port, gunicorn, werkzeug_server
+from .servers import free_port, gunicorn, unix_request, werkzeug_server
 
 LAN = "192.168.0.13"  # "this host's" address in the pure tests
 HOST = frozenset({ipaddress.ip_address(LAN), ipaddress.ip_address("2001:db8::13")})
@@ -633,16 +633,8 @@ def test_gunicorn_proxy_protocol_without_trust_is_refused(tmp_path):
 
 
 def unix_http(path: str, headers: dict[str, str]) -> tuple[int, str]:
-    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    with socket.socket(socket.AF_UNIX) as client:
-        client.settimeout(10)
-        client.connect(path)
-        client.sendall(f"GET / HTTP/1.0\r\nHost: localhost\r\n{lines}\r\n".encode())
-        reply = b""
-        while chunk := client.recv(4096):
-            reply += chunk
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
+    response = unix_request(path, headers=headers)
+    return response.status, response.body
 
 
 @pytest.mark.slow

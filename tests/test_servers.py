@@ -4,12 +4,11 @@ so the local address must come from the connection socket."""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from tests.apps import flask_app, middleware_app
-from tests.servers import free_port, gunicorn, request, werkzeug_server
+from tests.servers import free_port, gunicorn, request, unix_request, werkzeug_server
 
 pytestmark = pytest.mark.slow
 
@@ -17,18 +16,6 @@ pytestmark = pytest.mark.slow
 def whoami(host, port, path="/", source=None, headers=None):
     response = request(host, port, path, source=source, headers=headers)
     return response.status, (json.loads(response.body) if response.status == 200 else response.body)
-
-
-def unix_status(path: str, url: str = "/") -> str:
-    """The status code of a GET over a unix socket."""
-    with socket.socket(socket.AF_UNIX) as client:
-        client.settimeout(10)
-        client.connect(path)
-        client.sendall(f"GET {url} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-        reply = b""
-        while chunk := client.recv(4096):
-            reply += chunk
-    return reply.split(b"\r\n", 1)[0].decode().split()[1]
 
 
 @pytest.mark.parametrize("app", ["tests.apps:middleware_app", "tests.apps:flask_app"])
@@ -83,7 +70,7 @@ def test_gunicorn_unix_socket_is_refused_not_an_error(tmp_path):
     # A TCP listener too, only so that the helper can tell when gunicorn is up.
     args = ["--bind", f"unix:{path}", "--bind", f"127.0.0.1:{port}", "tests.apps:middleware_app"]
     with gunicorn(args, ("127.0.0.1", port), tmp_path) as server:
-        assert unix_status(str(path)) == "403"
+        assert unix_request(str(path)).status == 403
     assert "refused 'GET /' remote= local=None rule=source" in server.log()
 
 
@@ -114,4 +101,4 @@ def test_werkzeug_server_on_ipv6_loopback():
 def test_werkzeug_unix_socket_is_refused(tmp_path):
     path = tmp_path / "wz.sock"
     with werkzeug_server(middleware_app, f"unix://{path}"):
-        assert unix_status(str(path)) == "403"
+        assert unix_request(str(path)).status == 403
