@@ -42,13 +42,16 @@ def log_decision(decision: Decision, method: object, path: object) -> None:
     """Log one decision, in the fields the first article logged."""
     level = logging.DEBUG if decision.allowed else logging.WARNING
     if logger.isEnabledFor(level):
+        # peer= only for a relayed request: the proxy, where remote= is its client.
+        relayed = "" if decision.peer_addr is None else f" peer={decision.peer_addr}"
         logger.log(
             level,
-            "%s %r remote=%s local=%s rule=%s: %s",
+            "%s %r remote=%s local=%s%s rule=%s: %s",
             "allowed" if decision.allowed else "refused",
             f"{method} {path}",  # %r escapes control characters in a hostile path
             decision.remote_addr,
             decision.local_addr,
+            relayed,
             decision.rule,
             decision.reason,
             extra={"selfhost_decision": decision},

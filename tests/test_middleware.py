@@ -89,3 +89,12 @@ def test_allowed_requests_are_not_formatted_above_debug(caplog):
     with caplog.at_level(logging.INFO, logger="flask_selfhost"):
         get(SelfHostMiddleware(plain_app))
     assert caplog.records == []
+
+
+def test_a_relayed_request_is_logged_with_the_proxy_as_peer(caplog):
+    guarded = SelfHostMiddleware(plain_app, trusted_proxies=["127.0.0.1"])
+    with caplog.at_level(logging.DEBUG, logger="flask_selfhost"):
+        get(guarded, "/admin", HTTP_X_FORWARDED_FOR="10.0.0.2", SERVER_ADDR="127.0.0.1")
+    message = caplog.records[-1].getMessage()
+    assert "remote=10.0.0.2" in message and "peer=127.0.0.1" in message
+    assert caplog.records[-1].levelno == logging.WARNING
