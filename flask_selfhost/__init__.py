@@ -7,9 +7,10 @@ All of them call :func:`evaluate`, which turns a WSGI environ into a
 """
 
 from .addresses import judge_source
+from .connection import local_address
 from .decision import Decision
 from .extension import SelfHost, allow_remote, local_only
-from .guard import evaluate, local_address
+from .guard import evaluate
 from .middleware import SelfHostMiddleware
 from .options import Options
 

@@ -40,20 +40,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import socket
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
+from .connection import UNIX, connection_socket, is_unix_socket, peer_address
 from .decision import Decision
 from .host_addresses import host_addresses
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: The word for "the peer is a unix socket" in ``trusted_proxies`` and in
-#: :attr:`Decision.peer_addr`.
-UNIX = "unix"
+# ``UNIX`` ("unix") names a unix-socket peer in ``trusted_proxies`` and in
+# :attr:`Decision.peer_addr`.
 
 RULE = "forwarded"
 
@@ -399,29 +398,6 @@ MAX_HEADER_LENGTH = 1024
 UNIX_REMOTE_ADDRS = frozenset({"", "<local>", "localhost"})
 
 
-def _connection_socket(environ: Mapping[str, Any]) -> Any:
-    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-
-
-#: A socket's address family as a plain int. ``sock.family`` converts it to
-#: an enum, which costs half a microsecond; this C-level getter does not. It
-#: raises TypeError for anything that is not a socket.
-_family: Any = socket.SocketType.family.__get__
-
-
-def _socket_peer(sock: Any) -> str | None:
-    """:data:`UNIX`, the peer's IP address, or ``None`` when unknown."""
-    if sock is None:
-        return None
-    try:
-        if _family(sock) == socket.AF_UNIX:
-            return UNIX
-        address = sock.getpeername()[0]
-    except Exception:  # a closed or foreign socket object: unknown, not an error page
-        return None
-    return address if type(address) is str else None
-
-
 def is_unix_connection(environ: Mapping[str, Any], remote: str | None) -> bool:
     """True when the connection is a unix socket.
 
@@ -429,12 +405,9 @@ def is_unix_connection(environ: Mapping[str, Any], remote: str | None) -> bool:
     environ (gunicorn, Werkzeug); without one, only waitress's marker
     ``'localhost'`` counts. An empty ``REMOTE_ADDR`` alone proves nothing.
     """
-    sock = _connection_socket(environ)
+    sock = connection_socket(environ)
     if sock is not None:
-        try:
-            return bool(_family(sock) == socket.AF_UNIX)
-        except Exception:  # not a socket: not proof of anything
-            return False
+        return is_unix_socket(sock)
     software = environ.get("SERVER_SOFTWARE")
     return remote == "localhost" and type(software) is str and software.startswith("waitress")
 
@@ -482,7 +455,7 @@ def judge_relayed(
     if original is not None:
         saved = original.get("REMOTE_ADDR") if isinstance(original, Mapping) else None
         peer = saved if type(saved) is str else None
-        actual = _socket_peer(_connection_socket(environ))
+        actual = peer_address(connection_socket(environ))
         if actual is not None and not _same_peer(actual, peer):
             return Decision(False, RULE, REWRITTEN, remote, None, actual)
     if peer in UNIX_REMOTE_ADDRS and is_unix_connection(environ, peer):
@@ -506,7 +479,7 @@ def _judge_proxy_protocol(
 ) -> Decision:
     """gunicorn put the PROXY header's client in ``REMOTE_ADDR``; the header's
     sender is the connection socket's peer, which must be trusted."""
-    peer = _socket_peer(_connection_socket(environ))
+    peer = peer_address(connection_socket(environ))
     if peer is None:
         return Decision(False, RULE, PROXY_UNKNOWN_SENDER, None, None)
     sender = None if peer == UNIX else parse_ip(peer)

@@ -44,12 +44,12 @@ allocates nothing and makes no system call.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from typing import Any
 
 from . import forwarded, hosts
 from .addresses import judge_source
+from .connection import local_address
 from .crosssite import judge_cross_site
 from .decision import Decision
 from .forwarded import judge_relayed, judge_unix_socket
@@ -75,27 +75,6 @@ FORWARDING_HEADERS = (
 )
 
 FORWARDED_REFUSAL = forwarded.UNTRUSTED  # names trusted_proxies
-
-
-def local_address(environ: Mapping[str, Any]) -> str | None:
-    """The local IP address the connection arrived on, or ``None``.
-
-    ``SERVER_ADDR`` wins when present, even if it is unusable (the rule then
-    refuses: a server that reports nonsense is not second-guessed).
-    """
-    server_addr = environ.get("SERVER_ADDR")
-    if server_addr is not None:
-        return server_addr if type(server_addr) is str else ""
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-    if sock is None:
-        return None
-    try:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return None  # a unix socket has no IP address
-        address = sock.getsockname()[0]
-    except Exception:  # a closed or foreign socket object: unknown, not an error page
-        return None
-    return address if type(address) is str else None
 
 
 def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
