@@ -70,3 +70,9 @@ def is_unix_socket(sock: Any) -> bool:
         return bool(socket_family(sock) == socket.AF_UNIX)
     except Exception:  # not a socket: not proof of anything
         return False
+
+
+def unknown_local_reason(environ: Mapping[str, Any]) -> str | None:
+    """Why the server behind ``environ`` cannot say which local address a
+    connection used, and what to change; ``None`` when nothing is known."""
+    return None

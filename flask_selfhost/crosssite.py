@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
 
 from .addresses import CACHE_SIZE
 from .decision import Decision, Headers
+from .facts import RequestFacts
 from .hosts import parse_host
 
 RULE = "cross-site"
@@ -153,35 +153,24 @@ def normalise_trusted_origins(entries: Iterable[str]) -> frozenset[str]:
     return frozenset(normalised)
 
 
-def _header(environ: Mapping[str, Any], key: str) -> str | None:
-    value = environ.get(key)
-    if value is None or type(value) is str:
-        return value
-    return ""  # bytes or anything else: present but unusable
-
-
 def judge_cross_site(
-    environ: Mapping[str, Any], trusted_origins: frozenset[str], source: Decision
+    facts: RequestFacts, trusted_origins: frozenset[str], source: Decision
 ) -> Decision:
-    """Apply the rules above to a WSGI environ; never raises.
+    """Apply the rules above to a request's facts; never raises.
 
-    ``source`` is the source rule's grant, whose addresses the decision
-    copies for the log.
+    ``source`` is the grant so far, whose addresses the decision copies for
+    the log.
     """
-    origin = _header(environ, "HTTP_ORIGIN")
+    origin = facts.origin
     if origin is not None and len(origin) > MAX_ORIGIN_LENGTH:
         origin = ""  # malformed: refused below, and never a cache key
-    site = _header(environ, "HTTP_SEC_FETCH_SITE")
+    site = facts.sec_fetch_site
     if origin is None and site is None:
         return _decision(source, True, RULE, NO_BROWSER_HEADERS, ())
-    method = environ.get("REQUEST_METHOD")
+    method = facts.method
 
-    if (
-        method == "OPTIONS"
-        and origin is not None
-        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
-    ):
-        return judge_preflight(environ, origin, trusted_origins, source)
+    if method == "OPTIONS" and origin is not None and facts.request_method is not None:
+        return judge_preflight(facts, origin, trusted_origins, source)
 
     if origin is not None and origin in trusted_origins:
         cors = (
@@ -197,8 +186,8 @@ def judge_cross_site(
             return _decision(source, False, RULE, BAD_FETCH_SITE, VARY)
         if (
             (method == "GET" or method == "HEAD")
-            and environ.get("HTTP_SEC_FETCH_MODE") == "navigate"
-            and environ.get("HTTP_SEC_FETCH_DEST") == "document"  # top-level: no frames
+            and facts.sec_fetch_mode == "navigate"
+            and facts.sec_fetch_dest == "document"  # top-level: no frames
         ):
             return _decision(source, True, RULE, NAVIGATION, VARY)
         return _decision(source, False, RULE, CROSS_SITE, VARY)
@@ -206,7 +195,7 @@ def judge_cross_site(
     # No Sec-Fetch-Site, so there is an Origin (step 1 returned otherwise).
     if origin == "null":
         return _decision(source, False, RULE, NULL_ORIGIN, VARY)
-    own = own_origin(environ.get("wsgi.url_scheme"), environ.get("HTTP_HOST"))
+    own = own_origin(facts.scheme, facts.host)
     if own is not None and origin is not None and parse_origin(origin) == own:
         return _decision(source, True, RULE, ORIGIN_MATCHES, VARY)
     return _decision(source, False, RULE, OTHER_ORIGIN, VARY)
@@ -226,13 +215,13 @@ def own_origin(scheme: object, host: object) -> tuple[str, str, int | None] | No
 
 
 def judge_preflight(
-    environ: Mapping[str, Any], origin: str, trusted_origins: frozenset[str], source: Decision
+    facts: RequestFacts, origin: str, trusted_origins: frozenset[str], source: Decision
 ) -> Decision:
     """Step 2: grant a preflight from a trusted origin, refuse any other."""
     if origin not in trusted_origins:
         return _decision(source, False, PREFLIGHT_RULE, PREFLIGHT_REFUSED, PREFLIGHT_VARY)
-    method = _header(environ, "HTTP_ACCESS_CONTROL_REQUEST_METHOD")
-    requested = _header(environ, "HTTP_ACCESS_CONTROL_REQUEST_HEADERS")
+    method = facts.request_method
+    requested = facts.request_headers
     if (
         method is None
         or not _METHOD.fullmatch(method)
@@ -247,7 +236,7 @@ def judge_preflight(
     )
     if requested is not None and requested.strip():
         headers += (("Access-Control-Allow-Headers", requested),)
-    if environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK") == "true":
+    if facts.request_private_network == "true":
         headers += (("Access-Control-Allow-Private-Network", "true"),)
     return _decision(source, True, PREFLIGHT_RULE, PREFLIGHT_GRANTED, headers)
 

@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
-from .connection import UNIX, connection_socket, is_unix_socket, peer_address
 from .decision import Decision
+from .facts import UNIX, RequestFacts
 from .host_addresses import host_addresses
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -345,7 +344,9 @@ def judge_forwarded(
     address = parse_ip(client)
     for other, other_is_local in found[1:]:
         if parse_ip(other) != address or other_is_local != recorder_is_local:
-            return decide(False, CONFLICT, client)
+            # Which header did the proxy write? Nothing says; naming either
+            # in the log would let a client frame any address.
+            return decide(False, CONFLICT, None)
     if address is None:
         return decide(False, UNKNOWN_CLIENT, client)
     if address in host:
@@ -359,7 +360,7 @@ def judge_forwarded(
     return decide(False, OTHER_HOST_CLIENT, client)
 
 
-# The environ front: where the peer and the headers come from. Thin on
+# The facts front: where the peer and the headers come from. Thin on
 # purpose; every decision above is a pure function of the strings found here.
 
 #: ``PROXY_PROTOCOL`` values for which gunicorn gives no client address.
@@ -377,13 +378,25 @@ REWRITTEN = (
     "REMOTE_ADDR was rewritten before the guard ran and its original does not match the "
     "connection; put the guard outside (before) ProxyFix"
 )
+REWRITTEN_UNVERIFIED = (
+    "REMOTE_ADDR was rewritten before the guard ran, and this server gives no witness of "
+    "the connection to check the original against; put the guard outside (before) ProxyFix"
+)
+PROXY_WITHOUT_HEADERS = (
+    "the request comes from a trusted proxy but carries no forwarding header, so its "
+    "client is unknown; make the proxy send X-Forwarded-For, and let local tools use "
+    "another address than the proxy's"
+)
+WAITRESS_DELETED_HEADERS = (
+    PROXY_WITHOUT_HEADERS + " (waitress deletes X-Forwarded-For and Forwarded unless it runs with "
+    "clear_untrusted_proxy_headers=False)"
+)
 UNIX_LOCAL = "the client connected over a unix socket (unix_socket_is_local)"
 UNIX_REFUSED = (
     "the client connected over a unix socket, which has no client address; set "
     "unix_socket_is_local for local tools, or trusted_proxies=['unix'] behind a proxy"
 )
 
-NOT_A_STRING = "a forwarding header is not a string"
 TOO_LONG = "a forwarding header is longer than any real proxy chain"
 
 #: Longer Forwarded / X-Forwarded-For values are refused before they are
@@ -393,111 +406,91 @@ TOO_LONG = "a forwarding header is longer than any real proxy chain"
 MAX_HEADER_LENGTH = 1024
 
 #: What servers put in ``REMOTE_ADDR`` for a unix-socket client: gunicorn,
-#: Werkzeug, waitress. Only a hint: the socket's family decides when there is
-#: a socket in the environ.
+#: Werkzeug, waitress. A rewritten client's original must be one of these
+#: when the witness says the connection is a unix socket.
 UNIX_REMOTE_ADDRS = frozenset({"", "<local>", "localhost"})
 
 
-def is_unix_connection(environ: Mapping[str, Any], remote: str | None) -> bool:
-    """True when the connection is a unix socket.
-
-    The connection socket's family decides when the server put one in the
-    environ (gunicorn, Werkzeug); without one, only waitress's marker
-    ``'localhost'`` counts. An empty ``REMOTE_ADDR`` alone proves nothing.
-    """
-    sock = connection_socket(environ)
-    if sock is not None:
-        return is_unix_socket(sock)
-    software = environ.get("SERVER_SOFTWARE")
-    return remote == "localhost" and type(software) is str and software.startswith("waitress")
-
-
-def judge_unix_socket(
-    environ: Mapping[str, Any], remote: str | None, unix_socket_is_local: bool
-) -> Decision | None:
+def judge_unix_socket(facts: RequestFacts, unix_socket_is_local: bool) -> Decision | None:
     """The decision for a unix-socket connection without forwarding headers,
-    or ``None`` when the connection is not a unix socket."""
-    if remote not in UNIX_REMOTE_ADDRS or not is_unix_connection(environ, remote):
+    or ``None`` when no witness says the connection is a unix socket."""
+    if not facts.connection.is_unix():
         return None
     reason = UNIX_LOCAL if unix_socket_is_local else UNIX_REFUSED
-    return Decision(unix_socket_is_local, "source", reason, remote, None, UNIX)
+    return Decision(unix_socket_is_local, "source", reason, facts.remote, None, UNIX)
 
 
-def judge_relayed(
-    environ: Mapping[str, Any], remote: str | None, trusted: TrustedProxies, proxy_hops: int
-) -> Decision:
-    """Judge a request that carries forwarding headers or came through
-    gunicorn's PROXY protocol, with ``trusted_proxies`` set.
+def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decision | None:
+    """A refusal when a trusted proxy sent a request without forwarding headers.
 
-    :param remote: ``REMOTE_ADDR`` if it is a string, else ``None``.
-
-    The peer is ``REMOTE_ADDR`` as the server set it: the original that
-    Werkzeug's ``ProxyFix`` keeps in ``werkzeug.proxy_fix.orig`` when it ran
-    first (checked against the connection socket, since a second ProxyFix
-    would have overwritten that original), or the connection socket's peer
-    under the PROXY protocol, where ``REMOTE_ADDR`` is the header's client.
+    Such a request looks like the proxy's own: a proxy that forgot its
+    headers, or a server that deleted them (waitress does, by default), would
+    otherwise pass every client it relays as the proxy itself (loopback).
     """
-    forwarded = environ.get("HTTP_FORWARDED")
-    x_forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
-    if forwarded is not None and (type(forwarded) is not str or len(forwarded) > MAX_HEADER_LENGTH):
-        return _unusable(forwarded)
-    if x_forwarded_for is not None and (
-        type(x_forwarded_for) is not str or len(x_forwarded_for) > MAX_HEADER_LENGTH
-    ):
-        return _unusable(x_forwarded_for)
-    if "PROXY_PROTOCOL" in environ:
-        return _judge_proxy_protocol(
-            environ, remote, trusted, proxy_hops, forwarded, x_forwarded_for
-        )
+    address = parse_ip(facts.remote)  # a unix socket's client has no address
+    if address is None or not trusted.trusts(address):
+        return None
+    server = facts.server or ""
+    reason = WAITRESS_DELETED_HEADERS if server.startswith("waitress") else PROXY_WITHOUT_HEADERS
+    return Decision(False, RULE, reason, facts.remote, None, facts.remote)
 
-    peer = remote
-    original = environ.get("werkzeug.proxy_fix.orig")
-    if original is not None:
-        saved = original.get("REMOTE_ADDR") if isinstance(original, Mapping) else None
-        peer = saved if type(saved) is str else None
-        actual = peer_address(connection_socket(environ))
-        if actual is not None and not _same_peer(actual, peer):
-            return Decision(False, RULE, REWRITTEN, remote, None, actual)
-    if peer in UNIX_REMOTE_ADDRS and is_unix_connection(environ, peer):
+
+def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int) -> Decision:
+    """Judge a request that carries forwarding headers or came through a
+    PROXY protocol header, with ``trusted_proxies`` set.
+
+    The peer is the client address as the server set it: the original that
+    Werkzeug's ``ProxyFix`` keeps when it ran first, which must match the
+    connection's witnessed peer (a second ProxyFix overwrites that original,
+    and an original nothing can check never grants); or, under the PROXY
+    protocol, the connection's witnessed peer, since the address the server
+    reports is the header's client.
+    """
+    forwarded, x_forwarded_for = facts.forwarded, facts.x_forwarded_for
+    for value in (forwarded, x_forwarded_for):
+        if value is not None and len(value) > MAX_HEADER_LENGTH:
+            return Decision(False, RULE, TOO_LONG, None, None)
+    if facts.proxy_protocol is not None:
+        return _judge_proxy_protocol(facts, trusted, proxy_hops)
+
+    peer = facts.remote
+    if facts.rewritten:
+        peer = facts.original_remote
+        actual = facts.connection.peer_address()
+        if actual is None:
+            return Decision(False, RULE, REWRITTEN_UNVERIFIED, facts.remote, None, peer)
+        if not _same_peer(actual, peer):
+            return Decision(False, RULE, REWRITTEN, facts.remote, None, actual)
+    if facts.connection.is_unix():
         peer = UNIX
     host = host_addresses.current()
     return judge_forwarded(peer, forwarded, x_forwarded_for, trusted, proxy_hops, host)
 
 
-def _unusable(value: object) -> Decision:
-    reason = NOT_A_STRING if type(value) is not str else TOO_LONG
-    return Decision(False, RULE, reason, None, None)
-
-
 def _judge_proxy_protocol(
-    environ: Mapping[str, Any],
-    client: str | None,
-    trusted: TrustedProxies,
-    proxy_hops: int,
-    forwarded: str | None,
-    x_forwarded_for: str | None,
+    facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int
 ) -> Decision:
-    """gunicorn put the PROXY header's client in ``REMOTE_ADDR``; the header's
-    sender is the connection socket's peer, which must be trusted."""
-    peer = peer_address(connection_socket(environ))
+    """The server put the PROXY header's client in the client address; the
+    header's sender is the connection's witnessed peer, which must be trusted."""
+    peer = facts.connection.peer_address()
     if peer is None:
         return Decision(False, RULE, PROXY_UNKNOWN_SENDER, None, None)
     sender = None if peer == UNIX else parse_ip(peer)
     if not (trusted.unix if peer == UNIX else sender is not None and trusted.trusts(sender)):
         return Decision(False, RULE, PROXY_UNTRUSTED, peer, None, peer)
-    if forwarded is not None or x_forwarded_for is not None:
+    if facts.forwarded is not None or facts.x_forwarded_for is not None:
         return Decision(False, RULE, PROXY_AND_HEADERS, None, None, peer)
+    client = facts.remote
     if client is None or parse_ip(client) is None:
-        return Decision(False, RULE, PROXY_NO_CLIENT, None, None, peer)
+        return Decision(False, RULE, PROXY_NO_CLIENT, client, None, peer)
     host = host_addresses.current()
     decision = judge_forwarded(peer, None, client, trusted, proxy_hops, host)
     # PROXY_ADDR is where the client connected to the proxy: the local side.
-    proxy_addr = environ.get("PROXY_ADDR")
-    return decision._replace(local_addr=proxy_addr if type(proxy_addr) is str else None)
+    return decision._replace(local_addr=facts.proxy_addr)
 
 
-def _same_peer(actual: str, remote: object) -> bool:
+def _same_peer(actual: str, remote: str | None) -> bool:
     if actual == UNIX:
         return remote in UNIX_REMOTE_ADDRS
-    address = parse_ip(remote) if type(remote) is str else None
+    address = parse_ip(remote)
     return address is not None and address == parse_ip(actual)

@@ -38,6 +38,8 @@ from typing import NamedTuple
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
 from .decision import Decision
+from .facts import RequestFacts
+from .host_addresses import host_addresses
 
 RULE = "host"
 
@@ -193,3 +195,34 @@ def judge_host(
     if own is not None and own.version == ip.version and int(own) == int(ip):
         return None
     return refuse(IP_NOT_LOCAL, local)
+
+
+def judge_request_host(facts: RequestFacts, allowed_hosts: frozenset[str]) -> Decision | None:
+    """The host rule for one request: a refusal, or ``None``.
+
+    The raw header is judged first without the local address (one cache hit
+    in the common case); only an IP literal that is not loopback makes it ask
+    the connection which local address it used. Behind a proxy, that
+    connection is the proxy's link to the app, not the one the browser
+    dialled, so any of this host's own addresses is an acceptable literal
+    there (no DNS answer can make an IP literal point here); whether the
+    proxy may be believed at all is the client rule's question.
+    """
+    host = facts.host
+    if host is None:
+        return None
+    if len(host) > MAX_LENGTH:
+        return MALFORMED_REFUSAL  # never a cache key
+    refusal = judge_host(host, allowed_hosts)
+    if refusal is None or refusal.reason is not IP_LOCAL_UNKNOWN:
+        return refusal
+    local = facts.connection.local_address()
+    if local is not None:
+        refusal = judge_host(host, allowed_hosts, local)
+        if refusal is None:
+            return None
+    if facts.relayed or facts.proxy_protocol is not None:
+        parsed = parse_host(host)
+        if parsed is not None and parsed.ip in host_addresses.current():
+            return None
+    return refusal

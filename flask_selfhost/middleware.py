@@ -23,6 +23,7 @@ requests at DEBUG.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -38,22 +39,44 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_selfhost")
 
 
+#: A field printed as it is: what an IP address, ``unix`` or a rule name
+#: looks like. Anything else (spaces, quotes, control characters, non-ASCII)
+#: is quoted and escaped, so that no value can forge a field or a line.
+_PLAIN_FIELD = re.compile(r"[0-9A-Za-z.:%_\[\]-]+")
+
+
+def log_field(value: object) -> str:
+    """One field of a log line: ``-`` when absent, bare when plain, else
+    quoted with every control and non-ASCII character escaped."""
+    if value is None:
+        return "-"
+    text = value if type(value) is str else repr(value)
+    if _PLAIN_FIELD.fullmatch(text):
+        return text
+    return ascii(text)
+
+
 def log_decision(decision: Decision, method: object, path: object) -> None:
-    """Log one decision, in the fields the first article logged."""
+    """Log one decision, in the fields the first article logged.
+
+    Every field is escaped (:func:`log_field`): the client address may be a
+    header's text rewritten by a proxy middleware, and the request line is
+    the client's own.
+    """
     level = logging.DEBUG if decision.allowed else logging.WARNING
     if logger.isEnabledFor(level):
         # peer= only for a relayed request: the proxy, where remote= is its client.
-        relayed = "" if decision.peer_addr is None else f" peer={decision.peer_addr}"
+        relayed = "" if decision.peer_addr is None else f" peer={log_field(decision.peer_addr)}"
         logger.log(
             level,
-            "%s %r remote=%s local=%s%s rule=%s: %s",
+            "%s %s remote=%s local=%s%s rule=%s: %s",
             "allowed" if decision.allowed else "refused",
-            f"{method} {path}",  # %r escapes control characters in a hostile path
-            decision.remote_addr,
-            decision.local_addr,
+            ascii(f"{method} {path}"),
+            log_field(decision.remote_addr),
+            log_field(decision.local_addr),
             relayed,
-            decision.rule,
-            decision.reason,
+            log_field(decision.rule),
+            ascii(decision.reason)[1:-1],
             extra={"selfhost_decision": decision},
         )
 

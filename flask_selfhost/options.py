@@ -10,12 +10,13 @@ never on the first request. Every field is hashable, so that an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from typing import Any
 
 from werkzeug.exceptions import default_exceptions
 
+from .accepted import AcceptedRequests
 from .crosssite import normalise_trusted_origins
 from .decision import Decision
 from .forwarded import NO_PROXIES, TrustedProxies
@@ -68,6 +69,8 @@ class Options:
     allowed_hosts: frozenset[str] = frozenset()
     trusted_origins: frozenset[str] = frozenset()
     check_cross_site: bool = True
+    #: Grants remembered for the common request (see :mod:`flask_selfhost.accepted`).
+    accepted: AcceptedRequests = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         status = self.refuse_status
@@ -83,6 +86,7 @@ class Options:
             )
         self._check_proxy_options()
         self._check_browser_options()
+        object.__setattr__(self, "accepted", AcceptedRequests(self.allowed_hosts))
 
     def _check_proxy_options(self) -> None:
         trusted: Any = self.trusted_proxies
@@ -126,7 +130,7 @@ class Options:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Options:
         """Build from keyword options, naming any unknown key."""
-        known = {field.name for field in fields(cls)}
+        known = {option.name for option in fields(cls) if option.init}
         unknown = sorted(set(options) - known)
         if unknown:
             raise TypeError(

@@ -19,6 +19,7 @@ from flask_selfhost.crosssite import (
     parse_origin,
 )
 from flask_selfhost.decision import Decision
+from flask_selfhost.environ import facts_from_environ as facts
 from flask_selfhost.options import Options
 
 SOURCE = Decision(True, "source", "the client is loopback", "127.0.0.1", None)
@@ -146,32 +147,34 @@ CASES = [
 
 @pytest.mark.parametrize(("environ", "allowed", "rule", "reason"), CASES)
 def test_judge_cross_site(environ, allowed, rule, reason):
-    decision = judge_cross_site(environ, TRUSTED, SOURCE)
+    decision = judge_cross_site(facts(environ), TRUSTED, SOURCE)
     assert (decision.allowed, decision.rule, decision.reason) == (allowed, rule, reason)
     assert decision.remote_addr == "127.0.0.1"
 
 
 def test_vary_on_every_decision_that_read_the_headers():
-    assert judge_cross_site(env(), TRUSTED, SOURCE).headers == ()
+    assert judge_cross_site(facts(env()), TRUSTED, SOURCE).headers == ()
     for environ, *_ in CASES:
         if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
-            headers = dict(judge_cross_site(environ, TRUSTED, SOURCE).headers)
+            headers = dict(judge_cross_site(facts(environ), TRUSTED, SOURCE).headers)
             assert headers["Vary"] in (cs.VARY[0][1], cs.PREFLIGHT_VARY[0][1])
 
 
 def test_trusted_origin_gets_cors_headers_never_a_star():
-    decision = judge_cross_site(env("POST", origin="http://localhost:3000"), TRUSTED, SOURCE)
+    decision = judge_cross_site(facts(env("POST", origin="http://localhost:3000")), TRUSTED, SOURCE)
     assert decision.headers == cs.VARY + CORS_TRUSTED
 
 
 def test_granted_preflight_headers():
     decision = judge_cross_site(
-        env(
-            "OPTIONS",
-            origin="http://localhost:3000",
-            access_control_request_method="PUT",
-            access_control_request_headers="content-type, x-token",
-            sec_fetch_site="same-site",
+        facts(
+            env(
+                "OPTIONS",
+                origin="http://localhost:3000",
+                access_control_request_method="PUT",
+                access_control_request_headers="content-type, x-token",
+                sec_fetch_site="same-site",
+            )
         ),
         TRUSTED,
         SOURCE,
@@ -188,11 +191,13 @@ def test_granted_preflight_headers():
 @pytest.mark.parametrize(("asked", "granted"), [("true", True), ("false", False), ("TRUE", False)])
 def test_private_network_grant_only_when_asked(asked, granted):
     decision = judge_cross_site(
-        env(
-            "OPTIONS",
-            origin="http://localhost:3000",
-            access_control_request_method="GET",
-            access_control_request_private_network=asked,
+        facts(
+            env(
+                "OPTIONS",
+                origin="http://localhost:3000",
+                access_control_request_method="GET",
+                access_control_request_private_network=asked,
+            )
         ),
         TRUSTED,
         SOURCE,
@@ -203,11 +208,13 @@ def test_private_network_grant_only_when_asked(asked, granted):
 
 def test_refused_preflight_has_no_cors_header():
     decision = judge_cross_site(
-        env(
-            "OPTIONS",
-            origin=EVIL,
-            access_control_request_method="POST",
-            access_control_request_private_network="true",
+        facts(
+            env(
+                "OPTIONS",
+                origin=EVIL,
+                access_control_request_method="POST",
+                access_control_request_private_network="true",
+            )
         ),
         TRUSTED,
         SOURCE,

@@ -132,7 +132,19 @@ def test_no_environ_however_odd_raises(environ):
         assert not any(key in environ for key in FORWARDING_HEADERS)
 
 
-def test_proxy_fix_before_the_guard_cannot_launder_the_host():
+@pytest.fixture
+def loopback_connection():
+    """A real loopback TCP connection from 127.0.0.1; yields the server side."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            server_side, _ = listener.accept()
+            with server_side:
+                yield server_side
+
+
+def test_proxy_fix_before_the_guard_cannot_launder_the_host(loopback_connection):
     from werkzeug.middleware.proxy_fix import ProxyFix
     from werkzeug.test import Client
 
@@ -147,13 +159,36 @@ def test_proxy_fix_before_the_guard_cannot_launder_the_host():
         "X-Forwarded-For": "127.0.0.1",
         "X-Forwarded-Host": "localhost:8000",
     }
-    response = client.get("/", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    server = {"REMOTE_ADDR": "127.0.0.1", "werkzeug.socket": loopback_connection}
+    response = client.get("/", headers=headers, environ_base=server)
     assert response.status_code == 403 and "Host" in response.text
     honest = {**headers, "Host": "localhost:8000"}
-    assert (
-        client.get("/", headers=honest, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code
-        == 200
-    )
+    assert client.get("/", headers=honest, environ_base=server).status_code == 200
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_proxy_fix_original_without_a_witness_never_grants(layers):
+    """Issue 8, finding 4: with no connection socket in the environ
+    (gevent_pywsgi, waitress), ProxyFix's saved original cannot be checked;
+    two layers overwrite it with the first layer's output (127.0.0.1)."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.test import Client
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"admin"]
+
+    for options in ({}, {"trusted_proxies": ["127.0.0.1"]}):
+        wrapped = SelfHostMiddleware(app, **options)
+        for _ in range(layers):
+            wrapped = ProxyFix(wrapped, x_for=1)
+        client = Client(wrapped)
+        # Another host, spoofing one entry per layer.
+        xff = ", ".join(["127.0.0.1"] * (layers + 1))
+        response = client.get(
+            "/", headers={"X-Forwarded-For": xff}, environ_base={"REMOTE_ADDR": "10.9.9.9"}
+        )
+        assert response.status_code == 403, (layers, options)
 
 
 def test_huge_headers_are_refused_and_never_cached():

@@ -214,10 +214,19 @@ def test_trusting_another_proxy_is_not_trusting_this_one(hosts, tmp_path):
 # nginx without forwarding headers: what no guard can see ------------------
 
 
-def test_nginx_without_forwarding_headers_lets_every_client_in(hosts, tmp_path):
-    """Documented as unsafe (README, "What no guard can see"): a same-host
-    forwarder that adds no header makes every client look like loopback."""
+def test_trusted_nginx_without_forwarding_headers_is_refused(hosts, tmp_path):
+    """A trusted proxy that sends no forwarding header names no client: its
+    requests are refused, not taken for its own (issue 8, finding 3)."""
     with behind_nginx(hosts, tmp_path, NO_HEADERS, "trusted_proxies='127.0.0.1'") as stack:
+        status, body = stack.other_host()
+        assert status == 403 and "no forwarding header" in body, body
+
+
+def test_untrusted_nginx_without_forwarding_headers_lets_every_client_in(hosts, tmp_path):
+    """Documented as unsafe ("What no guard can see"): with no option naming
+    the proxy, a same-host forwarder that adds no header makes every client
+    look like loopback."""
+    with behind_nginx(hosts, tmp_path, NO_HEADERS, "") as stack:
         status, body = stack.other_host()
         assert status == 200, body
         assert reported(body)["remote"] == "127.0.0.1"

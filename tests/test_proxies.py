@@ -448,10 +448,20 @@ def test_without_trusted_proxies_forwarding_headers_are_refused():
     assert "trusted_proxies" in decision.reason
 
 
-def test_trusted_proxy_without_forwarding_headers_is_judged_as_a_direct_client():
-    # What no guard can see: the same request a headerless forwarder makes.
+def test_trusted_proxy_without_forwarding_headers_is_refused():
+    """Issue 8, finding 3: a trusted proxy whose headers are missing (forgotten,
+    or deleted by waitress) would pass everyone it relays as itself."""
     options = Options(trusted_proxies="127.0.0.1")
-    assert evaluate({"REMOTE_ADDR": "127.0.0.1"}, options).allowed
+    decision = evaluate({"REMOTE_ADDR": "127.0.0.1"}, options)
+    assert not decision.allowed and decision.reason == fw.PROXY_WITHOUT_HEADERS
+    waitress = {"REMOTE_ADDR": "127.0.0.1", "SERVER_SOFTWARE": "waitress"}
+    decision = evaluate(waitress, options)
+    assert not decision.allowed and "clear_untrusted_proxy_headers=False" in decision.reason
+    # Local tools use another loopback address than the proxy's.
+    assert evaluate({"REMOTE_ADDR": "127.0.0.2"}, options).allowed
+    assert not evaluate(
+        {"REMOTE_ADDR": "127.0.0.2"}, Options(trusted_proxies="127.0.0.0/8")
+    ).allowed
 
 
 def test_host_names_never_count():
@@ -614,8 +624,10 @@ def test_gunicorn_proxy_protocol(tmp_path):
         headers = {"X-Forwarded-For": "127.0.0.1"}
         status, body = http("127.0.0.1", port, headers, proxy_v1("127.0.0.1", "127.0.0.1"))
         assert status == 403 and "both" in body
-        # No PROXY header at all: a direct loopback client.
-        assert http("127.0.0.1", port, {})[0] == 200
+        # No PROXY header at all, from the trusted proxy's own address: its
+        # client is unknown (issue 8, finding 3).
+        status, body = http("127.0.0.1", port, {})
+        assert status == 403 and "no forwarding header" in body
 
 
 @pytest.mark.slow

@@ -1,0 +1,78 @@
+"""
+The common request, remembered
+==============================
+
+Almost every request a guarded app answers is the same request: a loopback
+client, no forwarding header, a Host such as ``127.0.0.1:8000``, no
+``Origin`` or ``Sec-Fetch-*``. For such a request the rules' verdict depends
+on two raw strings only, the client address and the Host, so once the full
+rules have granted one, :func:`flask_selfhost.guard.evaluate` can answer the
+next by two lookups instead of building the request's facts.
+
+What may be remembered, and why it is safe:
+
+- a client address, with the grant the rules gave it, only when the source
+  rule granted it as loopback without asking the connection for anything
+  (``local_addr`` is ``None``): that grant is a pure function of the string
+  and the options, which own this memory;
+- a Host value, only when the host rule accepts it without the connection's
+  local address (loopback literals, ``localhost``, ``allowed_hosts``), or
+  when there is none;
+- nothing at all for a request that carried a forwarding header, a PROXY
+  protocol mark, a ProxyFix original or a browser's headers: the fast path
+  tests for each of those itself, on every request.
+
+Both memories are bounded (:data:`LIMIT` entries, strings of bounded length),
+hold only results of pure functions, and are never keyed on anything a
+client can make large.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .hosts import MAX_LENGTH, judge_host
+
+if TYPE_CHECKING:
+    from .decision import Decision
+    from .facts import RequestFacts
+
+#: At most this many client addresses and as many Host values are remembered;
+#: beyond that, requests take the full rules (correct, only slower).
+LIMIT = 256
+
+
+class AcceptedRequests:
+    """Remembered grants for the common request, per :class:`Options`."""
+
+    __slots__ = ("allowed_hosts", "hosts", "remotes")
+
+    def __init__(self, allowed_hosts: frozenset[str]) -> None:
+        self.allowed_hosts = allowed_hosts
+        self.remotes: dict[str, Decision] = {}
+        self.hosts: set[str | None] = {None}  # no Host header: accepted by rule
+
+    def remember(self, facts: RequestFacts, decision: Decision) -> None:
+        """Remember what the full rules' grant for ``facts`` proves."""
+        if (
+            facts.relayed
+            or facts.proxy_protocol is not None
+            or facts.rewritten
+            or facts.origin is not None
+            or facts.sec_fetch_site is not None
+            or decision.rule != "source"
+            or decision.local_addr is not None
+            or decision.peer_addr is not None
+            or facts.remote is None
+        ):
+            return
+        if len(self.remotes) < LIMIT:
+            self.remotes[facts.remote] = decision
+        host = facts.host
+        if (
+            host is not None
+            and len(self.hosts) < LIMIT
+            and len(host) <= MAX_LENGTH
+            and judge_host(host, self.allowed_hosts) is None
+        ):
+            self.hosts.add(host)

@@ -1,0 +1,162 @@
+"""
+From a WSGI environ to the facts the rules read
+===============================================
+
+:func:`facts_from_environ` is the one place that knows WSGI: which environ
+keys hold the headers, where each server keeps the connection
+(:mod:`flask_selfhost.connection`), and two things servers and middleware do
+to the environ that the rules must undo:
+
+- **Werkzeug's ProxyFix**, run before the guard, rewrites ``REMOTE_ADDR``,
+  the Host and the scheme from ``X-Forwarded-*`` (which a DNS-rebinding page
+  can send) and keeps the originals in ``werkzeug.proxy_fix.orig``. The
+  rules judge the originals; the rewritten client address is verified
+  against the connection (see :mod:`flask_selfhost.forwarded`).
+- **gunicorn's PROXY protocol** puts the header's client in ``REMOTE_ADDR``
+  and sets ``PROXY_PROTOCOL``, but its threaded worker does so only for the
+  first request on a connection: the next request on the same connection
+  shows the proxy itself as a plain client. The connection is remembered
+  (weakly, so it is forgotten when closed) and every later request on it
+  is judged as relayed by the same header.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from . import connection as witness
+from .facts import RequestFacts, text
+
+#: Environ keys of the headers that say "a proxy forwarded this". Checked by
+#: exact key (a scan of the environ for every ``HTTP_X_FORWARDED_*`` would cost
+#: a microsecond a request); these are the ones proxies set.
+FORWARDING_HEADERS = (
+    "HTTP_FORWARDED",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+    "HTTP_X_FORWARDED_SERVER",
+    "HTTP_X_FORWARDED_SCHEME",
+    "HTTP_X_FORWARDED_SSL",
+    "HTTP_X_REAL_IP",
+)
+
+#: Connections (gunicorn's socket objects) that carried a PROXY protocol
+#: header, with what it said: (client, proxy_addr, kind). Weak keys, so an
+#: entry goes when the connection does.
+proxy_connections: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class EnvironConnection:
+    """:class:`~flask_selfhost.facts.Connection` for a WSGI environ: the
+    witnesses :mod:`flask_selfhost.connection` finds, asked lazily, once."""
+
+    __slots__ = ("_environ", "_local", "_peer")
+
+    _UNASKED: Any = object()
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+        self._local = self._peer = self._UNASKED
+
+    def local_address(self) -> str | None:
+        if self._local is self._UNASKED:
+            self._local = witness.local_address(self._environ)
+        return self._local  # type: ignore[no-any-return]
+
+    def peer_address(self) -> str | None:
+        if self._peer is self._UNASKED:
+            self._peer = witness.peer_address(witness.connection_socket(self._environ))
+        return self._peer  # type: ignore[no-any-return]
+
+    def is_unix(self) -> bool:
+        sock = witness.connection_socket(self._environ)
+        if sock is not None:
+            return witness.is_unix_socket(sock)
+        # waitress keeps no socket in the environ; it marks a unix-socket
+        # client as 'localhost', which no TCP client's address can be.
+        software = self._environ.get("SERVER_SOFTWARE")
+        return (
+            self._environ.get("REMOTE_ADDR") == "localhost"
+            and type(software) is str
+            and software.startswith("waitress")
+        )
+
+    def unknown_local_reason(self) -> str | None:
+        return witness.unknown_local_reason(self._environ)
+
+
+def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
+    """The facts of the request in ``environ``; never raises."""
+    get = environ.get
+    remote = get("REMOTE_ADDR")
+    if type(remote) is not str:
+        remote = None  # None, bytes or anything else counts as missing
+    proxy_protocol = get("PROXY_PROTOCOL")
+    proxy_addr = get("PROXY_ADDR")
+    if proxy_protocol is not None or proxy_connections:
+        remote, proxy_protocol, proxy_addr = _proxy_protocol(
+            get("gunicorn.socket"), remote, proxy_protocol, proxy_addr
+        )
+
+    host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
+    rewritten, original_remote = False, None
+    original = get("werkzeug.proxy_fix.orig")
+    if original is not None:
+        rewritten = True
+        if isinstance(original, Mapping):
+            original_remote = text(original.get("REMOTE_ADDR")) or None
+            host, scheme = original.get("HTTP_HOST"), original.get("wsgi.url_scheme")
+        else:
+            host = scheme = ""  # unusable: refused, never taken as absent
+
+    return RequestFacts(
+        remote=remote,
+        connection=EnvironConnection(environ),
+        host=text(host),
+        scheme=text(scheme),
+        method=text(get("REQUEST_METHOD")),
+        origin=text(get("HTTP_ORIGIN")),
+        sec_fetch_site=text(get("HTTP_SEC_FETCH_SITE")),
+        sec_fetch_mode=text(get("HTTP_SEC_FETCH_MODE")),
+        sec_fetch_dest=text(get("HTTP_SEC_FETCH_DEST")),
+        request_method=text(get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")),
+        request_headers=text(get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")),
+        request_private_network=text(get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")),
+        forwarded=text(get("HTTP_FORWARDED")),
+        x_forwarded_for=text(get("HTTP_X_FORWARDED_FOR")),
+        relayed=any(key in environ for key in FORWARDING_HEADERS),
+        proxy_protocol=None if proxy_protocol is None else text(proxy_protocol),
+        proxy_addr=text(proxy_addr) or None,
+        rewritten=rewritten,
+        original_remote=original_remote,
+        server=text(get("SERVER_SOFTWARE")),
+    )
+
+
+def _proxy_protocol(
+    sock: Any, remote: str | None, kind: Any, proxy_addr: Any
+) -> tuple[str | None, Any, Any]:
+    """Remember what a connection's PROXY header said; recall it for the
+    connection's later requests, where gunicorn's gthread worker omits it."""
+    if sock is None:
+        return remote, kind, proxy_addr
+    try:
+        if kind is not None:
+            proxy_connections[sock] = (remote, kind, proxy_addr)
+            return remote, kind, proxy_addr
+        remembered = proxy_connections.get(sock)
+    except TypeError:  # an object that cannot be weakly referenced: no memory
+        return remote, kind, proxy_addr
+    if remembered is None:
+        return remote, kind, proxy_addr
+    return remembered
+
+
+__all__ = ["FORWARDING_HEADERS", "EnvironConnection", "facts_from_environ"]

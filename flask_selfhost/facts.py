@@ -1,0 +1,118 @@
+"""
+A request as the rules see it
+=============================
+
+The rules (:mod:`~flask_selfhost.addresses`, :mod:`~flask_selfhost.forwarded`,
+:mod:`~flask_selfhost.hosts`, :mod:`~flask_selfhost.crosssite`) never read a
+WSGI environ or an ASGI scope. They read :class:`RequestFacts`: strings, and
+a :class:`Connection` that answers for the connection the server accepted.
+One adapter per interface builds the facts (:mod:`flask_selfhost.environ` for
+WSGI, :mod:`flask_selfhost.asgi` for ASGI), so that every front applies the
+same rules and no rule is written twice.
+
+The facts are of two kinds, and the difference is the whole point:
+
+- **what the client sent**: Host, Origin, ``Sec-Fetch-*``, forwarding
+  headers. A client can write any of it, so a rule may refuse because of it
+  but never grants on its word alone;
+- **what the server witnessed**: the peer address, the local address, the
+  socket family. Only a witness can let a request in: a forwarded client is
+  believed only because the witnessed peer is a trusted proxy.
+
+A header that is present but not text (bytes from a broken server, say) is
+given to the rules as ``""``, which every parser refuses: present and
+unusable, never absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+#: The peer address of a unix-socket connection (:meth:`Connection.peer_address`).
+UNIX = "unix"
+
+
+class Connection(Protocol):
+    """The connection the server accepted, asked only when a rule needs it
+    (the local address may cost a system call)."""
+
+    def local_address(self) -> str | None:
+        """The local IP address the connection arrived on, or ``None`` when
+        the server gives no witness of it."""
+
+    def peer_address(self) -> str | None:
+        """The peer's IP address as the socket reports it, :data:`UNIX`, or
+        ``None`` when the server gives no witness of it."""
+
+    def is_unix(self) -> bool:
+        """True only when a witness says the connection is a unix socket."""
+
+    def unknown_local_reason(self) -> str | None:
+        """Why this server cannot say which local address a connection used,
+        and what to change; ``None`` when nothing specific is known."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """One request, as every rule reads it.
+
+    :param remote: The client address as the server reports it
+        (``REMOTE_ADDR``, ``scope["client"][0]``), possibly rewritten by a
+        proxy middleware or a PROXY protocol header; ``None`` when missing or
+        not text.
+    :param connection: The witness of the accepted connection.
+    :param host: The Host header as the client sent it (before any
+        middleware rewrote it from ``X-Forwarded-Host``), or ``None``.
+    :param scheme: ``http`` or ``https`` as the server saw the connection.
+    :param method: The request method.
+    :param origin: The ``Origin`` header.
+    :param sec_fetch_site: ``Sec-Fetch-Site``.
+    :param sec_fetch_mode: ``Sec-Fetch-Mode``.
+    :param sec_fetch_dest: ``Sec-Fetch-Dest``.
+    :param request_method: ``Access-Control-Request-Method`` (a preflight).
+    :param request_headers: ``Access-Control-Request-Headers``.
+    :param request_private_network: ``Access-Control-Request-Private-Network``.
+    :param forwarded: The ``Forwarded`` header.
+    :param x_forwarded_for: The ``X-Forwarded-For`` header.
+    :param relayed: Any forwarding header is present (``Forwarded``,
+        ``X-Forwarded-*``, ``X-Real-IP``): a proxy relays someone else's
+        request, or a client pretends that one does.
+    :param proxy_protocol: The server read a PROXY protocol header on this
+        connection (its kind, such as ``TCP4`` or ``LOCAL``), so ``remote``
+        is the header's client; ``None`` otherwise.
+    :param proxy_addr: Where, per that header, the client connected to the proxy.
+    :param rewritten: ``remote`` was rewritten by a middleware that kept the
+        original (Werkzeug's ``ProxyFix``), which is then ``original_remote``.
+    :param original_remote: The ``REMOTE_ADDR`` that middleware saw.
+    :param server: The server's name (``SERVER_SOFTWARE``), for messages only.
+    """
+
+    remote: str | None
+    connection: Connection
+    host: str | None = None
+    scheme: str | None = None
+    method: str | None = None
+    origin: str | None = None
+    sec_fetch_site: str | None = None
+    sec_fetch_mode: str | None = None
+    sec_fetch_dest: str | None = None
+    request_method: str | None = None
+    request_headers: str | None = None
+    request_private_network: str | None = None
+    forwarded: str | None = None
+    x_forwarded_for: str | None = None
+    relayed: bool = False
+    proxy_protocol: str | None = None
+    proxy_addr: str | None = None
+    rewritten: bool = False
+    original_remote: str | None = None
+    server: str | None = None
+
+
+def text(value: object) -> str | None:
+    """A header or address value for the rules: ``None`` when absent, the
+    string itself, or ``""`` (unusable) for anything that is not text."""
+    if value is None or type(value) is str:
+        return value
+    return ""

@@ -1,0 +1,279 @@
+"""Issue 8: the ways past the guard that an attack on real servers found,
+each as a test that fails on the code before the fix, and the invariant
+that closes their common cause: a grant never skips a later rule.
+
+The real-server forms of these attacks (namespaces, gunicorn, nginx,
+waitress, Chromium) are in the ``test_attacks_*`` files.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.test import Client
+
+from flask_selfhost import Options, SelfHostMiddleware, evaluate
+from flask_selfhost.decision import Decision
+from flask_selfhost.environ import facts_from_environ
+from flask_selfhost.guard import RULES, judge
+from flask_selfhost.middleware import log_field
+
+# Apache/mod_wsgi's way of saying which local address a connection used.
+LAN = {"mod_wsgi.version": (4, 9, 0), "SERVER_ADDR": "192.0.2.7", "REMOTE_ADDR": "192.0.2.7"}
+
+
+def lan(**headers: str) -> dict[str, object]:
+    """A request from this host to its own LAN URL http://192.0.2.7:8000/."""
+    environ: dict[str, object] = {
+        **LAN,
+        "HTTP_HOST": "192.0.2.7:8000",
+        "REQUEST_METHOD": "GET",
+        "wsgi.url_scheme": "http",
+    }
+    environ.update(headers)
+    return environ
+
+
+# Finding 1: the cross-site rule on this host's LAN URL ------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"REQUEST_METHOD": "POST", "HTTP_ORIGIN": "http://evil.example"},
+        {"REQUEST_METHOD": "POST", "HTTP_ORIGIN": "null"},
+        {"REQUEST_METHOD": "POST", "HTTP_SEC_FETCH_SITE": "cross-site"},
+        {"HTTP_SEC_FETCH_SITE": "cross-site", "HTTP_SEC_FETCH_DEST": "iframe"},
+        {
+            "REQUEST_METHOD": "OPTIONS",
+            "HTTP_ORIGIN": "http://evil.example",
+            "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "PUT",
+        },
+    ],
+)
+def test_cross_site_requests_to_the_lan_url_are_refused(headers):
+    decision = evaluate(lan(**headers))
+    assert not decision.allowed
+    assert decision.rule in ("cross-site", "preflight")
+
+
+def test_own_pages_on_the_lan_url_still_work():
+    assert evaluate(lan()).allowed
+    same_origin = lan(REQUEST_METHOD="POST", HTTP_ORIGIN="http://192.0.2.7:8000")
+    assert evaluate(same_origin).allowed
+
+
+# Finding 2: every request on a PROXY-protocol connection is relayed ----------
+
+
+@pytest.fixture
+def proxied_connection():
+    """The server side of a real loopback connection: a relay on this host
+    that speaks the PROXY protocol, as gunicorn's socket for it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            server_side, _ = listener.accept()
+            with server_side:
+                yield server_side
+
+
+def gunicorn_environ(sock, **extra):
+    environ = {"gunicorn.socket": sock, "REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "GET"}
+    environ.update(extra)
+    return environ
+
+
+def test_second_request_on_a_proxy_protocol_connection_is_still_relayed(proxied_connection):
+    options = Options(trusted_proxies=["127.0.0.1"])
+    # The common path is warm: loopback requests have been granted before.
+    assert evaluate(gunicorn_environ(None, HTTP_HOST="localhost:8000")).allowed
+    assert evaluate(gunicorn_environ(None, REMOTE_ADDR="127.0.0.2"), options).allowed
+    first = gunicorn_environ(
+        proxied_connection,
+        REMOTE_ADDR="10.9.9.9",
+        PROXY_PROTOCOL="TCP4",
+        PROXY_ADDR="10.0.0.1",
+        HTTP_HOST="localhost:8000",
+    )
+    assert evaluate(first, options).reason.endswith("another host")
+    # gunicorn's gthread worker: the next request shows the proxy as the client.
+    for extra in ({"HTTP_HOST": "localhost:8000"}, {}):  # HTTP/1.0 without Host too
+        later = gunicorn_environ(proxied_connection, **extra)
+        decision = evaluate(later, options)
+        assert not decision.allowed and decision.remote_addr == "10.9.9.9"
+        assert not evaluate(later).allowed  # default options: PROXY sender untrusted
+
+
+def test_other_connections_are_not_affected(proxied_connection):
+    options = Options(trusted_proxies=["127.0.0.1"])
+    first = gunicorn_environ(proxied_connection, REMOTE_ADDR="127.0.0.1", PROXY_PROTOCOL="TCP4")
+    assert evaluate(first, options).allowed  # a client on this host, relayed
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.2", 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()):
+            other, _ = listener.accept()
+            with other:
+                assert evaluate(gunicorn_environ(other)).allowed
+
+
+# Finding 5: every field of the log line is escaped ----------------------------
+
+
+FORGERIES = [
+    "127.0.0.1 local=127.0.0.1 rule=source: the client is loopback",
+    "10.0.0.2\nallowed 'GET /admin' remote=127.0.0.1 local=127.0.0.1 rule=source",
+    "10.0.0.2\r\x1b[2Kallowed",
+    "10.0.0.2\u2028allowed",
+    "\u202e1.0.0.721",
+]
+
+
+@pytest.mark.parametrize("forged", FORGERIES)
+def test_a_rewritten_client_address_cannot_forge_the_log(forged, caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"admin"]
+
+    client = Client(ProxyFix(SelfHostMiddleware(app), x_for=1))
+    server = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": forged}
+    with caplog.at_level(logging.DEBUG, logger="flask_selfhost"):
+        response = client.get("/admin", environ_base=server)
+    assert response.status_code == 403
+    (record,) = caplog.records
+    line = record.getMessage()
+    assert line.isascii() and line.isprintable(), line
+    assert line.startswith("refused 'GET /admin' remote=")
+    # The forged text stays inside one quoted field, and reads back exactly.
+    field, rest = line.split(" remote=", 1)[1].split(" local=- rule=forwarded: ", 1)
+    assert field[0] in "'\"" and ast.literal_eval(field) == forged.strip()
+    assert "rule=" not in rest
+
+
+@given(st.one_of(st.none(), st.text(), st.binary(), st.integers()))
+def test_log_fields_are_one_printable_token(value):
+    field = log_field(value)
+    assert field.isascii() and field.isprintable()
+    assert " " not in field or field[0] in "'\""  # spaces only inside quotes
+    if isinstance(value, str) and value.isascii() and value.replace(".", "").isalnum():
+        assert field == value  # an address prints as it is
+
+
+def test_absent_addresses_print_as_a_dash(caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    with caplog.at_level(logging.WARNING, logger="flask_selfhost"):
+        Client(SelfHostMiddleware(app)).get("/", environ_base={"REMOTE_ADDR": "10.0.0.2"})
+    assert "remote=10.0.0.2 local=- rule=source" in caplog.records[0].getMessage()
+
+
+# Finding 6: a conflict between Forwarded and X-Forwarded-For frames no one ----
+
+
+def test_conflicting_headers_log_no_client_chosen_by_the_client(caplog):
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    guarded = SelfHostMiddleware(app, trusted_proxies=["127.0.0.1"])
+    headers = {"Forwarded": "for=203.0.113.77", "X-Forwarded-For": "10.0.0.2"}
+    with caplog.at_level(logging.WARNING, logger="flask_selfhost"):
+        response = Client(guarded).get(
+            "/", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+        )
+    assert response.status_code == 403 and "different clients" in response.text
+    line = caplog.records[0].getMessage()
+    assert "203.0.113.77" not in line and "remote=- " in line and "peer=127.0.0.1" in line
+
+
+# The invariant: a grant by one rule never skips a later rule ------------------
+
+GRANT = Decision(True, "test", "granted by the test", "127.0.0.1", None)
+
+header_values = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            "",
+            "localhost:8000",
+            "127.0.0.1:8000",
+            "192.0.2.7:8000",
+            "[::1]:8000",
+            "evil.example",
+            "http://evil.example",
+            "http://192.0.2.7:8000",
+            "null",
+            "same-origin",
+            "cross-site",
+            "none",
+            "navigate",
+            "document",
+            "iframe",
+            "for=127.0.0.1",
+            "127.0.0.1",
+            "10.0.0.2",
+            "GET",
+            "OPTIONS",
+            "POST",
+        ]
+    ),
+    st.text(max_size=12),
+)
+keys = st.sampled_from(
+    [
+        "HTTP_HOST",
+        "HTTP_ORIGIN",
+        "HTTP_SEC_FETCH_SITE",
+        "HTTP_SEC_FETCH_MODE",
+        "HTTP_SEC_FETCH_DEST",
+        "HTTP_ACCESS_CONTROL_REQUEST_METHOD",
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_FORWARDED",
+        "HTTP_X_REAL_IP",
+        "REQUEST_METHOD",
+        "SERVER_ADDR",
+        "PROXY_PROTOCOL",
+    ]
+)
+environs = st.builds(
+    lambda remote, headers, mod_wsgi: {
+        "REMOTE_ADDR": remote,
+        "wsgi.url_scheme": "http",
+        **({"mod_wsgi.version": (4, 9, 0)} if mod_wsgi else {}),
+        **{key: value for key, value in headers.items() if value is not None},
+    },
+    st.sampled_from(["127.0.0.1", "::1", "192.0.2.7", "10.0.0.2", "", None]),
+    st.dictionaries(keys, header_values),
+    st.booleans(),
+)
+options_choices = st.sampled_from(
+    [
+        Options(),
+        Options(trusted_proxies=["127.0.0.1"]),
+        Options(allowed_hosts=["evil.example"]),
+        Options(trusted_origins=["http://evil.example"]),
+    ]
+)
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(environs, options_choices)
+def test_when_one_rule_alone_refuses_the_guard_refuses(environ, options):
+    facts = facts_from_environ(environ)
+    alone = [rule(facts, options, GRANT) for rule in RULES]
+    refused_alone = any(not decision.allowed for decision in alone)
+    for _ in range(2):  # cold, then with whatever the first call remembered
+        decision = evaluate(environ, options)
+        if refused_alone:
+            assert not decision.allowed, (alone, decision)
+    assert judge(facts, options).allowed == decision.allowed
