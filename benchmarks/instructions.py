@@ -1,6 +1,11 @@
 """The guard's cost in CPU instructions, which do not vary with machine load.
 
     python benchmarks/instructions.py        # needs valgrind (Debian: valgrind)
+    python benchmarks/instructions.py --compare /path/to/older/checkout
+
+With ``--compare``, the guarded variants are also run with the
+``flask_selfhost`` of another checkout (a ``git worktree`` of an older
+commit, say), in the same run, so that before and after sit side by side.
 
 Times on a shared 2-core machine wander by a few percent from run to run;
 callgrind's instruction counts repeat exactly. Each variant serves N and then
@@ -12,19 +17,22 @@ and a trivial WSGI app bare and behind SelfHostMiddleware.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 BASE, EXTRA = 200, 1000
 
 LOOP = r"""
 import io, sys
-sys.path.insert(0, {here!r})
+sys.path[:0] = [{package!r}, {here!r}]
 from overhead import gunicorn_like_environ, start_response, trivial_app
 from flask import Flask
 from flask_selfhost import SelfHost, SelfHostMiddleware
@@ -44,7 +52,7 @@ for _ in range(count):
 """
 
 
-def instructions(variant: str, count: int) -> int:
+def instructions(variant: str, count: int, package: Path) -> int:
     done = subprocess.run(
         [
             "valgrind",
@@ -52,33 +60,42 @@ def instructions(variant: str, count: int) -> int:
             "--callgrind-out-file=/dev/null",
             sys.executable,
             "-c",
-            LOOP.format(here=str(HERE)),
+            LOOP.format(here=str(HERE), package=str(package)),
             variant,
             str(count),
         ],
         capture_output=True,
         text=True,
         check=True,
+        cwd=tempfile.gettempdir(),  # so that '' on sys.path imports no checkout by accident
         env={**os.environ, "PYTHONHASHSEED": "0"},  # dict probing, so counts, repeat exactly
     )
     return int(re.search(r"Collected : (\d+)", done.stderr).group(1))
 
 
-def per_request(variant: str) -> float:
-    return (instructions(variant, BASE + EXTRA) - instructions(variant, BASE)) / EXTRA
+def per_request(variant: str, package: Path = ROOT) -> float:
+    before = instructions(variant, BASE, package)
+    return (instructions(variant, BASE + EXTRA, package) - before) / EXTRA
 
 
 def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("needs valgrind (apt-get install valgrind)")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--compare", type=Path, help="another checkout, measured alongside")
+    compare = parser.parse_args().compare
+    trees = [("this checkout", ROOT)] + ([(f"{compare}", compare.resolve())] if compare else [])
     print(f"instructions per request (callgrind, {EXTRA} requests after {BASE})\n")
-    print(f"{'':24s} {'bare':>10s} {'guarded':>10s} {'added':>8s} {'ratio':>7s}")
+    print(f"{'':24s} {'':>14s} {'bare':>10s} {'guarded':>10s} {'added':>8s} {'ratio':>7s}")
     for name in ("wsgi", "flask"):
-        bare, guarded = per_request(f"{name} bare"), per_request(f"{name} guarded")
+        bare = per_request(f"{name} bare")
         label = "trivial WSGI app" if name == "wsgi" else "Flask hello world"
-        print(
-            f"{label:24s} {bare:10.0f} {guarded:10.0f} {guarded - bare:8.0f} {guarded / bare:7.3f}"
-        )
+        for tree, package in trees:
+            guarded = per_request(f"{name} guarded", package)
+            print(
+                f"{label:24s} {tree[-14:]:>14s} {bare:10.0f} {guarded:10.0f} "
+                f"{guarded - bare:8.0f} {guarded / bare:7.3f}"
+            )
 
 
 if __name__ == "__main__":

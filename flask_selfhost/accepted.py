@@ -16,11 +16,13 @@ What may be remembered, and why it is safe:
   (``local_addr`` is ``None``): that grant is a pure function of the string
   and the options, which own this memory;
 - a Host value, only when the host rule accepts it without the connection's
-  local address (loopback literals, ``localhost``, ``allowed_hosts``), or
-  when there is none;
+  local address (loopback literals, ``localhost``, ``allowed_hosts``);
 - nothing at all for a request that carried a forwarding header, a PROXY
-  protocol mark, a ProxyFix original or a browser's headers: the fast path
-  tests for each of those itself, on every request.
+  protocol mark or a browser's headers: the fast path tests for each of
+  those itself, on every request;
+- nothing at all, ever again, once the process has seen a PROXY protocol
+  header (:func:`forget_everything`): a later request on such a connection
+  shows no mark of it (see :mod:`flask_selfhost.environ`).
 
 Both memories are bounded (:data:`LIMIT` entries, strings of bounded length),
 hold only results of pure functions, and are never keyed on anything a
@@ -29,6 +31,7 @@ client can make large.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from .hosts import MAX_LENGTH, judge_host
@@ -41,21 +44,36 @@ if TYPE_CHECKING:
 #: beyond that, requests take the full rules (correct, only slower).
 LIMIT = 256
 
+#: Every memory in this process, so that :func:`forget_everything` reaches all.
+_memories: weakref.WeakSet[AcceptedRequests] = weakref.WeakSet()
+_remembering = True
+
+
+def forget_everything() -> None:
+    """Empty every memory and remember nothing more in this process."""
+    global _remembering
+    _remembering = False
+    for memory in list(_memories):
+        memory.remotes.clear()
+        memory.hosts.clear()
+
 
 class AcceptedRequests:
     """Remembered grants for the common request, per :class:`Options`."""
 
-    __slots__ = ("allowed_hosts", "hosts", "remotes")
+    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remotes")
 
     def __init__(self, allowed_hosts: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
         self.remotes: dict[str, Decision] = {}
-        self.hosts: set[str | None] = {None}  # no Host header: accepted by rule
+        self.hosts: set[str] = set()
+        _memories.add(self)
 
     def remember(self, facts: RequestFacts, decision: Decision) -> None:
         """Remember what the full rules' grant for ``facts`` proves."""
         if (
-            facts.relayed
+            not _remembering
+            or facts.relayed
             or facts.proxy_protocol is not None
             or facts.rewritten
             or facts.origin is not None

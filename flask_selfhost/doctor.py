@@ -48,8 +48,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .extension import EXTENSION_NAME, _GuardedWSGIApp
-from .middleware import SelfHostMiddleware
+from .extension import EXTENSION_NAME
+from .middleware import is_guarded as guard_options
 
 RISKY = "risky"  # other hosts can (or are meant to) reach something local: exit 1
 UNKNOWN = "unknown"  # could not inspect: exit 2 unless something is risky
@@ -454,7 +454,7 @@ def is_guarded(app: Any, depth: int = 6) -> bool:
 
     A Flask app is guarded when the :class:`~flask_selfhost.SelfHost`
     extension is registered (``"selfhost"`` in ``app.extensions``); a WSGI
-    callable when it is a :class:`~flask_selfhost.SelfHostMiddleware`, or wraps
+    callable when a flask_selfhost front built it (``SelfHostMiddleware``), or wraps
     one: ``.wsgi_app`` and ``.app`` attributes are followed ``depth`` levels.
     """
     seen: set[int] = set()
@@ -465,7 +465,7 @@ def is_guarded(app: Any, depth: int = 6) -> bool:
             if candidate is None or id(candidate) in seen:
                 continue
             seen.add(id(candidate))
-            if isinstance(candidate, (SelfHostMiddleware, _GuardedWSGIApp)):
+            if guard_options(candidate) is not None:
                 return True
             extensions = getattr(candidate, "extensions", None)
             if isinstance(extensions, Mapping) and EXTENSION_NAME in extensions:

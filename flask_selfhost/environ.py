@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import connection as witness
+from .accepted import forget_everything
 from .facts import RequestFacts, text
 
 #: Environ keys of the headers that say "a proxy forwarded this". Checked by
@@ -46,11 +47,14 @@ FORWARDING_HEADERS = (
 )
 
 #: Connections (gunicorn's socket objects) that carried a PROXY protocol
-#: header, with what it said: (client, proxy_addr, kind). Weak keys, so an
+#: header, with what it said: (client, kind, proxy_addr). Weak keys, so an
 #: entry goes when the connection does.
 proxy_connections: weakref.WeakKeyDictionary[Any, tuple[Any, Any, Any]] = (
     weakref.WeakKeyDictionary()
 )
+#: True once this process has seen a PROXY protocol header: from then on any
+#: request may belong to a remembered connection.
+proxy_protocol_seen = False
 
 
 class EnvironConnection:
@@ -100,15 +104,16 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         remote = None  # None, bytes or anything else counts as missing
     proxy_protocol = get("PROXY_PROTOCOL")
     proxy_addr = get("PROXY_ADDR")
-    if proxy_protocol is not None or proxy_connections:
+    if proxy_protocol is not None or proxy_protocol_seen:
         remote, proxy_protocol, proxy_addr = _proxy_protocol(
             get("gunicorn.socket"), remote, proxy_protocol, proxy_addr
         )
 
+    relayed = any(key in environ for key in FORWARDING_HEADERS)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")
-    if original is not None:
+    if original is not None and relayed:  # without the headers, ProxyFix changed nothing
         rewritten = True
         if isinstance(original, Mapping):
             original_remote = text(original.get("REMOTE_ADDR")) or None
@@ -131,7 +136,7 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         request_private_network=text(get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")),
         forwarded=text(get("HTTP_FORWARDED")),
         x_forwarded_for=text(get("HTTP_X_FORWARDED_FOR")),
-        relayed=any(key in environ for key in FORWARDING_HEADERS),
+        relayed=relayed,
         proxy_protocol=None if proxy_protocol is None else text(proxy_protocol),
         proxy_addr=text(proxy_addr) or None,
         rewritten=rewritten,
@@ -145,6 +150,10 @@ def _proxy_protocol(
 ) -> tuple[str | None, Any, Any]:
     """Remember what a connection's PROXY header said; recall it for the
     connection's later requests, where gunicorn's gthread worker omits it."""
+    global proxy_protocol_seen
+    if not proxy_protocol_seen:
+        proxy_protocol_seen = True
+        forget_everything()  # the fronts' fast path cannot tell such a request
     if sock is None:
         return remote, kind, proxy_addr
     try:

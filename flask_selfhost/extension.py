@@ -46,7 +46,14 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 from .crosssite import merge_headers
 from .decision import Decision
 from .guard import evaluate
-from .middleware import answer_preflight, log_decision, logger, refuse_plainly, with_headers
+from .middleware import (
+    Refuse,
+    guard_wsgi_app,
+    log_decision,
+    logger,
+    refuse_plainly,
+    with_headers,
+)
 from .options import Options
 
 EXTENSION_NAME = "selfhost"
@@ -107,37 +114,16 @@ def _check(options: Options) -> Decision:
     raise refusal(decision, options)
 
 
-class _GuardedWSGIApp:
-    """Stands in for ``app.wsgi_app``: judges the request before Flask does.
+def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
+    """How the extension answers a refused request: rendered by Flask itself,
+    through the app's error handlers and ``after_request`` hooks (the request
+    context is pushed for that, so the session opens and teardown runs),
+    unless its view is exempt. No ``before_request`` hook and no view of the
+    app runs for it."""
+    # Flask's own wsgi_app, under any middleware that was there before us.
+    flask_wsgi_app = MethodType(type(app).wsgi_app, app)
 
-    An allowed request goes straight on, so the guard adds no request-context
-    work to it. A refused one is rendered by Flask itself, through the app's
-    error handlers and ``after_request`` hooks (the request context is pushed
-    for that, so the session opens and teardown runs), unless its view is
-    exempt. No ``before_request`` hook and no view of the app runs for it.
-    """
-
-    def __init__(self, app: Flask, wsgi_app: Any, options: Options) -> None:
-        self.app = app
-        self.wsgi_app = wsgi_app
-        self.options = options
-        # Flask's own wsgi_app, under any middleware that was there before us.
-        self.flask_wsgi_app = MethodType(type(app).wsgi_app, app)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        decision = evaluate(environ, self.options)
-        if decision.allowed:
-            if logger.isEnabledFor(logging.DEBUG):
-                log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            if decision.headers:  # a browser's request: Vary, maybe CORS
-                if decision.answers_preflight:
-                    return answer_preflight(decision, start_response)
-                return self.wsgi_app(environ, with_headers(start_response, decision.headers))
-            return self.wsgi_app(environ, start_response)
-        return self.refuse(decision, environ, start_response)
-
-    def refuse(self, decision: Decision, environ: dict[str, Any], start_response: Any) -> Any:
-        app = self.app
+    def refuse(decision: Decision, environ: Any, start_response: Any) -> Any:
         if decision.headers:  # Vary, on the refusal and on an exempt view's answer alike
             start_response = with_headers(start_response, decision.headers)
         try:
@@ -147,23 +133,25 @@ class _GuardedWSGIApp:
         except Exception:
             # Werkzeug could not even build the request (a port it cannot read,
             # say): refuse in plain text rather than let the error become a 500.
-            return refuse_plainly(decision, self.options, environ, start_response)
+            return refuse_plainly(decision, options, environ, start_response)
         endpoint = context.request.endpoint  # None for unknown paths and methods
         view = app.view_functions.get(endpoint) if endpoint else None
         if getattr(view, _ALLOW_REMOTE, False):
             # Straight to Flask, past any middleware between it and the guard:
             # such middleware (ProxyFix's x_host, a method override, a mounted
             # app) could route the request elsewhere than this exempt view.
-            return self.flask_wsgi_app(environ, start_response)
+            return flask_wsgi_app(environ, start_response)
         log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
         with context:
             try:
                 response = app.finalize_request(
-                    app.handle_user_exception(refusal(decision, self.options))
+                    app.handle_user_exception(refusal(decision, options))
                 )
             except Exception as error:  # an error handler that fails: Flask's 500 path
                 response = app.handle_exception(error)
             return response(environ, start_response)
+
+    return refuse
 
 
 class SelfHost:
@@ -186,8 +174,10 @@ class SelfHost:
         options = Options.from_mapping({**self.options, **config_options(app.config)})
         app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
         # Outermost, so that the guard sees the environ as the server made it,
-        # before any other middleware (ProxyFix, say) rewrites it.
-        app.wsgi_app = _GuardedWSGIApp(app, app.wsgi_app, options)  # type: ignore[method-assign]
+        # before any other middleware (ProxyFix, say) rewrites it. An allowed
+        # request goes straight on: the guard adds no request-context work.
+        refuse = _refuse_through_flask(app, options)
+        app.wsgi_app = guard_wsgi_app(app.wsgi_app, options, refuse)  # type: ignore[method-assign,assignment]
 
 
 def allow_remote(view: View) -> View:

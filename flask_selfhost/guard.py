@@ -43,12 +43,11 @@ response headers added) or a refusal; :data:`RULES` is the list, and
    headers that every front adds to the response; a granted preflight
    (``decision.answers_preflight``) is answered by the front itself.
 
-Speed: :func:`evaluate` runs before every request. The common request (a
-loopback client, no forwarding header, a Host such as ``localhost:PORT`` or
-``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``) is answered from
-:class:`AcceptedRequests`: the raw client address and Host values for which
-the full rules granted such a request before, whose verdict depends on
-nothing else. Everything else takes the full rules.
+Speed: the WSGI fronts answer the common request (a loopback client, no
+forwarding header, a Host such as ``localhost:PORT`` or ``127.0.0.1:PORT``,
+no ``Origin`` or ``Sec-Fetch-*``) without calling :func:`evaluate`, from the
+grants :func:`evaluate` remembered in ``options.accepted``
+(:mod:`flask_selfhost.accepted`); everything else comes here.
 """
 
 from __future__ import annotations
@@ -151,35 +150,8 @@ def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Deci
     """
     if options is None:
         options = DEFAULT_OPTIONS
-    accepted = options.accepted
-    # The common request, in plain lookups: the cheapest test there is.
-    try:
-        decision = accepted.remotes.get(environ.get("REMOTE_ADDR"))  # type: ignore[arg-type]
-        host_accepted = environ.get("HTTP_HOST") in accepted.hosts
-    except TypeError:  # an unhashable value: not the common request
-        decision = None
-    if (
-        decision is not None
-        and host_accepted
-        and "HTTP_ORIGIN" not in environ
-        and "HTTP_SEC_FETCH_SITE" not in environ
-        and "HTTP_X_FORWARDED_FOR" not in environ
-        and "HTTP_FORWARDED" not in environ
-        and "HTTP_X_REAL_IP" not in environ
-        and "HTTP_X_FORWARDED_HOST" not in environ
-        and "HTTP_X_FORWARDED_PROTO" not in environ
-        and "HTTP_X_FORWARDED_PORT" not in environ
-        and "HTTP_X_FORWARDED_PREFIX" not in environ
-        and "HTTP_X_FORWARDED_SERVER" not in environ
-        and "HTTP_X_FORWARDED_SCHEME" not in environ
-        and "HTTP_X_FORWARDED_SSL" not in environ
-        and "PROXY_PROTOCOL" not in environ
-        and "werkzeug.proxy_fix.orig" not in environ
-        and not wsgi.proxy_connections
-    ):
-        return decision
     facts = facts_from_environ(environ)
     decision = judge(facts, options)
     if decision.allowed and decision.rule == "source" and decision.local_addr is None:
-        accepted.remember(facts, decision)
+        options.accepted.remember(facts, decision)
     return decision

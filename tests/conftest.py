@@ -30,3 +30,16 @@ def require_commands(*names: str) -> None:
     missing = [name for name in names if shutil.which(name) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (Debian packages; .ci/run installs them)")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_proxy_protocol_memory():
+    """A PROXY protocol header turns the fronts' memory of common requests
+    off for the rest of the process (flask_selfhost.accepted); each test
+    starts with it on, as a new server process does."""
+    yield
+    from flask_selfhost import accepted, environ
+
+    environ.proxy_protocol_seen = False
+    environ.proxy_connections.clear()
+    accepted._remembering = True

@@ -1,0 +1,224 @@
+"""Issue 12: the common path answers exactly as the full rules do.
+
+The WSGI fronts answer the common request from grants that the full rules
+remembered (:mod:`flask_selfhost.accepted`). This differential test sends
+the same environs through two copies of the same front: one whose memory
+works, and one that never remembers, so that every request takes the full
+rules. Status, headers, body and log lines must be the same, with the
+memory cold and warm, DEBUG logging on and off, and odd values anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flask_selfhost import Options, SelfHost, SelfHostMiddleware
+from flask_selfhost.accepted import LIMIT, AcceptedRequests
+
+
+class NeverRemember(AcceptedRequests):
+    """A memory that stays empty: every request takes the full rules."""
+
+    def remember(self, facts, decision):
+        pass
+
+
+def forgetful(options: Options) -> Options:
+    object.__setattr__(options, "accepted", NeverRemember(options.allowed_hosts))
+    return options
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"the app"]
+
+
+@dataclass
+class Recorded:
+    status: str = ""
+    headers: list = field(default_factory=list)
+    body: bytes = b""
+
+
+def call(front, environ) -> Recorded:
+    recorded = Recorded()
+
+    def start_response(status, headers, exc_info=None):
+        recorded.status, recorded.headers = status, list(headers)
+
+    recorded.body = b"".join(front(dict(environ), start_response))
+    return recorded
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+@pytest.fixture
+def log_lines():
+    logger = logging.getLogger("flask_selfhost")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    yield logger, handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+odd = st.one_of(st.binary(max_size=4), st.integers(), st.just(["127.0.0.1"]), st.just(None))
+remotes = st.one_of(
+    st.sampled_from(["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1", "10.0.0.2", ""]),
+    odd,
+)
+hosts = st.one_of(
+    st.sampled_from(["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "evil.example", "10.0.0.1"]),
+    st.text(max_size=8),
+    odd,
+)
+OPTIONAL = [
+    "HTTP_ORIGIN",
+    "HTTP_SEC_FETCH_SITE",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_FORWARDED",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+    "HTTP_X_FORWARDED_SERVER",
+    "HTTP_X_FORWARDED_SCHEME",
+    "HTTP_X_FORWARDED_SSL",
+    "werkzeug.proxy_fix.orig",
+]
+values = st.one_of(
+    st.sampled_from(["127.0.0.1", "http://evil.example", "same-origin", "cross-site", "for=::1"]),
+    odd,
+)
+#: What every server puts in the environ (Flask needs it to route).
+SERVER = {"wsgi.url_scheme": "http", "SERVER_NAME": "0.0.0.0", "SERVER_PORT": "8000"}
+environs = st.builds(
+    lambda remote, host, extra, method: {
+        **SERVER,
+        "REQUEST_METHOD": method,
+        "PATH_INFO": "/admin",
+        **({} if remote is ... else {"REMOTE_ADDR": remote}),
+        **({} if host is ... else {"HTTP_HOST": host}),
+        **extra,
+    },
+    st.one_of(remotes, st.just(...)),
+    st.one_of(hosts, st.just(...)),
+    st.dictionaries(st.sampled_from(OPTIONAL), values, max_size=2),
+    st.sampled_from(["GET", "POST", "OPTIONS"]),
+)
+OPTIONS = [
+    {},
+    {"trusted_proxies": ["127.0.0.1"]},
+    {"allowed_hosts": ["evil.example"], "refuse_status": 404},
+    {"trusted_origins": ["http://evil.example"]},
+]
+# The common request, as a server sends it again and again: warms the memory.
+COMMON = [
+    {**SERVER, "REMOTE_ADDR": remote, "HTTP_HOST": host, "REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    for remote in ("127.0.0.1", "::1", "127.0.0.2")
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000")
+]
+
+
+def wsgi_fronts(options):
+    return SelfHostMiddleware(app, **options), SelfHostMiddleware(app, **options)
+
+
+def flask_fronts(options):
+    fronts = []
+    for _ in range(2):
+        flask_app = Flask(__name__)
+        flask_app.add_url_rule("/admin", "admin", lambda: "the app", methods=["GET", "POST"])
+        SelfHost(flask_app, **options)
+        fronts.append(flask_app)
+    return fronts
+
+
+@pytest.mark.parametrize("make_fronts", [wsgi_fronts, flask_fronts], ids=["wsgi", "flask"])
+@pytest.mark.parametrize("options", OPTIONS, ids=range(len(OPTIONS)))
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(environs, min_size=1, max_size=6), debug=st.booleans(), warm=st.booleans())
+def test_the_common_path_answers_as_the_full_rules(
+    make_fronts, options, batch, debug, warm, log_lines
+):
+    logger, handler = log_lines
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    fast, full = make_fronts(options)
+    forgetful(full.options if hasattr(full, "options") else full.extensions["selfhost"].options)
+    if warm:
+        for environ in COMMON:
+            call(fast, environ), call(full, environ)
+    for environ in batch * 2:  # each twice: the first may teach the memory
+        handler.lines.clear()
+        fast_answer = call(fast, environ)
+        fast_lines = list(handler.lines)
+        handler.lines.clear()
+        full_answer = call(full, environ)
+        assert fast_answer == full_answer, environ
+        assert fast_lines == handler.lines, environ
+
+
+def test_the_memory_is_used_and_bounded():
+    front = SelfHostMiddleware(app)
+    accepted = front.options.accepted
+    for environ in COMMON:
+        call(front, environ)
+    assert set(accepted.remotes) == {"127.0.0.1", "::1", "127.0.0.2"}
+    assert {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"} <= accepted.hosts
+    for number in range(2 * LIMIT):  # distinct loopback sources and Host names
+        call(
+            front,
+            {
+                "REMOTE_ADDR": f"127.0.{number // 250}.{number % 250 + 1}",
+                "HTTP_HOST": f"h{number}.localhost",
+            },
+        )
+    assert len(accepted.remotes) <= LIMIT and len(accepted.hosts) <= LIMIT
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "10.0.0.1"},  # needs the local address
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "a" * 400},  # too long to remember
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "HTTP_X_REAL_IP": "127.0.0.1"},
+        {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "HTTP_ORIGIN": "http://localhost"},
+        {"REMOTE_ADDR": "10.0.0.2", "HTTP_HOST": "localhost"},
+    ],
+)
+def test_what_is_never_remembered(environ):
+    front = SelfHostMiddleware(app)
+    call(front, environ)
+    accepted = front.options.accepted
+    assert "10.0.0.2" not in accepted.remotes
+    assert environ["HTTP_HOST"] not in accepted.hosts or environ["HTTP_HOST"] == "localhost"
+    if set(environ) - {"REMOTE_ADDR", "HTTP_HOST"}:
+        assert not accepted.remotes  # a request with other headers teaches nothing
+
+
+@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL"])
+@pytest.mark.parametrize("value", ["127.0.0.1", "same-origin", "http://localhost:8000", ""])
+def test_each_header_takes_the_full_rules_after_warm_up(key, value):
+    """The fast path's list of headers, one by one: a warm memory and a
+    common request plus that one header answer as the full rules do."""
+    for options in OPTIONS:
+        fast, full = wsgi_fronts(options)
+        forgetful(full.options)
+        for environ in COMMON:
+            call(fast, environ), call(full, environ)
+        environ = {**COMMON[0], key: value}
+        assert call(fast, environ) == call(full, environ), (options, environ)
