@@ -9,6 +9,7 @@ waitress, Chromium) are in the ``test_attacks_*`` files.
 from __future__ import annotations
 
 import ast
+import ipaddress
 import logging
 import socket
 
@@ -277,3 +278,29 @@ def test_when_one_rule_alone_refuses_the_guard_refuses(environ, options):
         if refused_alone:
             assert not decision.allowed, (alone, decision)
     assert judge(facts, options).allowed == decision.allowed
+
+
+def test_cross_site_rule_runs_behind_a_trusted_proxy_on_the_lan_url(monkeypatch):
+    """Finding 1 on the trusted-proxy path: a Host naming one of this host's
+    own addresses is accepted there, and the cross-site rule still runs."""
+    from flask_selfhost import hosts
+    from flask_selfhost.host_addresses import HostAddresses
+
+    own = HostAddresses(reader=lambda: frozenset({ipaddress.ip_address("192.0.2.7")}))
+    monkeypatch.setattr(hosts, "host_addresses", own)
+    options = Options(trusted_proxies=["127.0.0.1"])
+    relayed = {
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_X_FORWARDED_FOR": "127.0.0.1",
+        "HTTP_HOST": "192.0.2.7:8000",
+        "wsgi.url_scheme": "http",
+        "REQUEST_METHOD": "POST",
+    }
+    assert evaluate(relayed, options).allowed
+    for browser in (
+        {"HTTP_ORIGIN": "http://evil.example"},
+        {"HTTP_ORIGIN": "null"},
+        {"HTTP_SEC_FETCH_SITE": "cross-site"},
+    ):
+        decision = evaluate({**relayed, **browser}, options)
+        assert not decision.allowed and decision.rule == "cross-site", browser
