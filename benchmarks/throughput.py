@@ -94,7 +94,7 @@ def main() -> None:
                 folder_path,
             ),
         ):
-            for name, port in ports.items():  # warm up: imports, caches, the guard's memory
+            for port in ports.values():  # warm up: imports, caches, the guard's memory
                 requests_per_second(port, 1)
             for _ in range(arguments.rounds):
                 for name, port in ports.items():
