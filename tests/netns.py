@@ -262,3 +262,121 @@ def two_hosts() -> Iterator[Hosts]:
         for ns in created:
             # Deleting a namespace deletes the veth end inside it, and the peer.
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+#: A raw HTTP client run inside a namespace: sends each payload in turn on ONE
+#: connection (waiting ``pause`` seconds for answers in between), or all at
+#: once (pipelined), and prints every status code it read, as JSON.
+_RAW = r"""
+import json, re, socket, sys, time
+host, port, payloads, pipelined, pause = json.loads(sys.argv[1])
+received = b""
+def drain(seconds):
+    global received
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        client.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            chunk = client.recv(65536)
+        except socket.timeout:
+            return
+        except OSError:
+            return
+        if not chunk:
+            return
+        received += chunk
+client = socket.create_connection((host, port), timeout=5)
+try:
+    if pipelined:
+        client.sendall(b"".join(bytes.fromhex(p) for p in payloads))
+        drain(pause * len(payloads))
+    else:
+        for payload in payloads:
+            try:
+                client.sendall(bytes.fromhex(payload))
+            except OSError:
+                break
+            drain(pause)
+finally:
+    client.close()
+statuses = [int(s) for s in re.findall(rb"HTTP/1\.[01] (\d{3}) ", received)]
+print(json.dumps({"statuses": statuses, "received": received.decode("latin-1")}))
+"""
+
+
+def raw_exchange(
+    ns: str, host: str, port: int, payloads: Sequence[bytes], pipelined: bool, pause: float = 1.0
+) -> tuple[list[int], str]:
+    """Send raw HTTP ``payloads`` on one connection from inside ``ns``:
+    ``(status codes read, everything read)``."""
+    arguments = json.dumps([host, port, [p.hex() for p in payloads], pipelined, pause])
+    done = ns_run(ns, sys.executable, "-c", _RAW, arguments, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"the raw client in {ns} failed: {done.stderr}")
+    result = json.loads(done.stdout)
+    return result["statuses"], result["received"]
+
+
+#: A relay that speaks the PROXY protocol to its upstream, as HAProxy's
+#: ``send-proxy`` or stunnel's ``protocol = proxy`` do: it accepts on
+#: LISTEN, connects to UPSTREAM, writes a v1 or v2 header naming the real
+#: client, then copies bytes both ways.
+_PROXY_RELAY = r"""
+import ipaddress, json, socket, struct, sys, threading
+listen, upstream, version = json.loads(sys.argv[1])
+def header(client, server):
+    source, destination = ipaddress.ip_address(client[0]), ipaddress.ip_address(server[0])
+    if version == 1:
+        family = "TCP4" if source.version == 4 else "TCP6"
+        return f"PROXY {family} {source} {destination} {client[1]} {server[1]}\r\n".encode()
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    if source.version == 4:
+        addresses = source.packed + destination.packed + struct.pack(">HH", client[1], server[1])
+        family = 0x11
+    else:
+        addresses = source.packed + destination.packed + struct.pack(">HH", client[1], server[1])
+        family = 0x21
+    return signature + bytes([0x21, family]) + struct.pack(">H", len(addresses)) + addresses
+def pipe(source, destination):
+    try:
+        while chunk := source.recv(65536):
+            destination.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, destination):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+server = socket.socket(family)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(tuple(listen))
+server.listen(16)
+while True:
+    client, address = server.accept()
+    onward = socket.create_connection(tuple(upstream))
+    onward.sendall(header(address, client.getsockname()))
+    threading.Thread(target=pipe, args=(client, onward), daemon=True).start()
+    threading.Thread(target=pipe, args=(onward, client), daemon=True).start()
+"""
+
+
+@contextlib.contextmanager
+def proxy_protocol_relay(
+    ns: str, listen: tuple[str, int], upstream: tuple[str, int], version: int
+) -> Iterator[None]:
+    """Run :data:`_PROXY_RELAY` in ``ns`` until the block ends."""
+    arguments = json.dumps([list(listen), list(upstream), version])
+    process = subprocess.Popen(
+        ns_command(ns, sys.executable, "-c", _PROXY_RELAY, arguments),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port_in(ns, *listen, process=process)
+        yield
+    finally:
+        process.kill()
+        process.wait()
