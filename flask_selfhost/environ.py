@@ -45,6 +45,7 @@ FORWARDING_HEADERS = (
     "HTTP_X_FORWARDED_SSL",
     "HTTP_X_REAL_IP",
 )
+_FORWARDING_KEYS = frozenset(FORWARDING_HEADERS)
 
 #: Connections (gunicorn's socket objects) that carried a PROXY protocol
 #: header, with what it said: (client, kind, proxy_addr). Weak keys, so an
@@ -109,7 +110,7 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
             get("gunicorn.socket"), remote, proxy_protocol, proxy_addr
         )
 
-    relayed = any(key in environ for key in FORWARDING_HEADERS)
+    relayed = not _FORWARDING_KEYS.isdisjoint(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")
@@ -121,27 +122,30 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         else:
             host = scheme = ""  # unusable: refused, never taken as absent
 
+    # Only browsers send these; the rest of their headers matter only then.
+    origin, site = get("HTTP_ORIGIN"), get("HTTP_SEC_FETCH_SITE")
+    browser = origin is not None or site is not None
     return RequestFacts(
-        remote=remote,
-        connection=EnvironConnection(environ),
-        host=text(host),
-        scheme=text(scheme),
-        method=text(get("REQUEST_METHOD")),
-        origin=text(get("HTTP_ORIGIN")),
-        sec_fetch_site=text(get("HTTP_SEC_FETCH_SITE")),
-        sec_fetch_mode=text(get("HTTP_SEC_FETCH_MODE")),
-        sec_fetch_dest=text(get("HTTP_SEC_FETCH_DEST")),
-        request_method=text(get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")),
-        request_headers=text(get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")),
-        request_private_network=text(get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")),
-        forwarded=text(get("HTTP_FORWARDED")),
-        x_forwarded_for=text(get("HTTP_X_FORWARDED_FOR")),
-        relayed=relayed,
-        proxy_protocol=None if proxy_protocol is None else text(proxy_protocol),
-        proxy_addr=text(proxy_addr) or None,
-        rewritten=rewritten,
-        original_remote=original_remote,
-        server=text(get("SERVER_SOFTWARE")),
+        remote,
+        EnvironConnection(environ),
+        text(host),
+        text(scheme),
+        text(get("REQUEST_METHOD")),
+        text(origin),
+        text(site),
+        text(get("HTTP_SEC_FETCH_MODE")) if browser else None,
+        text(get("HTTP_SEC_FETCH_DEST")) if browser else None,
+        text(get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")) if browser else None,
+        text(get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS")) if browser else None,
+        text(get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")) if browser else None,
+        text(get("HTTP_FORWARDED")) if relayed else None,
+        text(get("HTTP_X_FORWARDED_FOR")) if relayed else None,
+        relayed,
+        None if proxy_protocol is None else text(proxy_protocol),
+        text(proxy_addr) or None,
+        rewritten,
+        original_remote,
+        text(get("SERVER_SOFTWARE")),
     )
 
 
