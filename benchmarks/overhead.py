@@ -83,6 +83,7 @@ def wsgi_overhead(number: int, repeat: int) -> list[tuple[str, float, float]]:
                 # mod_wsgi style: the server names the local address itself.
                 own_address = gunicorn_like_environ("192.0.2.7", None)
                 own_address["SERVER_ADDR"] = "192.0.2.7"
+                own_address["mod_wsgi.version"] = (4, 9, 0)
                 # A refusal: the local address comes from getsockname() on the socket.
                 other_host = gunicorn_like_environ("192.0.2.99", server_side)
                 cases = [

@@ -24,15 +24,14 @@ from flask.cli import AppGroup, NoAppException, ScriptInfo
 
 from . import doctor
 from .extension import EXTENSION_NAME
-from .guard import evaluate
+from .facts import KnownConnection, RequestFacts
+from .guard import judge
 from .options import Options
 
 
 def check(remote: str, local: str | None) -> int:
-    environ = {"REMOTE_ADDR": remote}
-    if local is not None:
-        environ["SERVER_ADDR"] = local
-    decision = evaluate(environ, Options())
+    facts = RequestFacts(remote, KnownConnection(local=local, peer=remote))
+    decision = judge(facts, Options())
     verdict = "allowed" if decision.allowed else "refused"
     print(f"{verdict}: {decision.reason} (remote={remote}, local={local})")
     return 0 if decision.allowed else 1

@@ -29,15 +29,33 @@ def connection_socket(environ: Mapping[str, Any]) -> Any:
     return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
 
 
+def sets_server_addr(environ: Mapping[str, Any]) -> bool:
+    """True for a server that writes ``SERVER_ADDR`` per connection.
+
+    Apache's mod_wsgi (``mod_wsgi.version``, a tuple) and uWSGI
+    (``uwsgi.version``, bytes; ``SERVER_ADDR`` from nginx's ``uwsgi_param`` or
+    a PROXY protocol header) do. Other servers never set it, and granian
+    copies the process environment into every environ: a ``SERVER_ADDR``
+    exported in a shell would then be "the local address" of every request.
+    The marks are checked by type, which an environment variable (always a
+    string) cannot fake.
+    """
+    return (
+        type(environ.get("mod_wsgi.version")) is tuple
+        or type(environ.get("uwsgi.version")) is bytes
+    )
+
+
 def local_address(environ: Mapping[str, Any]) -> str | None:
     """The local IP address the connection arrived on, or ``None``.
 
-    ``SERVER_ADDR`` wins when present, even if it is unusable (the rule then
-    refuses: a server that reports nonsense is not second-guessed).
-    ``SERVER_NAME`` is the bind address or the Host header, never this.
+    ``SERVER_ADDR`` wins where the server sets it per connection (see
+    :func:`sets_server_addr`), even if it is unusable (the rule then refuses:
+    a server that reports nonsense is not second-guessed); elsewhere it is
+    ignored. ``SERVER_NAME`` is the bind address or the Host header, never this.
     """
     server_addr = environ.get("SERVER_ADDR")
-    if server_addr is not None:
+    if server_addr is not None and sets_server_addr(environ):
         return server_addr if type(server_addr) is str else ""
     sock = connection_socket(environ)
     if sock is None:

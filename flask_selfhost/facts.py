@@ -115,3 +115,37 @@ def text(value: object) -> str | None:
     if value is None or type(value) is str:
         return value
     return ""
+
+
+class KnownConnection:
+    """A :class:`Connection` whose witnesses the caller already knows: the
+    CLI's ``check``, tests, or a front whose server hands them over as data.
+
+    :param local: The local IP address, or ``None``.
+    :param peer: The peer's address (or :data:`UNIX`), or ``None``.
+    :param unix: Whether the connection is a unix socket.
+    :param reason: What :meth:`unknown_local_reason` says.
+    """
+
+    __slots__ = ("_local", "_peer", "_reason", "_unix")
+
+    def __init__(
+        self,
+        local: str | None = None,
+        peer: str | None = None,
+        unix: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        self._local, self._peer, self._unix, self._reason = local, peer, unix, reason
+
+    def local_address(self) -> str | None:
+        return self._local
+
+    def peer_address(self) -> str | None:
+        return self._peer
+
+    def is_unix(self) -> bool:
+        return self._unix
+
+    def unknown_local_reason(self) -> str | None:
+        return self._reason

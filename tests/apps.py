@@ -36,3 +36,7 @@ def flask_whoami():
 
 
 SelfHost(flask_app)
+
+#: How Apache's mod_wsgi marks its environ: a server whose SERVER_ADDR is the
+#: connection's own local address (flask_selfhost.connection.sets_server_addr).
+APACHE = {"mod_wsgi.version": (4, 9, 0)}

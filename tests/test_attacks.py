@@ -367,3 +367,43 @@ app = guarded_app(trusted_proxies="127.0.0.1")
     line = log.read_text()
     assert "203.0.113.77" not in line and "remote=- " in line, line
     assert "peer=127.0.0.1" in line, line
+
+
+# 7. SERVER_ADDR from the process environment (granian) -----------------------
+
+
+def test_server_addr_exported_in_the_shell_is_not_a_witness(hosts, tmp_path):
+    """granian copies the process environment into every WSGI environ: a
+    ``SERVER_ADDR`` exported in the shell must not become the local address
+    of every request (another host whose address equals it would pass)."""
+    pytest.importorskip("granian", reason="needs granian (the test extra installs it)")
+    module = app_module(
+        tmp_path,
+        """
+        from tests.nginx import guarded_app
+        app = guarded_app()
+        """,
+    )
+    granian = [
+        sys.executable, "-m", "granian", "--interface", "wsgi",
+        "--host", "0.0.0.0", "--port", str(APP_PORT), "--workers", "1", module,
+    ]  # fmt: skip
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "SERVER_ADDR": hosts.client_ip4}
+    with open(tmp_path / "granian.log", "wb") as log:
+        process = subprocess.Popen(
+            ["env", *(f"{k}={v}" for k, v in env.items()), *ns_command(hosts.server_ns, *granian)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port_in(hosts.server_ns, "127.0.0.1", APP_PORT, process=process)
+        status, body = http_get(
+            hosts.client_ns, hosts.server_ip4, APP_PORT, "/admin", {"Host": "localhost"}
+        )
+        assert status == 403, body
+        # This host over loopback still passes.
+        assert http_get(hosts.server_ns, "127.0.0.1", APP_PORT, "/")[0] == 200
+    finally:
+        stop_process_group(process)

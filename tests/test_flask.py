@@ -9,7 +9,7 @@ from werkzeug.test import EnvironBuilder
 from flask_selfhost import SelfHost, allow_remote, local_only
 
 THIS_HOST = {"REMOTE_ADDR": "127.0.0.1"}
-OTHER_HOST = {"REMOTE_ADDR": "10.0.0.2", "SERVER_ADDR": "127.0.0.1"}
+OTHER_HOST = {"REMOTE_ADDR": "10.0.0.2", "SERVER_ADDR": "127.0.0.1", "mod_wsgi.version": (4, 9, 0)}
 
 
 def make_app() -> Flask:

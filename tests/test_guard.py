@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from flask_selfhost import Options, SelfHostMiddleware, evaluate, local_address
 from flask_selfhost.guard import FORWARDING_HEADERS
 
+from .apps import APACHE
+
 
 @pytest.fixture
 def tcp_connection():
@@ -25,7 +27,7 @@ def tcp_connection():
 
 
 def test_local_address_prefers_server_addr(tcp_connection):
-    environ = {"SERVER_ADDR": "192.168.0.13", "gunicorn.socket": tcp_connection}
+    environ = {"SERVER_ADDR": "192.168.0.13", "gunicorn.socket": tcp_connection, **APACHE}
     assert local_address(environ) == "192.168.0.13"
 
 
@@ -49,7 +51,7 @@ def test_closed_or_foreign_socket_is_unknown_not_an_error():
     closed.close()
     assert local_address({"gunicorn.socket": closed}) is None
     assert local_address({"gunicorn.socket": object()}) is None
-    assert local_address({"SERVER_ADDR": 42}) == ""  # present but unusable: refused later
+    assert local_address({"SERVER_ADDR": 42, **APACHE}) == ""  # present but unusable: refused later
 
 
 def test_loopback_client_does_not_need_the_socket():
@@ -64,7 +66,7 @@ def test_other_host_judged_against_the_socket(tcp_connection):
 
 
 def test_client_equal_to_local_address_passes():
-    decision = evaluate({"REMOTE_ADDR": "192.168.0.13", "SERVER_ADDR": "192.168.0.13"})
+    decision = evaluate({"REMOTE_ADDR": "192.168.0.13", "SERVER_ADDR": "192.168.0.13", **APACHE})
     assert decision.allowed
     assert (decision.remote_addr, decision.local_addr) == ("192.168.0.13", "192.168.0.13")
 
@@ -79,14 +81,19 @@ def test_every_forwarding_header_refuses_even_from_loopback(key):
 @pytest.mark.parametrize("value", ["", "127.0.0.1", "for=127.0.0.1", "unknown"])
 def test_forwarding_header_never_grants_access(value):
     decision = evaluate(
-        {"REMOTE_ADDR": "10.0.0.2", "SERVER_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": value}
+        {
+            "REMOTE_ADDR": "10.0.0.2",
+            "SERVER_ADDR": "127.0.0.1",
+            "HTTP_X_FORWARDED_FOR": value,
+            **APACHE,
+        }
     )
     assert not decision.allowed
 
 
 @pytest.mark.parametrize("remote", [None, "", "<local>", b"127.0.0.1", 2130706433, ["127.0.0.1"]])
 def test_missing_or_odd_remote_addr_is_refused(remote):
-    environ = {"SERVER_ADDR": "127.0.0.1"}
+    environ = {"SERVER_ADDR": "127.0.0.1", **APACHE}
     if remote is not None:
         environ["REMOTE_ADDR"] = remote
     decision = evaluate(environ)

@@ -19,6 +19,8 @@ from flask_selfhost.hosts import (
 )
 from flask_selfhost.options import Options
 
+from .apps import APACHE
+
 NONE: frozenset[str] = frozenset()
 MINE = normalise_allowed_hosts(["mybox", ".example.internal", "192.0.2.50", "2001:db8::5"])
 
@@ -182,9 +184,9 @@ def test_guard_refusal_names_the_rule_and_addresses():
 
 def test_guard_host_equal_to_server_addr():
     """A client on this host that dials the LAN address: source and host both pass."""
-    env = environ("192.0.2.7:8000", remote="192.0.2.7", SERVER_ADDR="192.0.2.7")
+    env = environ("192.0.2.7:8000", remote="192.0.2.7", SERVER_ADDR="192.0.2.7", **APACHE)
     assert evaluate(env).allowed
-    env = environ("192.0.2.8:8000", remote="192.0.2.7", SERVER_ADDR="192.0.2.7")
+    env = environ("192.0.2.8:8000", remote="192.0.2.7", SERVER_ADDR="192.0.2.7", **APACHE)
     decision = evaluate(env)
     assert (decision.rule, decision.reason, decision.local_addr) == (
         "host",
@@ -195,7 +197,7 @@ def test_guard_host_equal_to_server_addr():
 
 def test_guard_loopback_client_with_lan_host_reads_the_local_address():
     """Loopback source, Host the LAN address: the local address is fetched only now."""
-    assert evaluate(environ("192.0.2.7:8000", SERVER_ADDR="192.0.2.7")).allowed
+    assert evaluate(environ("192.0.2.7:8000", SERVER_ADDR="192.0.2.7", **APACHE)).allowed
     decision = evaluate(environ("192.0.2.7:8000"))  # no local address known
     assert (decision.allowed, decision.reason) == (False, IP_LOCAL_UNKNOWN)
 
@@ -218,6 +220,7 @@ def test_any_host_yields_a_decision(host, local):
     env = environ(host)
     if local is not None:
         env["SERVER_ADDR"] = local
+        env.update(APACHE)
     assert evaluate(env).allowed in (True, False)
 
 

@@ -9,6 +9,8 @@ from werkzeug.test import Client
 
 from flask_selfhost import SelfHostMiddleware
 
+from .apps import APACHE
+
 calls: list[str] = []
 
 
@@ -35,7 +37,11 @@ def test_loopback_client_reaches_the_app():
 
 def test_other_host_is_refused_before_the_app_runs():
     response = get(
-        SelfHostMiddleware(plain_app), "/admin", remote="10.0.0.2", SERVER_ADDR="127.0.0.1"
+        SelfHostMiddleware(plain_app),
+        "/admin",
+        remote="10.0.0.2",
+        SERVER_ADDR="127.0.0.1",
+        **APACHE,
     )
     assert response.status_code == 403
     assert response.mimetype == "text/plain"
@@ -74,7 +80,9 @@ def test_each_decision_is_logged_with_both_addresses(caplog):
     guarded = SelfHostMiddleware(plain_app)
     with caplog.at_level(logging.DEBUG, logger="flask_selfhost"):
         get(guarded, "/ok")
-        get(guarded, "/admin\r\nfake log line", remote="10.0.0.2", SERVER_ADDR="127.0.0.1")
+        get(
+            guarded, "/admin\r\nfake log line", remote="10.0.0.2", SERVER_ADDR="127.0.0.1", **APACHE
+        )
     allowed, refused = caplog.records
     assert allowed.levelno == logging.DEBUG and "remote=127.0.0.1" in allowed.getMessage()
     assert refused.levelno == logging.WARNING
@@ -94,7 +102,7 @@ def test_allowed_requests_are_not_formatted_above_debug(caplog):
 def test_a_relayed_request_is_logged_with_the_proxy_as_peer(caplog):
     guarded = SelfHostMiddleware(plain_app, trusted_proxies=["127.0.0.1"])
     with caplog.at_level(logging.DEBUG, logger="flask_selfhost"):
-        get(guarded, "/admin", HTTP_X_FORWARDED_FOR="10.0.0.2", SERVER_ADDR="127.0.0.1")
+        get(guarded, "/admin", HTTP_X_FORWARDED_FOR="10.0.0.2", SERVER_ADDR="127.0.0.1", **APACHE)
     message = caplog.records[-1].getMessage()
     assert "remote=10.0.0.2" in message and "peer=127.0.0.1" in message
     assert caplog.records[-1].levelno == logging.WARNING

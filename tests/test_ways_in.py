@@ -304,3 +304,21 @@ def test_cross_site_rule_runs_behind_a_trusted_proxy_on_the_lan_url(monkeypatch)
     ):
         decision = evaluate({**relayed, **browser}, options)
         assert not decision.allowed and decision.rule == "cross-site", browser
+
+
+# Finding 7: SERVER_ADDR only from servers that set it per connection ---------
+
+
+@pytest.mark.parametrize(
+    ("marks", "trusted"),
+    [
+        ({}, False),  # granian: the process environment, copied
+        ({"mod_wsgi.version": "4.9.0"}, False),  # an environment variable is a string
+        ({"uwsgi.version": "2.0.31"}, False),
+        ({"mod_wsgi.version": (4, 9, 0)}, True),  # Apache's mod_wsgi
+        ({"uwsgi.version": b"2.0.31"}, True),  # uWSGI
+    ],
+)
+def test_server_addr_is_read_only_where_the_server_sets_it(marks, trusted):
+    environ = {"REMOTE_ADDR": "192.0.2.9", "SERVER_ADDR": "192.0.2.9", "HTTP_HOST": "localhost"}
+    assert evaluate({**environ, **marks}).allowed is trusted
