@@ -2,31 +2,125 @@
 The connection the server accepted
 ==================================
 
-gunicorn (``gunicorn.socket``) and Werkzeug's server (``werkzeug.socket``) put
-the accepted connection in the environ. It is the one witness that a header
-cannot forge: its local address (``getsockname()``), its peer
-(``getpeername()``) and its family (a unix socket has no IP address). Every
-rule that needs one of these asks here.
+The accepted connection is the one witness that a header cannot forge: its
+local address (``getsockname()``), its peer (``getpeername()``) and its
+family (a unix socket has no IP address). Every rule that needs one of these
+asks here, and this module knows where each WSGI server keeps it:
+
+=====================================  =========================================
+server                                 the connection
+=====================================  =========================================
+gunicorn (sync, gthread, gevent)       ``environ["gunicorn.socket"]`` (public)
+gunicorn ``gevent_pywsgi``             ``environ["gunicorn.sock"]``
+Werkzeug's server                      ``environ["werkzeug.socket"]`` (public)
+waitress 3                             ``environ["waitress.client_disconnected"]``
+                                       ``.__self__.socket`` (the channel; internal)
+cheroot 11                             ``environ["wsgi.input"].rfile.raw._sock``
+                                       (private)
+uWSGI ``--http-socket``                ``uwsgi.connection_fd()`` (public API)
+Apache mod_wsgi, uWSGI behind nginx    ``SERVER_ADDR``, set per connection
+=====================================  =========================================
+
+The internal routes are gated on the server that uses them (its
+``SERVER_SOFTWARE``) and must end in a real socket object, so that nothing
+else in an environ can pose as one. uWSGI's connection is its router's link
+in ``--http`` mode and nginx's in ``uwsgi_pass`` mode: it is used only when
+the worker speaks HTTP itself. Where no witness exists (granian, bjoern,
+uWSGI's router, nginx's ``uwsgi_params`` without ``SERVER_ADDR``),
+:func:`unknown_local_reason` names the server and the fix, and only loopback
+clients pass.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
 import socket
 from collections.abc import Mapping
 from typing import Any
 
 #: A socket's address family as a plain int. ``sock.family`` converts it to
 #: an enum, which costs half a microsecond; this C-level getter does not. It
-#: raises TypeError for anything that is not a socket.
+#: raises TypeError for anything that is not a socket, including gevent's and
+#: eventlet's green sockets (see :func:`family`).
 socket_family: Any = socket.SocketType.family.__get__
 
 #: The word for "the peer is a unix socket".
 UNIX = "unix"
 
 
+def family(sock: Any) -> int:
+    """The address family of a socket, green sockets included; raises for
+    anything else."""
+    try:
+        return int(socket_family(sock))
+    except TypeError:
+        # gevent (imported before or after the app) and eventlet wrap the
+        # real socket; both expose .family as the standard socket does.
+        value = sock.family
+        if not isinstance(value, int):
+            raise
+        return int(value)
+
+
 def connection_socket(environ: Mapping[str, Any]) -> Any:
     """The accepted connection, or ``None`` when the server did not say."""
-    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    # gunicorn.sock: gunicorn's gevent_pywsgi worker, whose environ gevent builds.
+    sock = (
+        environ.get("gunicorn.socket")
+        or environ.get("werkzeug.socket")
+        or environ.get("gunicorn.sock")
+    )
+    if sock is not None:
+        return sock
+    software = environ.get("SERVER_SOFTWARE")
+    if type(software) is not str:
+        software = ""  # uWSGI sets none
+    with contextlib.suppress(Exception):  # an internal that moved: no witness, never an error
+        if software.startswith("waitress"):
+            return _real(environ["waitress.client_disconnected"].__self__.socket)
+        if software.startswith("Cheroot"):
+            return _real(environ["wsgi.input"].rfile.raw._sock)
+    return _uwsgi_http_socket(environ)
+
+
+def _real(sock: Any) -> Any:
+    """``sock`` if it is a socket object, else ``None``."""
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class _Snapshot:
+    """What a socket said, kept after the socket is closed (uWSGI's is a
+    duplicate of the server's descriptor, closed at once)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.family = int(sock.family)
+        self._local = sock.getsockname()
+        self._peer = sock.getpeername()
+
+    def getsockname(self) -> Any:
+        return self._local
+
+    def getpeername(self) -> Any:
+        return self._peer
+
+
+def _uwsgi_http_socket(environ: Mapping[str, Any]) -> Any:
+    """uWSGI's connection, when the worker itself speaks HTTP to the client."""
+    if type(environ.get("uwsgi.version")) is not bytes or "UWSGI_ROUTER" in environ:
+        return None
+    try:
+        uwsgi: Any = importlib.import_module("uwsgi")  # exists only inside uWSGI
+    except ImportError:
+        return None
+    options = getattr(uwsgi, "opt", {})
+    # --socket/--uwsgi-socket speak the uwsgi protocol: the peer is nginx.
+    if not options.get("http-socket") or options.get("socket") or options.get("uwsgi-socket"):
+        return None
+    with contextlib.suppress(Exception), socket.socket(fileno=os.dup(uwsgi.connection_fd())) as dup:
+        return _Snapshot(dup)
+    return None
 
 
 def sets_server_addr(environ: Mapping[str, Any]) -> bool:
@@ -61,7 +155,7 @@ def local_address(environ: Mapping[str, Any]) -> str | None:
     if sock is None:
         return None
     try:
-        if socket_family(sock) not in (socket.AF_INET, socket.AF_INET6):
+        if family(sock) not in (socket.AF_INET, socket.AF_INET6):
             return None  # a unix socket has no IP address
         address = sock.getsockname()[0]
     except Exception:  # a closed or foreign socket object: unknown, not an error page
@@ -74,7 +168,7 @@ def peer_address(sock: Any) -> str | None:
     if sock is None:
         return None
     try:
-        if socket_family(sock) == socket.AF_UNIX:
+        if family(sock) == socket.AF_UNIX:
             return UNIX
         address = sock.getpeername()[0]
     except Exception:  # a closed or foreign socket object: unknown, not an error page
@@ -85,12 +179,45 @@ def peer_address(sock: Any) -> str | None:
 def is_unix_socket(sock: Any) -> bool:
     """True when ``sock`` is a unix-socket connection (False for non-sockets)."""
     try:
-        return bool(socket_family(sock) == socket.AF_UNIX)
+        return family(sock) == socket.AF_UNIX
     except Exception:  # not a socket: not proof of anything
         return False
 
 
+# Servers that give no witness: what to change ---------------------------------
+
+LOOPBACK_FIX = "bind the server to 127.0.0.1 and ::1 only"
+NO_WITNESS = {
+    "granian": (
+        "granian tells the app neither which local address a connection used nor whether "
+        "it came over a unix socket, so only loopback TCP clients pass (unix_socket_is_local "
+        f"cannot work there); {LOOPBACK_FIX}, or serve the app with gunicorn"
+    ),
+    "bjoern": (
+        "bjoern does not tell the app which local address a connection used, so only "
+        f"loopback clients pass; {LOOPBACK_FIX}"
+    ),
+    "uwsgi-router": (
+        "uWSGI's --http router does not tell the app which local address the client "
+        f"used, so only loopback clients pass; use --http-socket, or {LOOPBACK_FIX}"
+    ),
+    "uwsgi-nginx": (
+        "nginx did not send SERVER_ADDR to uWSGI, so only loopback clients pass; add "
+        "'uwsgi_param SERVER_ADDR $server_addr;' to the nginx location"
+    ),
+}
+
+
 def unknown_local_reason(environ: Mapping[str, Any]) -> str | None:
     """Why the server behind ``environ`` cannot say which local address a
-    connection used, and what to change; ``None`` when nothing is known."""
+    connection used, and what to change; ``None`` when nothing is known.
+    Names no address: it is shown to clients."""
+    if type(environ.get("uwsgi.version")) is bytes:
+        return NO_WITNESS["uwsgi-router" if "UWSGI_ROUTER" in environ else "uwsgi-nginx"]
+    software = environ.get("SERVER_SOFTWARE")
+    software = software.lower() if type(software) is str else ""
+    if software.startswith("granian"):
+        return NO_WITNESS["granian"]
+    if "bjoern" in software or "bjoern.version" in environ:
+        return NO_WITNESS["bjoern"]
     return None

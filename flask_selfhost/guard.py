@@ -52,9 +52,11 @@ grants :func:`evaluate` remembered in ``options.accepted``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import connection as witness
 from . import environ as wsgi
 from . import forwarded
 from .addresses import judge_source
@@ -142,6 +144,18 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
     return decision
 
 
+#: Whether this process has looked at its server yet (see _warn_without_witness).
+_server_checked = False
+
+
+def _warn_without_witness(environ: Mapping[str, Any]) -> None:
+    """Once per process, on the first request: say so when the server gives
+    no witness of the local address, so that only loopback clients can pass."""
+    reason = witness.unknown_local_reason(environ)
+    if reason is not None:
+        logging.getLogger("flask_selfhost").warning("flask_selfhost: %s", reason)
+
+
 def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
     """Decide whether the request in the WSGI ``environ`` comes from this host.
 
@@ -150,6 +164,10 @@ def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Deci
     """
     if options is None:
         options = DEFAULT_OPTIONS
+    global _server_checked
+    if not _server_checked:
+        _server_checked = True
+        _warn_without_witness(environ)
     facts = facts_from_environ(environ)
     decision = judge(facts, options)
     if decision.allowed and decision.rule == "source" and decision.local_addr is None:

@@ -40,3 +40,7 @@ SelfHost(flask_app)
 #: How Apache's mod_wsgi marks its environ: a server whose SERVER_ADDR is the
 #: connection's own local address (flask_selfhost.connection.sets_server_addr).
 APACHE = {"mod_wsgi.version": (4, 9, 0)}
+
+#: The server matrix's app: a unix-socket client counts as local, so that
+#: column (d) shows whether the server lets the guard see the socket at all.
+unix_local_app = SelfHostMiddleware(whoami, unix_socket_is_local=True)

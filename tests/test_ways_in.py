@@ -322,3 +322,20 @@ def test_cross_site_rule_runs_behind_a_trusted_proxy_on_the_lan_url(monkeypatch)
 def test_server_addr_is_read_only_where_the_server_sets_it(marks, trusted):
     environ = {"REMOTE_ADDR": "192.0.2.9", "SERVER_ADDR": "192.0.2.9", "HTTP_HOST": "localhost"}
     assert evaluate({**environ, **marks}).allowed is trusted
+
+
+def test_a_green_socket_is_a_witness():
+    """gevent's socket, not patched into the standard one (gunicorn's gevent
+    worker with --preload): the C-level family getter refuses it."""
+    gevent_socket = pytest.importorskip("gevent.socket", reason="needs gevent")
+    from flask_selfhost.connection import local_address, peer_address
+
+    with gevent_socket.socket() as listener:
+        listener.bind(("127.0.0.2", 0))
+        listener.listen()
+        with gevent_socket.create_connection(listener.getsockname()):
+            server_side, _ = listener.accept()
+            with server_side:
+                environ = {"gunicorn.socket": server_side}
+                assert local_address(environ) == "127.0.0.2"
+                assert peer_address(server_side) == "127.0.0.1"

@@ -1,0 +1,108 @@
+"""The server support table: one source for the README and for the tests.
+
+Each :class:`Row` is a WSGI server in one mode, how to start it inside a
+network namespace, and what the guard answers there:
+
+- (a) this host via loopback (``127.0.0.1`` and ``::1``);
+- (b) this host via its own non-loopback address (client == local),
+  IPv4 and IPv6;
+- (c) another host;
+- (d) a unix socket, with ``unix_socket_is_local=True``.
+
+``tests/test_server_matrix.py`` starts every row and checks each cell, and
+checks that the README's table is :func:`render` of these rows.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+APP = "tests.apps:unix_local_app"
+PY = sys.executable
+
+
+@dataclass(frozen=True)
+class Row:
+    server: str
+    mode: str
+    #: The command, with ``{port}`` and ``{app}`` to fill in; ``None``: not run here.
+    tcp: tuple[str, ...]
+    #: The same on a unix socket at ``{path}``; ``None`` when the server has none.
+    unix: tuple[str, ...] | None
+    loopback: str  # (a)
+    own: str  # (b)
+    other: str  # (c)
+    socket: str  # (d)
+    note: str = ""
+
+
+def gunicorn(*worker: str, bind: str = "[::]:{port}") -> tuple[str, ...]:
+    return (PY, "-m", "gunicorn", "--no-control-socket", "--workers", "1", "--bind", bind,
+            *worker, "{app}")  # fmt: skip
+
+
+WERKZEUG = (
+    PY, "-c", "import sys; from werkzeug.serving import run_simple; from tests.apps import "
+    "unix_local_app; run_simple(sys.argv[1], int(sys.argv[2]), unix_local_app)",
+)  # fmt: skip
+CHEROOT = (
+    PY, "-c", "import sys; from cheroot import wsgi; from tests.apps import unix_local_app; "
+    "bind = sys.argv[1] if sys.argv[2] == '0' else (sys.argv[1], int(sys.argv[2])); "
+    "wsgi.Server(bind, unix_local_app).safe_start()",
+)  # fmt: skip
+#: uWSGI is a binary that pip puts beside the interpreter.
+UWSGI = str(Path(sys.executable).parent / "uwsgi")
+
+
+def uwsgi(*mode: str) -> tuple[str, ...]:
+    return (UWSGI, "--master", "--processes", "1", "--module", "{app}", "--need-app",
+            "--pythonpath", "{root}", *mode)  # fmt: skip
+
+
+ROWS = [
+    Row("gunicorn 27", "sync", gunicorn(), gunicorn(bind="unix:{path}"),
+        "200", "200", "403", "200"),
+    Row("gunicorn 27", "gthread", gunicorn("--worker-class", "gthread", "--threads", "2"),
+        gunicorn("--worker-class", "gthread", bind="unix:{path}"), "200", "200", "403", "200"),
+    Row("gunicorn 27", "gevent", gunicorn("--worker-class", "gevent"),
+        gunicorn("--worker-class", "gevent", bind="unix:{path}"), "200", "200", "403", "200"),
+    Row("gunicorn 27", "gevent --preload", gunicorn("--worker-class", "gevent", "--preload"),
+        gunicorn("--worker-class", "gevent", "--preload", bind="unix:{path}"),
+        "200", "200", "403", "200"),
+    Row("gunicorn 27", "gevent_pywsgi", gunicorn("--worker-class", "gevent_pywsgi"),
+        gunicorn("--worker-class", "gevent_pywsgi", bind="unix:{path}"),
+        "200", "200", "403", "200"),
+    Row("Werkzeug 3.1", "dev server (flask run)", (*WERKZEUG, "::", "{port}"),
+        (*WERKZEUG, "unix://{path}", "0"), "200", "200", "403", "200"),
+    Row("waitress 3", "--listen 0.0.0.0 and [::]",
+        (PY, "-m", "waitress", "--listen=0.0.0.0:{port}", "--listen=[::]:{port}", "{app}"),
+        (PY, "-m", "waitress", "--unix-socket={path}", "{app}"), "200", "200", "403", "200"),
+    Row("cheroot 11", "wsgi.Server", (*CHEROOT, "::", "{port}"), (*CHEROOT, "{path}", "0"),
+        "200", "200", "403", "200"),
+    Row("granian 2", "--interface wsgi",
+        (PY, "-m", "granian", "--interface", "wsgi", "--host", "::", "--port", "{port}", "{app}"),
+        (PY, "-m", "granian", "--interface", "wsgi", "--uds", "{path}", "{app}"),
+        "200", "403", "403", "403",
+        "no witness of the local address: the refusal names the fix (bind to loopback)"),
+    Row("uWSGI 2.0", "--http-socket", uwsgi("--http-socket", "[::]:{port}"),
+        uwsgi("--http-socket", "{path}"), "200", "200", "403", "200"),
+    Row("uWSGI 2.0", "--http (router)", uwsgi("--http", "[::]:{port}"), None,
+        "200", "403", "403", "n/a",
+        "the worker sees the router's link: the refusal names --http-socket"),
+]  # fmt: skip
+
+HEADER = (
+    "| server | mode | (a) loopback | (b) own address | (c) other host | (d) unix socket | note |\n"
+    "| --- | --- | --- | --- | --- | --- | --- |\n"
+)
+
+
+def render() -> str:
+    """The README's table."""
+    return HEADER + "".join(
+        f"| {row.server} | {row.mode} | {row.loopback} | {row.own} | {row.other} "
+        f"| {row.socket} | {row.note} |\n"
+        for row in ROWS
+    )

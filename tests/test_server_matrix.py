@@ -1,0 +1,145 @@
+"""Every WSGI server in ``tests/server_matrix.py``, for real, from another host.
+
+All servers of the table run at once in one server namespace, each on its
+own port (and, where it has one, its own unix socket), so that the whole
+matrix costs about one server start. Then each cell is asked:
+
+- (a) from the server namespace to 127.0.0.1 and ::1;
+- (b) from the server namespace to its own veth addresses, IPv4 and IPv6
+  (client == local);
+- (c) from the client namespace;
+- (d) over the unix socket (a filesystem path, reachable from here).
+
+A refusal where the table says 403 for (b) must name the server's fix, and
+no answer may be a 500. The README's table must be the rendered source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .netns import (
+    http_get,
+    kill_processes_in,
+    ns_command,
+    require_netns,
+    two_hosts,
+    wait_for_port_in,
+)
+from .server_matrix import ROWS, UWSGI, Row, render
+from .servers import ROOT, stop_process_group, unix_request
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+FIRST_PORT = 8400
+README = ROOT / "README.md"
+
+
+def fill(command: tuple[str, ...], **values: object) -> list[str]:
+    return [part.format(app="tests.apps:unix_local_app", root=ROOT, **values) for part in command]
+
+
+def require_servers() -> None:
+    for module in ("gevent", "waitress", "cheroot", "granian"):
+        pytest.importorskip(module, reason=f"needs {module} (the test extra installs it)")
+    if not Path(UWSGI).exists():
+        pytest.skip("needs uWSGI (the test extra installs it)")
+
+
+@contextlib.contextmanager
+def running(ns: str, tmp_path: Path):
+    """Start every row's TCP and unix servers; yield {row: (port, path)}."""
+    processes: list[subprocess.Popen] = []
+    started: dict[Row, tuple[int, Path | None]] = {}
+    env = {"PYTHONPATH": str(ROOT)}
+    try:
+        for number, row in enumerate(ROWS):
+            port, path = FIRST_PORT + number, tmp_path / f"row{number}.sock"
+            for command in (row.tcp, row.unix):
+                if command is None:
+                    continue
+                log = open(tmp_path / f"row{number}-{len(processes)}.log", "wb")  # noqa: SIM115
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            "env",
+                            *(f"{k}={v}" for k, v in env.items()),
+                            *ns_command(ns, *fill(command, port=port, path=path)),
+                        ],
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+                log.close()
+            started[row] = (port, path if row.unix is not None else None)
+        for port, path in started.values():
+            wait_for_port_in(ns, "127.0.0.1", port)
+            if path is not None:
+                for _ in range(200):
+                    if path.exists():
+                        break
+                    subprocess.run(["sleep", "0.05"], check=True)
+        yield started
+    finally:
+        for process in processes:
+            stop_process_group(process)
+        kill_processes_in(ns)
+
+
+def status_of(ns: str, address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    status, body = http_get(ns, address, port, "/", {"Host": f"{host}:{port}"})
+    assert status != 500, body
+    return f"{status}" if status is not None else body
+
+
+def test_the_server_matrix(tmp_path):
+    require_netns()
+    require_servers()
+    with two_hosts() as hosts, running(hosts.server_ns, tmp_path) as started:
+        seen: dict[str, dict[str, list[str]]] = {}
+        for row, (port, path) in started.items():
+            ns = hosts.server_ns
+            cells = {
+                "loopback": [status_of(ns, "127.0.0.1", port), status_of(ns, "::1", port)],
+                "own": [
+                    status_of(ns, hosts.server_ip4, port),
+                    status_of(ns, hosts.server_ip6, port),
+                ],
+                "other": [
+                    status_of(hosts.client_ns, hosts.server_ip4, port),
+                    status_of(hosts.client_ns, hosts.server_ip6, port),
+                ],
+                "socket": [str(unix_request(str(path)).status)] if path else ["n/a"],
+            }
+            seen[f"{row.server} {row.mode}"] = cells
+            for column, answers in cells.items():
+                assert set(answers) == {getattr(row, column)}, (row.server, row.mode, cells)
+            if row.own == "403":
+                # The refusal names what to change, and the server said so once.
+                status, body = http_get(ns, hosts.server_ip4, port, "/")
+                assert status == 403 and ("bind" in body or "--http-socket" in body), body
+                reason = body.split("(", 1)[1].rsplit(")", 1)[0]
+                logs = "".join(
+                    log.read_text(errors="replace")
+                    for log in tmp_path.glob(f"row{ROWS.index(row)}-*.log")
+                )
+                assert logs.count(f"flask_selfhost: {reason}") >= 1, logs[-2000:]
+    print(json.dumps(seen, indent=1))
+
+
+def test_the_readme_table_is_the_tested_one():
+    text = README.read_text()
+    block = re.search(
+        r"<!-- server-table:start -->\n(.*?)<!-- server-table:end -->", text, re.DOTALL
+    )
+    assert block is not None, "the README has no server table markers"
+    assert block.group(1) == render()
