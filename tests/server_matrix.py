@@ -36,6 +36,10 @@ class Row:
     other: str  # (c)
     socket: str  # (d)
     note: str = ""
+    #: A server stack that the test builds itself (``nginx-uwsgi``: nginx in
+    #: front, ``uwsgi_pass`` to ``tcp`` on the next port; ``-addr``: with the
+    #: ``uwsgi_param SERVER_ADDR $server_addr;`` line).
+    stack: str = ""
 
 
 def gunicorn(*worker: str, bind: str = "[::]:{port}") -> tuple[str, ...]:
@@ -91,6 +95,13 @@ ROWS = [
     Row("uWSGI 2.0", "--http (router)", uwsgi("--http", "[::]:{port}"), None,
         "200", "403", "403", "n/a",
         "the worker sees the router's link: the refusal names --http-socket"),
+    Row("nginx + uWSGI 2.0", "uwsgi_pass, Debian's uwsgi_params",
+        uwsgi("--socket", "127.0.0.1:{upstream}"), None, "200", "403", "403", "n/a",
+        "nginx sends no SERVER_ADDR: the refusal names the uwsgi_param line",
+        stack="nginx-uwsgi"),
+    Row("nginx + uWSGI 2.0", "uwsgi_pass, + uwsgi_param SERVER_ADDR",
+        uwsgi("--socket", "127.0.0.1:{upstream}"), None, "200", "200", "403", "n/a",
+        stack="nginx-uwsgi-addr"),
 ]  # fmt: skip
 
 HEADER = (

@@ -32,6 +32,7 @@ from .netns import (
     two_hosts,
     wait_for_port_in,
 )
+from .nginx import require_nginx
 from .server_matrix import ROWS, UWSGI, Row, render
 from .servers import ROOT, stop_process_group, unix_request
 
@@ -43,6 +44,51 @@ README = ROOT / "README.md"
 
 def fill(command: tuple[str, ...], **values: object) -> list[str]:
     return [part.format(app="tests.apps:unix_local_app", root=ROOT, **values) for part in command]
+
+
+NGINX_UWSGI = """\
+user root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 0.0.0.0:{port};
+        listen [::]:{port};
+        location / {{
+            include /etc/nginx/uwsgi_params;
+            {extra}
+            uwsgi_pass 127.0.0.1:{upstream};
+        }}
+    }}
+}}
+"""
+
+
+def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
+    """The processes of a row: its server, and nginx in front where it has one."""
+    upstream = port + 100
+    commands = [fill(row.tcp, port=port, upstream=upstream)]
+    if row.stack.startswith("nginx-uwsgi"):
+        require_nginx()
+        directory = tmp_path / f"nginx-{port}"
+        directory.mkdir()
+        extra = "uwsgi_param SERVER_ADDR $server_addr;" if row.stack.endswith("-addr") else ""
+        config = directory / "nginx.conf"
+        config.write_text(
+            NGINX_UWSGI.format(dir=directory, port=port, upstream=upstream, extra=extra)
+        )
+        commands.append(
+            ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr", "-g", "daemon off;"]
+        )
+    return commands
 
 
 def require_servers() -> None:
@@ -61,16 +107,17 @@ def running(ns: str, tmp_path: Path):
     try:
         for number, row in enumerate(ROWS):
             port, path = FIRST_PORT + number, tmp_path / f"row{number}.sock"
-            for command in (row.tcp, row.unix):
-                if command is None:
-                    continue
+            commands = stack_commands(row, port, tmp_path)
+            if row.unix is not None:
+                commands.append(fill(row.unix, path=path))
+            for command in commands:
                 log = open(tmp_path / f"row{number}-{len(processes)}.log", "wb")  # noqa: SIM115
                 processes.append(
                     subprocess.Popen(
                         [
                             "env",
                             *(f"{k}={v}" for k, v in env.items()),
-                            *ns_command(ns, *fill(command, port=port, path=path)),
+                            *ns_command(ns, *command),
                         ],
                         cwd=ROOT,
                         stdout=log,
@@ -126,7 +173,9 @@ def test_the_server_matrix(tmp_path):
             if row.own == "403":
                 # The refusal names what to change, and the server said so once.
                 status, body = http_get(ns, hosts.server_ip4, port, "/")
-                assert status == 403 and ("bind" in body or "--http-socket" in body), body
+                assert status == 403 and any(
+                    fix in body for fix in ("bind", "--http-socket", "uwsgi_param")
+                ), body
                 reason = body.split("(", 1)[1].rsplit(")", 1)[0]
                 logs = "".join(
                     log.read_text(errors="replace")
