@@ -15,6 +15,7 @@ checks that the README's table is :func:`render` of these rows.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,10 @@ CHEROOT = (
     "bind = sys.argv[1] if sys.argv[2] == '0' else (sys.argv[1], int(sys.argv[2])); "
     "wsgi.Server(bind, unix_local_app).safe_start()",
 )  # fmt: skip
+#: gunicorn 27 dropped the eventlet worker; .ci/run makes a venv with
+#: gunicorn 23 and eventlet, and names its interpreter here.
+EVENTLET_PYTHON = os.environ.get("SELFHOST_EVENTLET_PYTHON", "")
+
 #: uWSGI is a binary that pip puts beside the interpreter.
 UWSGI = str(Path(sys.executable).parent / "uwsgi")
 
@@ -78,6 +83,12 @@ ROWS = [
     Row("gunicorn 27", "gevent_pywsgi", gunicorn("--worker-class", "gevent_pywsgi"),
         gunicorn("--worker-class", "gevent_pywsgi", bind="unix:{path}"),
         "200", "200", "403", "200"),
+    Row("gunicorn 23", "eventlet",
+        (EVENTLET_PYTHON, "-m", "gunicorn", "--workers", "1", "--bind", "[::]:{port}",
+         "--worker-class", "eventlet", "{app}"),
+        (EVENTLET_PYTHON, "-m", "gunicorn", "--workers", "1", "--bind", "unix:{path}",
+         "--worker-class", "eventlet", "{app}"), "200", "200", "403", "200",
+        stack="eventlet"),
     Row("Werkzeug 3.1", "dev server (flask run)", (*WERKZEUG, "::", "{port}"),
         (*WERKZEUG, "unix://{path}", "0"), "200", "200", "403", "200"),
     Row("waitress 3", "--listen 0.0.0.0 and [::]",

@@ -33,7 +33,7 @@ from .netns import (
     wait_for_port_in,
 )
 from .nginx import require_nginx
-from .server_matrix import ROWS, UWSGI, Row, render
+from .server_matrix import EVENTLET_PYTHON, ROWS, UWSGI, Row, render
 from .servers import ROOT, stop_process_group, unix_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -96,6 +96,11 @@ def require_servers() -> None:
         pytest.importorskip(module, reason=f"needs {module} (the test extra installs it)")
     if not Path(UWSGI).exists():
         pytest.skip("needs uWSGI (the test extra installs it)")
+    if not EVENTLET_PYTHON or not Path(EVENTLET_PYTHON).exists():
+        pytest.skip(
+            "needs a venv with gunicorn 23 and eventlet named by SELFHOST_EVENTLET_PYTHON "
+            "(.ci/run makes it)"
+        )
 
 
 @contextlib.contextmanager
