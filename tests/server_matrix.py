@@ -61,6 +61,10 @@ CHEROOT = (
 #: gunicorn 23 and eventlet, and names its interpreter here.
 EVENTLET_PYTHON = os.environ.get("SELFHOST_EVENTLET_PYTHON", "")
 
+#: Apache's mod_wsgi runs Debian's python3; .ci/run makes a venv of it with
+#: Flask for the daemon process's python-home, and names it here.
+MODWSGI_HOME = os.environ.get("SELFHOST_MODWSGI_HOME", "")
+
 #: uWSGI is a binary that pip puts beside the interpreter.
 UWSGI = str(Path(sys.executable).parent / "uwsgi")
 
@@ -106,6 +110,8 @@ ROWS = [
     Row("uWSGI 2.0", "--http (router)", uwsgi("--http", "[::]:{port}"), None,
         "200", "403", "403", "n/a",
         "the worker sees the router's link: the refusal names --http-socket"),
+    Row("Apache 2.4 + mod_wsgi 4.9", "daemon mode", ("/usr/sbin/apache2",), None,
+        "200", "200", "403", "n/a", "SERVER_ADDR, set per connection", stack="apache"),
     Row("nginx + uWSGI 2.0", "uwsgi_pass, Debian's uwsgi_params",
         uwsgi("--socket", "127.0.0.1:{upstream}"), None, "200", "403", "403", "n/a",
         "nginx sends no SERVER_ADDR: the refusal names the uwsgi_param line",

@@ -19,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from .conftest import require_commands
 from .netns import (
     http_get,
     kill_processes_in,
@@ -33,7 +36,7 @@ from .netns import (
     wait_for_port_in,
 )
 from .nginx import require_nginx
-from .server_matrix import EVENTLET_PYTHON, ROWS, UWSGI, Row, render
+from .server_matrix import EVENTLET_PYTHON, MODWSGI_HOME, ROWS, UWSGI, Row, render
 from .servers import ROOT, stop_process_group, unix_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -72,8 +75,56 @@ http {{
 """
 
 
+#: Directories made outside pytest's tmp_path (which www-data cannot read),
+#: removed when the servers stop.
+made_directories: list[Path] = []
+
+APACHE = """\
+ServerRoot "{dir}"
+PidFile {dir}/httpd.pid
+DefaultRuntimeDir {dir}
+Mutex file:{dir} default
+Listen 0.0.0.0:{port}
+Listen [::]:{port}
+ServerName localhost
+User www-data
+Group www-data
+ErrorLog {dir}/error.log
+LogLevel info
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule wsgi_module /usr/lib/apache2/modules/mod_wsgi.so
+WSGISocketPrefix {dir}/wsgi
+WSGIDaemonProcess matrix processes=1 threads=2 python-home={home} python-path={dir}
+WSGIProcessGroup matrix
+WSGIScriptAlias / {dir}/app.wsgi
+<Directory {dir}>
+    Require all granted
+</Directory>
+"""
+
+
+def apache_command(port: int) -> list[str]:
+    """Apache with mod_wsgi in daemon mode, serving the matrix app. Its files
+    go to a directory that Apache's user (www-data) can read, with a copy of
+    the package and of the app, so that nothing depends on the checkout's
+    permissions."""
+    require_commands("/usr/sbin/apache2")
+    directory = Path(tempfile.mkdtemp(prefix="selfhost-apache-"))
+    directory.chmod(0o755)
+    made_directories.append(directory)
+    shutil.copytree(ROOT / "flask_selfhost", directory / "flask_selfhost")
+    shutil.copy(ROOT / "tests" / "apps.py", directory / "matrix_apps.py")
+    (directory / "app.wsgi").write_text("from matrix_apps import unix_local_app as application\n")
+    config = directory / "httpd.conf"
+    config.write_text(APACHE.format(dir=directory, port=port, home=MODWSGI_HOME))
+    return ["/usr/sbin/apache2", "-f", str(config), "-DFOREGROUND"]
+
+
 def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
     """The processes of a row: its server, and nginx in front where it has one."""
+    if row.stack == "apache":
+        return [apache_command(port)]
     upstream = port + 100
     commands = [fill(row.tcp, port=port, upstream=upstream)]
     if row.stack.startswith("nginx-uwsgi"):
@@ -96,6 +147,11 @@ def require_servers() -> None:
         pytest.importorskip(module, reason=f"needs {module} (the test extra installs it)")
     if not Path(UWSGI).exists():
         pytest.skip("needs uWSGI (the test extra installs it)")
+    if not MODWSGI_HOME or not Path(MODWSGI_HOME).exists():
+        pytest.skip(
+            "needs a venv of Debian's python3 with Flask named by SELFHOST_MODWSGI_HOME "
+            "(.ci/run makes it)"
+        )
     if not EVENTLET_PYTHON or not Path(EVENTLET_PYTHON).exists():
         pytest.skip(
             "needs a venv with gunicorn 23 and eventlet named by SELFHOST_EVENTLET_PYTHON "
@@ -144,6 +200,8 @@ def running(ns: str, tmp_path: Path):
         for process in processes:
             stop_process_group(process)
         kill_processes_in(ns)
+        while made_directories:
+            shutil.rmtree(made_directories.pop(), ignore_errors=True)
 
 
 def status_of(ns: str, address: str, port: int) -> str:
