@@ -37,6 +37,7 @@ import contextlib
 import importlib
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -194,8 +195,9 @@ NO_WITNESS = {
         f"cannot work there); {LOOPBACK_FIX}, or serve the app with gunicorn"
     ),
     "bjoern": (
-        "bjoern does not tell the app which local address a connection used, so only "
-        f"loopback clients pass; {LOOPBACK_FIX}"
+        "bjoern tells the app neither which local address a connection used nor whether "
+        "it came over a unix socket, so only loopback TCP clients pass (unix_socket_is_local "
+        f"cannot work there); {LOOPBACK_FIX}"
     ),
     "uwsgi-router": (
         "uWSGI's --http router does not tell the app which local address the client "
@@ -218,6 +220,6 @@ def unknown_local_reason(environ: Mapping[str, Any]) -> str | None:
     software = software.lower() if type(software) is str else ""
     if software.startswith("granian"):
         return NO_WITNESS["granian"]
-    if "bjoern" in software or "bjoern.version" in environ:
+    if not software and "_bjoern" in sys.modules:  # bjoern names itself nowhere else
         return NO_WITNESS["bjoern"]
     return None

@@ -41,6 +41,8 @@ class Row:
     #: front, ``uwsgi_pass`` to ``tcp`` on the next port; ``-addr``: with the
     #: ``uwsgi_param SERVER_ADDR $server_addr;`` line).
     stack: str = ""
+    #: False for a server that listens on IPv4 only: its IPv6 cells are not asked.
+    ipv6: bool = True
 
 
 def gunicorn(*worker: str, bind: str = "[::]:{port}") -> tuple[str, ...]:
@@ -57,6 +59,11 @@ CHEROOT = (
     "bind = sys.argv[1] if sys.argv[2] == '0' else (sys.argv[1], int(sys.argv[2])); "
     "wsgi.Server(bind, unix_local_app).safe_start()",
 )  # fmt: skip
+BJOERN = (
+    PY, "-c", "import sys, bjoern; from tests.apps import unix_local_app; "
+    "bjoern.run(unix_local_app, sys.argv[1], int(sys.argv[2]))",
+)  # fmt: skip
+
 #: gunicorn 27 dropped the eventlet worker; .ci/run makes a venv with
 #: gunicorn 23 and eventlet, and names its interpreter here.
 EVENTLET_PYTHON = os.environ.get("SELFHOST_EVENTLET_PYTHON", "")
@@ -100,6 +107,10 @@ ROWS = [
         (PY, "-m", "waitress", "--unix-socket={path}", "{app}"), "200", "200", "403", "200"),
     Row("cheroot 11", "wsgi.Server", (*CHEROOT, "::", "{port}"), (*CHEROOT, "{path}", "0"),
         "200", "200", "403", "200"),
+    Row("bjoern 3.2", "bjoern.run", (*BJOERN, "0.0.0.0", "{port}"), (*BJOERN, "unix:{path}", "0"),
+        "200", "403", "403", "403",
+        "IPv4 only; no witness of the local address: the refusal names the fix",
+        ipv6=False),
     Row("granian 2", "--interface wsgi",
         (PY, "-m", "granian", "--interface", "wsgi", "--host", "::", "--port", "{port}", "{app}"),
         (PY, "-m", "granian", "--interface", "wsgi", "--uds", "{path}", "{app}"),

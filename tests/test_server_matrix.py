@@ -143,7 +143,7 @@ def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
 
 
 def require_servers() -> None:
-    for module in ("gevent", "waitress", "cheroot", "granian"):
+    for module in ("gevent", "waitress", "cheroot", "granian", "bjoern"):
         pytest.importorskip(module, reason=f"needs {module} (the test extra installs it)")
     if not Path(UWSGI).exists():
         pytest.skip("needs uWSGI (the test extra installs it)")
@@ -218,16 +218,12 @@ def test_the_server_matrix(tmp_path):
         seen: dict[str, dict[str, list[str]]] = {}
         for row, (port, path) in started.items():
             ns = hosts.server_ns
+            families = ("127.0.0.1", "::1") if row.ipv6 else ("127.0.0.1",)
+            own = (hosts.server_ip4, hosts.server_ip6) if row.ipv6 else (hosts.server_ip4,)
             cells = {
-                "loopback": [status_of(ns, "127.0.0.1", port), status_of(ns, "::1", port)],
-                "own": [
-                    status_of(ns, hosts.server_ip4, port),
-                    status_of(ns, hosts.server_ip6, port),
-                ],
-                "other": [
-                    status_of(hosts.client_ns, hosts.server_ip4, port),
-                    status_of(hosts.client_ns, hosts.server_ip6, port),
-                ],
+                "loopback": [status_of(ns, address, port) for address in families],
+                "own": [status_of(ns, address, port) for address in own],
+                "other": [status_of(hosts.client_ns, address, port) for address in own],
                 "socket": [str(unix_request(str(path)).status)] if path else ["n/a"],
             }
             seen[f"{row.server} {row.mode}"] = cells
