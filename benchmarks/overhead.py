@@ -21,10 +21,14 @@ import logging
 import socket
 import sys
 import timeit
+from pathlib import Path
 
 from flask import Flask
 
 from flask_selfhost import SelfHost, SelfHostMiddleware
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import accepted_connection
 
 
 def trivial_app(environ, start_response):
@@ -73,31 +77,24 @@ def best_ns(call, number: int, repeat: int) -> float:
 def wsgi_overhead(number: int, repeat: int) -> list[tuple[str, float, float]]:
     guarded = SelfHostMiddleware(trivial_app)
     rows = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        with socket.create_connection(listener.getsockname()):
-            server_side, _ = listener.accept()
-            with server_side:
-                loopback = gunicorn_like_environ("127.0.0.1", server_side)
-                # mod_wsgi style: the server names the local address itself.
-                own_address = gunicorn_like_environ("192.0.2.7", None)
-                own_address["SERVER_ADDR"] = "192.0.2.7"
-                own_address["mod_wsgi.version"] = (4, 9, 0)
-                # A refusal: the local address comes from getsockname() on the socket.
-                other_host = gunicorn_like_environ("192.0.2.99", server_side)
-                cases = [
-                    ("allowed: loopback client", loopback, True),
-                    ("allowed: own address (SERVER_ADDR)", own_address, True),
-                    ("refused: other host (getsockname)", other_host, False),
-                ]
-                for name, environ, allowed in cases:
-                    assert (guarded(environ, start_response) == [b"ok"]) is allowed, name
-                    bare = best_ns(lambda e=environ: trivial_app(e, start_response), number, repeat)
-                    with_guard = best_ns(
-                        lambda e=environ: guarded(e, start_response), number, repeat
-                    )
-                    rows.append((name, bare, with_guard))
+    with accepted_connection() as server_side:
+        loopback = gunicorn_like_environ("127.0.0.1", server_side)
+        # mod_wsgi style: the server names the local address itself.
+        own_address = gunicorn_like_environ("192.0.2.7", None)
+        own_address["SERVER_ADDR"] = "192.0.2.7"
+        own_address["mod_wsgi.version"] = (4, 9, 0)
+        # A refusal: the local address comes from getsockname() on the socket.
+        other_host = gunicorn_like_environ("192.0.2.99", server_side)
+        cases = [
+            ("allowed: loopback client", loopback, True),
+            ("allowed: own address (SERVER_ADDR)", own_address, True),
+            ("refused: other host (getsockname)", other_host, False),
+        ]
+        for name, environ, allowed in cases:
+            assert (guarded(environ, start_response) == [b"ok"]) is allowed, name
+            bare = best_ns(lambda e=environ: trivial_app(e, start_response), number, repeat)
+            with_guard = best_ns(lambda e=environ: guarded(e, start_response), number, repeat)
+            rows.append((name, bare, with_guard))
     return rows
 
 

@@ -45,8 +45,7 @@ http {{
     server {{
 {listens}
         location / {{
-            proxy_pass {upstream};
-            {headers}
+            {location}
         }}
     }}
 }}
@@ -60,6 +59,20 @@ class Nginx:
 
     def log(self) -> str:
         return (self.directory / "error.log").read_text(errors="replace")
+
+
+def nginx_command(listen: Sequence[tuple[str, int]], location: str, directory: Path) -> list[str]:
+    """Write a configuration with ``location`` as the body of ``location /``
+    into ``directory``; the command that runs nginx on it, in the foreground."""
+    directory.mkdir(parents=True, exist_ok=True)
+    listens = "\n".join(
+        f"        listen [{host}]:{port};" if ":" in host else f"        listen {host}:{port};"
+        for host, port in listen
+    )
+    config = directory / "nginx.conf"
+    config.write_text(CONFIG.format(dir=directory, listens=listens, location=location))
+    # -e: errors from before the config is read go to our log too, not to /var/log.
+    return ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr"]
 
 
 def require_nginx() -> None:
@@ -83,17 +96,7 @@ def nginx(
     ``wait`` (called with the process) replaces the wait for the first
     listen address, which this process cannot reach.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    listens = "\n".join(
-        f"        listen [{host}]:{port};" if ":" in host else f"        listen {host}:{port};"
-        for host, port in listen
-    )
-    config = directory / "nginx.conf"
-    config.write_text(
-        CONFIG.format(dir=directory, listens=listens, upstream=upstream, headers=headers)
-    )
-    # -e: errors from before the config is read go to our log too, not to /var/log.
-    command = ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr"]
+    command = nginx_command(listen, f"proxy_pass {upstream};\n            {headers}", directory)
     with open(directory / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(
             [*prefix, *command, "-g", "daemon off;"],

@@ -173,3 +173,17 @@ def werkzeug_server(app, host: str = "127.0.0.1") -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@contextlib.contextmanager
+def accepted_connection(address: str = "127.0.0.1", module=socket) -> Iterator[socket.socket]:
+    """A real loopback TCP connection dialled to ``address``; yields the
+    server side, as a server's environ holds it. ``module`` may be
+    ``gevent.socket`` for a green socket."""
+    with module.socket() as listener:
+        listener.bind((address, 0))
+        listener.listen()
+        with module.create_connection(listener.getsockname()):
+            server_side, _ = listener.accept()
+            with server_side:
+                yield server_side

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from flask_selfhost import Options, SelfHost, SelfHostMiddleware
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
+from flask_selfhost.environ import FORWARDING_HEADERS
 
 
 class NeverRemember(AcceptedRequests):
@@ -85,19 +86,11 @@ hosts = st.one_of(
     st.text(max_size=8),
     odd,
 )
+#: What the full rules read besides the client and the Host.
 OPTIONAL = [
     "HTTP_ORIGIN",
     "HTTP_SEC_FETCH_SITE",
-    "HTTP_X_FORWARDED_FOR",
-    "HTTP_FORWARDED",
-    "HTTP_X_REAL_IP",
-    "HTTP_X_FORWARDED_HOST",
-    "HTTP_X_FORWARDED_PROTO",
-    "HTTP_X_FORWARDED_PORT",
-    "HTTP_X_FORWARDED_PREFIX",
-    "HTTP_X_FORWARDED_SERVER",
-    "HTTP_X_FORWARDED_SCHEME",
-    "HTTP_X_FORWARDED_SSL",
+    *FORWARDING_HEADERS,
     "werkzeug.proxy_fix.orig",
 ]
 values = st.one_of(

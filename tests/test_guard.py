@@ -12,18 +12,14 @@ from flask_selfhost import Options, SelfHostMiddleware, evaluate, local_address
 from flask_selfhost.guard import FORWARDING_HEADERS
 
 from .apps import APACHE
+from .servers import accepted_connection
 
 
 @pytest.fixture
 def tcp_connection():
-    """A real loopback TCP connection; yields the server side, dialled to 127.0.0.2."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.2", 0))
-        listener.listen()
-        with socket.create_connection(listener.getsockname()):
-            server_side, _ = listener.accept()
-            with server_side:
-                yield server_side
+    """A real loopback TCP connection, dialled to 127.0.0.2: the server side."""
+    with accepted_connection("127.0.0.2") as server_side:
+        yield server_side
 
 
 def test_local_address_prefers_server_addr(tcp_connection):
@@ -141,14 +137,9 @@ def test_no_environ_however_odd_raises(environ):
 
 @pytest.fixture
 def loopback_connection():
-    """A real loopback TCP connection from 127.0.0.1; yields the server side."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        with socket.create_connection(listener.getsockname()):
-            server_side, _ = listener.accept()
-            with server_side:
-                yield server_side
+    """A real loopback TCP connection from 127.0.0.1: the server side."""
+    with accepted_connection() as server_side:
+        yield server_side
 
 
 def test_proxy_fix_before_the_guard_cannot_launder_the_host(loopback_connection):

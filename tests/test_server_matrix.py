@@ -35,7 +35,7 @@ from .netns import (
     two_hosts,
     wait_for_port_in,
 )
-from .nginx import require_nginx
+from .nginx import nginx_command, require_nginx
 from .server_matrix import EVENTLET_PYTHON, MODWSGI_HOME, ROWS, UWSGI, Row, render
 from .servers import ROOT, stop_process_group, unix_request
 
@@ -47,32 +47,6 @@ README = ROOT / "README.md"
 
 def fill(command: tuple[str, ...], **values: object) -> list[str]:
     return [part.format(app="tests.apps:unix_local_app", root=ROOT, **values) for part in command]
-
-
-NGINX_UWSGI = """\
-user root;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen 0.0.0.0:{port};
-        listen [::]:{port};
-        location / {{
-            include /etc/nginx/uwsgi_params;
-            {extra}
-            uwsgi_pass 127.0.0.1:{upstream};
-        }}
-    }}
-}}
-"""
 
 
 #: Directories made outside pytest's tmp_path (which www-data cannot read),
@@ -129,16 +103,13 @@ def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
     commands = [fill(row.tcp, port=port, upstream=upstream)]
     if row.stack.startswith("nginx-uwsgi"):
         require_nginx()
-        directory = tmp_path / f"nginx-{port}"
-        directory.mkdir()
-        extra = "uwsgi_param SERVER_ADDR $server_addr;" if row.stack.endswith("-addr") else ""
-        config = directory / "nginx.conf"
-        config.write_text(
-            NGINX_UWSGI.format(dir=directory, port=port, upstream=upstream, extra=extra)
-        )
-        commands.append(
-            ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr", "-g", "daemon off;"]
-        )
+        location = "include /etc/nginx/uwsgi_params;\n"
+        if row.stack.endswith("-addr"):
+            location += "uwsgi_param SERVER_ADDR $server_addr;\n"
+        location += f"uwsgi_pass 127.0.0.1:{upstream};"
+        listen = [("0.0.0.0", port), ("::", port)]
+        command = nginx_command(listen, location, tmp_path / f"nginx-{port}")
+        commands.append([*command, "-g", "daemon off;"])
     return commands
 
 

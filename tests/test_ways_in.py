@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import ipaddress
 import logging
-import socket
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +23,8 @@ from flask_selfhost.decision import Decision
 from flask_selfhost.environ import facts_from_environ
 from flask_selfhost.guard import RULES, judge
 from flask_selfhost.middleware import log_field
+
+from .servers import accepted_connection
 
 # Apache/mod_wsgi's way of saying which local address a connection used.
 LAN = {"mod_wsgi.version": (4, 9, 0), "SERVER_ADDR": "192.0.2.7", "REMOTE_ADDR": "192.0.2.7"}
@@ -77,13 +78,8 @@ def test_own_pages_on_the_lan_url_still_work():
 def proxied_connection():
     """The server side of a real loopback connection: a relay on this host
     that speaks the PROXY protocol, as gunicorn's socket for it."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        with socket.create_connection(listener.getsockname()):
-            server_side, _ = listener.accept()
-            with server_side:
-                yield server_side
+    with accepted_connection() as server_side:
+        yield server_side
 
 
 def gunicorn_environ(sock, **extra):
@@ -117,13 +113,8 @@ def test_other_connections_are_not_affected(proxied_connection):
     options = Options(trusted_proxies=["127.0.0.1"])
     first = gunicorn_environ(proxied_connection, REMOTE_ADDR="127.0.0.1", PROXY_PROTOCOL="TCP4")
     assert evaluate(first, options).allowed  # a client on this host, relayed
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.2", 0))
-        listener.listen()
-        with socket.create_connection(listener.getsockname()):
-            other, _ = listener.accept()
-            with other:
-                assert evaluate(gunicorn_environ(other)).allowed
+    with accepted_connection("127.0.0.2") as other:
+        assert evaluate(gunicorn_environ(other)).allowed
 
 
 # Finding 5: every field of the log line is escaped ----------------------------
@@ -330,12 +321,6 @@ def test_a_green_socket_is_a_witness():
     gevent_socket = pytest.importorskip("gevent.socket", reason="needs gevent")
     from flask_selfhost.connection import local_address, peer_address
 
-    with gevent_socket.socket() as listener:
-        listener.bind(("127.0.0.2", 0))
-        listener.listen()
-        with gevent_socket.create_connection(listener.getsockname()):
-            server_side, _ = listener.accept()
-            with server_side:
-                environ = {"gunicorn.socket": server_side}
-                assert local_address(environ) == "127.0.0.2"
-                assert peer_address(server_side) == "127.0.0.1"
+    with accepted_connection("127.0.0.2", gevent_socket) as server_side:
+        assert local_address({"gunicorn.socket": server_side}) == "127.0.0.2"
+        assert peer_address(server_side) == "127.0.0.1"
