@@ -7,6 +7,7 @@ import json
 from flask import Flask, jsonify, request
 
 from flask_selfhost import SelfHost, SelfHostMiddleware, evaluate, local_address
+from flask_selfhost.asgi import SelfHostASGIMiddleware
 
 
 def whoami(environ, start_response):
@@ -44,3 +45,19 @@ APACHE = {"mod_wsgi.version": (4, 9, 0)}
 #: The server matrix's app: a unix-socket client counts as local, so that
 #: column (d) shows whether the server lets the guard see the socket at all.
 unix_local_app = SelfHostMiddleware(whoami, unix_socket_is_local=True)
+
+
+async def asgi_whoami(scope, receive, send):
+    """A bare ASGI app that reports the addresses the server gave it."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    body = json.dumps({"client": scope.get("client"), "server": scope.get("server")}).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+#: The server matrix's ASGI app, guarded as unix_local_app is.
+asgi_app = SelfHostASGIMiddleware(asgi_whoami, unix_socket_is_local=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 APP = "tests.apps:unix_local_app"
+ASGI_APP = "tests.apps:asgi_app"
 PY = sys.executable
 
 
@@ -43,6 +44,8 @@ class Row:
     stack: str = ""
     #: False for a server that listens on IPv4 only: its IPv6 cells are not asked.
     ipv6: bool = True
+    #: The guarded app, WSGI or ASGI.
+    app: str = APP
 
 
 def gunicorn(*worker: str, bind: str = "[::]:{port}") -> tuple[str, ...]:
@@ -123,6 +126,23 @@ ROWS = [
         "the worker sees the router's link: the refusal names --http-socket"),
     Row("Apache 2.4 + mod_wsgi 4.9", "daemon mode", ("/usr/sbin/apache2",), None,
         "200", "200", "403", "n/a", "SERVER_ADDR, set per connection", stack="apache"),
+    Row("uvicorn 0.54 (ASGI)", "--host 0.0.0.0",
+        (PY, "-m", "uvicorn", "--host", "0.0.0.0", "--port", "{port}", "{app}"),
+        (PY, "-m", "uvicorn", "--uds", "{path}", "{app}"), "200", "200", "403", "200",
+        "IPv4 here: uvicorn's --host :: is IPv6-only", ipv6=False, app=ASGI_APP),
+    Row("hypercorn 0.18 (ASGI)", "-b [::]",
+        (PY, "-m", "hypercorn", "-b", "[::]:{port}", "{app}"),
+        (PY, "-m", "hypercorn", "-b", "unix:{path}", "{app}"), "200", "200", "403", "403",
+        "on a unix socket it gives no address at all: the refusal says so", app=ASGI_APP),
+    Row("daphne 4.2 (ASGI)", "-b ::",
+        (PY, "-m", "daphne", "-b", "::", "-p", "{port}", "{app}"),
+        (PY, "-m", "daphne", "-u", "{path}", "{app}"), "200", "200", "403", "403",
+        "on a unix socket it gives no address at all: the refusal says so", app=ASGI_APP),
+    Row("granian 2 (ASGI)", "--interface asgi",
+        (PY, "-m", "granian", "--interface", "asgi", "--host", "::", "--port", "{port}", "{app}"),
+        (PY, "-m", "granian", "--interface", "asgi", "--uds", "{path}", "{app}"),
+        "200", "403", "403", "200",
+        "scope['server'] is the bind address: the refusal names the fix", app=ASGI_APP),
     Row("nginx + uWSGI 2.0", "uwsgi_pass, Debian's uwsgi_params",
         uwsgi("--socket", "127.0.0.1:{upstream}"), None, "200", "403", "403", "n/a",
         "nginx sends no SERVER_ADDR: the refusal names the uwsgi_param line",

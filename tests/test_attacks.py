@@ -30,6 +30,7 @@ import pytest
 from .netns import (
     gunicorn_in,
     http_get,
+    kill_processes_in,
     ns_command,
     proxy_protocol_relay,
     raw_exchange,
@@ -407,3 +408,66 @@ def test_server_addr_exported_in_the_shell_is_not_a_witness(hosts, tmp_path):
         assert http_get(hosts.server_ns, "127.0.0.1", APP_PORT, "/")[0] == 200
     finally:
         stop_process_group(process)
+
+
+# The ASGI front: servers that rewrite the client from X-Forwarded-For ------
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        ["uvicorn", "--forwarded-allow-ips", "*"],
+        ["uvicorn"],  # its default: trusts 127.0.0.1 and ::1
+        ["daphne", "--proxy-headers"],
+    ],
+    ids=["uvicorn-allow-all", "uvicorn-default", "daphne-proxy-headers"],
+)
+def test_an_asgi_server_that_believes_x_forwarded_for_lets_no_one_in(hosts, tmp_path, server):
+    """uvicorn (``--forwarded-allow-ips='*'``) and daphne (``--proxy-headers``)
+    overwrite the client with X-Forwarded-For from any peer and keep no
+    original: another host that claims 127.0.0.1 must still be refused, with
+    and without trusted_proxies."""
+    name = server[0]
+    pytest.importorskip(name, reason=f"needs {name} (the test extra installs it)")
+    for options in ("", "trusted_proxies='127.0.0.1'"):
+        module = app_module(
+            tmp_path,
+            f"""
+            from flask_selfhost.asgi import SelfHostASGIMiddleware
+            from tests.apps import asgi_whoami
+            app = SelfHostASGIMiddleware(asgi_whoami, {options})
+            """,
+        )
+        bind = ["--host", "0.0.0.0", "--port"] if name == "uvicorn" else ["-b", "0.0.0.0", "-p"]
+        command = [sys.executable, "-m", name, *bind, str(APP_PORT), *server[1:], module]
+        env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                [
+                    "env",
+                    *(f"{k}={v}" for k, v in env.items()),
+                    *ns_command(hosts.server_ns, *command),
+                ],
+                cwd=tmp_path,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            wait_for_port_in(hosts.server_ns, "127.0.0.1", APP_PORT, process=process)
+            for spoof in ("127.0.0.1", "::1", f"{hosts.server_ip4}"):
+                status, body = http_get(
+                    hosts.client_ns,
+                    hosts.server_ip4,
+                    APP_PORT,
+                    "/",
+                    {"X-Forwarded-For": spoof, "Host": "localhost"},
+                )
+                assert status == 403, (options, spoof, body)
+            # This host, directly, still passes (from another loopback address
+            # than the trusted proxy's, which must send forwarding headers).
+            status, body = http_get(hosts.server_ns, "127.0.0.1", APP_PORT, "/", source="127.0.0.2")
+            assert status == 200, (options, body)
+        finally:
+            stop_process_group(process)
+            kill_processes_in(hosts.server_ns)

@@ -36,7 +36,7 @@ from .netns import (
     wait_for_port_in,
 )
 from .nginx import nginx_command, require_nginx
-from .server_matrix import EVENTLET_PYTHON, MODWSGI_HOME, ROWS, UWSGI, Row, render
+from .server_matrix import APP, EVENTLET_PYTHON, MODWSGI_HOME, ROWS, UWSGI, Row, render
 from .servers import ROOT, stop_process_group, unix_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
@@ -46,7 +46,8 @@ README = ROOT / "README.md"
 
 
 def fill(command: tuple[str, ...], **values: object) -> list[str]:
-    return [part.format(app="tests.apps:unix_local_app", root=ROOT, **values) for part in command]
+    values.setdefault("app", APP)
+    return [part.format(root=ROOT, **values) for part in command]
 
 
 #: Directories made outside pytest's tmp_path (which www-data cannot read),
@@ -100,7 +101,7 @@ def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
     if row.stack == "apache":
         return [apache_command(port)]
     upstream = port + 100
-    commands = [fill(row.tcp, port=port, upstream=upstream)]
+    commands = [fill(row.tcp, port=port, upstream=upstream, app=row.app)]
     if row.stack.startswith("nginx-uwsgi"):
         require_nginx()
         location = "include /etc/nginx/uwsgi_params;\n"
@@ -114,7 +115,16 @@ def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
 
 
 def require_servers() -> None:
-    for module in ("gevent", "waitress", "cheroot", "granian", "bjoern"):
+    for module in (
+        "gevent",
+        "waitress",
+        "cheroot",
+        "granian",
+        "bjoern",
+        "uvicorn",
+        "hypercorn",
+        "daphne",
+    ):
         pytest.importorskip(module, reason=f"needs {module} (the test extra installs it)")
     if not Path(UWSGI).exists():
         pytest.skip("needs uWSGI (the test extra installs it)")
@@ -141,7 +151,7 @@ def running(ns: str, tmp_path: Path):
             port, path = FIRST_PORT + number, tmp_path / f"row{number}.sock"
             commands = stack_commands(row, port, tmp_path)
             if row.unix is not None:
-                commands.append(fill(row.unix, path=path))
+                commands.append(fill(row.unix, path=path, app=row.app))
             for command in commands:
                 log = open(tmp_path / f"row{number}-{len(processes)}.log", "wb")  # noqa: SIM115
                 processes.append(
@@ -182,6 +192,15 @@ def status_of(ns: str, address: str, port: int) -> str:
     return f"{status}" if status is not None else body
 
 
+def assert_said_once(tmp_path: Path, row: Row, body: str) -> None:
+    """The server's log holds the refusal's reason as a start-up warning."""
+    reason = body.split("(", 1)[1].rsplit(")", 1)[0]
+    logs = "".join(
+        log.read_text(errors="replace") for log in tmp_path.glob(f"row{ROWS.index(row)}-*.log")
+    )
+    assert logs.count(f"flask_selfhost: {reason}") >= 1, logs[-2000:]
+
+
 def test_the_server_matrix(tmp_path):
     require_netns()
     require_servers()
@@ -206,12 +225,11 @@ def test_the_server_matrix(tmp_path):
                 assert status == 403 and any(
                     fix in body for fix in ("bind", "--http-socket", "uwsgi_param")
                 ), body
-                reason = body.split("(", 1)[1].rsplit(")", 1)[0]
-                logs = "".join(
-                    log.read_text(errors="replace")
-                    for log in tmp_path.glob(f"row{ROWS.index(row)}-*.log")
-                )
-                assert logs.count(f"flask_selfhost: {reason}") >= 1, logs[-2000:]
+                assert_said_once(tmp_path, row, body)
+            if row.socket == "403":
+                body = unix_request(str(path)).body
+                assert "unix_socket_is_local cannot work" in body, body
+                assert_said_once(tmp_path, row, body)
     print(json.dumps(seen, indent=1))
 
 

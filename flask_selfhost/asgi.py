@@ -1,0 +1,310 @@
+"""
+Self-host guard for any ASGI app
+================================
+
+The same rules as the WSGI fronts (:mod:`flask_selfhost.guard`), for ASGI 3
+apps: Starlette, FastAPI, Quart, Litestar, Django's ASGI handler, or a bare
+ASGI callable. HTTP requests and WebSocket handshakes are judged; lifespan
+passes through untouched.
+
+.. code-block:: python
+
+    from flask_selfhost.asgi import SelfHostASGIMiddleware
+    app = SelfHostASGIMiddleware(app)                 # any ASGI app
+    app.add_middleware(SelfHostASGIMiddleware)        # Starlette, FastAPI
+
+Where the facts come from, and what ASGI servers do to them:
+
+- the local address is ``scope["server"]`` where the server fills it per
+  connection (uvicorn, hypercorn, daphne). An unspecified address
+  (``0.0.0.0``, ``::``) is a bind address, not a connection's (granian puts
+  its bind address there): unknown, so only loopback clients pass, and the
+  reason says why;
+- a unix socket is recognised by the server's own marks: uvicorn's
+  ``scope["server"] = (path, None)`` and granian's ``(path, "0")``;
+- uvicorn (by default, for peers in ``forwarded_allow_ips``), hypercorn's
+  ``ProxyFixMiddleware`` and daphne's ``--proxy-headers`` overwrite
+  ``scope["client"]`` with an address taken from ``X-Forwarded-For`` and
+  keep no original: the peer is then unknowable. A relayed request whose
+  client equals an entry of its own forwarding headers is refused, with a
+  reason that names the server setting to change;
+- a WebSocket handshake's ``Origin`` is judged by the cross-site rule (a
+  cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
+  scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
+  where the server supports the denial-response extension, else a close
+  before accept (which servers answer with 403).
+
+:param app: The ASGI application to guard.
+:param options: See :class:`flask_selfhost.options.Options`; checked now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from . import forwarded
+from .addresses import parse_ip
+from .crosssite import merge_headers
+from .decision import Decision
+from .facts import UNIX, RequestFacts
+from .guard import judge
+from .middleware import DEBUG, is_enabled_for, log_decision, logger
+from .options import Options
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Header names (lowercase bytes) that say "a proxy forwarded this".
+FORWARDING_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-server",
+        b"x-forwarded-scheme",
+        b"x-forwarded-ssl",
+        b"x-real-ip",
+    }
+)
+#: Headers a request may carry once: twice is malformed (refused), never a guess.
+SINGLE = (b"host", b"origin", b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest")
+SCHEMES = {"ws": "http", "wss": "https"}
+
+REWRITTEN_CLIENT = (
+    "the server replaced the client address with one from a forwarding header and kept "
+    "no original, so the proxy cannot be checked; turn that off (uvicorn: "
+    "--no-proxy-headers; daphne: no --proxy-headers; hypercorn: no ProxyFixMiddleware) "
+    "and let trusted_proxies judge the headers"
+)
+NO_ADDRESSES = (
+    "the server gives neither the client's nor its own address (hypercorn and daphne on a "
+    "unix socket), so unix_socket_is_local cannot work there; use uvicorn --uds, or TCP "
+    "on 127.0.0.1"
+)
+BIND_ADDRESS = (
+    "the server reports its bind address, not the connection's local address "
+    "(granian does), so only loopback clients pass; bind the server to 127.0.0.1 and ::1"
+)
+
+
+class ScopeConnection:
+    """:class:`~flask_selfhost.facts.Connection` from an ASGI scope."""
+
+    __slots__ = ("_client", "_server")
+
+    def __init__(self, scope: Scope) -> None:
+        self._server = scope.get("server")
+        self._client = scope.get("client")
+
+    def local_address(self) -> str | None:
+        host = _host(self._server)
+        address = parse_ip(host)
+        if address is None or address.is_unspecified:
+            return None
+        return host
+
+    def peer_address(self) -> str | None:
+        if self.is_unix():
+            return UNIX
+        host = _host(self._client)
+        return host if parse_ip(host) is not None else None
+
+    def is_unix(self) -> bool:
+        host = _host(self._server)
+        # uvicorn: (path, None); granian: (path, "0"). A path is never an address.
+        return host is not None and host.startswith("/")
+
+    def unknown_local_reason(self) -> str | None:
+        if self._server is None and self._client is None:
+            return NO_ADDRESSES
+        address = parse_ip(_host(self._server))
+        return BIND_ADDRESS if address is not None and address.is_unspecified else None
+
+
+def _host(pair: Any) -> str | None:
+    if isinstance(pair, (tuple, list)) and pair and type(pair[0]) is str:
+        return str(pair[0])
+    return None
+
+
+def facts_from_scope(scope: Scope) -> RequestFacts:
+    """The facts of an HTTP request or WebSocket handshake; never raises."""
+    seen: dict[bytes, list[bytes]] = {}
+    for pair in scope.get("headers") or ():
+        try:
+            name, value = pair
+            seen.setdefault(bytes(name).lower(), []).append(bytes(value))
+        except (TypeError, ValueError):
+            seen.setdefault(b"", []).append(b"")  # a malformed pair: nothing to read
+
+    def header(name: bytes) -> str | None:
+        values = seen.get(name)
+        if values is None:
+            return None
+        if len(values) > 1 and name in SINGLE:
+            return ""  # twice: unusable, refused by the rule that reads it
+        return ", ".join(value.decode("latin-1") for value in values)
+
+    remote = _host(scope.get("client"))
+    scheme = scope.get("scheme")
+    scheme = SCHEMES.get(scheme, scheme) if type(scheme) is str else None
+    method = "GET" if scope.get("type") == "websocket" else scope.get("method")
+    return RequestFacts(
+        remote,
+        ScopeConnection(scope),
+        header(b"host"),
+        scheme,
+        method if type(method) is str else None,
+        header(b"origin"),
+        header(b"sec-fetch-site"),
+        header(b"sec-fetch-mode"),
+        header(b"sec-fetch-dest"),
+        header(b"access-control-request-method"),
+        header(b"access-control-request-headers"),
+        header(b"access-control-request-private-network"),
+        header(b"forwarded"),
+        header(b"x-forwarded-for"),
+        not FORWARDING_HEADERS.isdisjoint(seen),
+        None,
+        None,
+        False,
+        None,
+        "asgi",
+    )
+
+
+def rewritten_by_server(facts: RequestFacts) -> bool:
+    """True when the client address is one of the request's own forwarded
+    entries: the server (not a witness) put it there."""
+    if not facts.relayed or facts.remote is None:
+        return False
+    client = parse_ip(facts.remote)
+    entries: list[str] = []
+    for parse, value in (
+        (forwarded.parse_x_forwarded_for, facts.x_forwarded_for),
+        (forwarded.parse_forwarded, facts.forwarded),
+    ):
+        if value is not None and len(value) <= forwarded.MAX_HEADER_LENGTH:
+            try:
+                entries.extend(parse(value) or ())
+            except forwarded.MalformedHeader:
+                continue  # the rules refuse it anyway
+    return any(parse_ip(entry) == client for entry in entries)
+
+
+def evaluate_scope(scope: Scope, options: Options) -> Decision:
+    """The decision for an ASGI scope: :func:`flask_selfhost.guard.judge`,
+    after the one thing only ASGI servers do (rewriting the client)."""
+    facts = facts_from_scope(scope)
+    if options.trusted_proxies and rewritten_by_server(facts):
+        return Decision(False, forwarded.RULE, REWRITTEN_CLIENT, facts.remote, None)
+    return judge(facts, options)
+
+
+#: Whether this process has looked at its server yet.
+_server_checked = False
+
+
+class SelfHostASGIMiddleware:
+    """Refuse requests and WebSocket handshakes that do not come from this host."""
+
+    def __init__(self, app: ASGIApp, **options: Any) -> None:
+        self.app = app
+        self.options = Options.from_mapping(options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)  # lifespan, and anything newer
+            return
+        global _server_checked
+        if not _server_checked:
+            _server_checked = True
+            reason = ScopeConnection(scope).unknown_local_reason()
+            if reason is not None:  # once per process: what the server cannot tell
+                logger.warning("flask_selfhost: %s", reason)
+        decision = evaluate_scope(scope, self.options)
+        method, path = ("GET" if kind == "websocket" else scope.get("method")), scope.get("path")
+        if not decision.allowed:
+            log_decision(decision, method, path)
+            await self.refuse(decision, scope, send)
+            return
+        if is_enabled_for(DEBUG):
+            log_decision(decision, method, path)
+        if decision.answers_preflight:
+            await send(_start(204, list(decision.headers)))
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if decision.headers and kind == "http":
+            await self.app(scope, receive, _with_headers(send, decision.headers))
+            return
+        await self.app(scope, receive, send)
+
+    async def refuse(self, decision: Decision, scope: Scope, send: Send) -> None:
+        """The same plain-text refusal as the WSGI fronts; for a WebSocket,
+        an HTTP 403 where the server can send one, else a close."""
+        status = self.options.refuse_status
+        body = self.options.body_for(decision).encode("utf-8")
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *decision.headers,
+        ]
+        if scope.get("type") == "websocket":
+            if "websocket.http.response" not in (scope.get("extensions") or {}):
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send(_start(status, headers, "websocket.http.response.start"))
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
+        await send(_start(status, headers))
+        await send({"type": "http.response.body", "body": body})
+
+
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """ASGI's form: lowercase names, bytes."""
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _start(
+    status: int, headers: list[tuple[str, str]], kind: str = "http.response.start"
+) -> Message:
+    return {"type": kind, "status": status, "headers": _encode(headers)}
+
+
+def _with_headers(send: Send, extra: Any) -> Send:
+    """``send`` that adds the decision's headers (``Vary``, CORS) to the response."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message.get("type") == "http.response.start":
+            present = [
+                (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+                for name, value in message.get("headers") or ()
+            ]
+            merged = merge_headers(present, extra)
+            message = {**message, "headers": _encode(merged)}
+        await send(message)
+
+    return send_with_headers
+
+
+def is_guarded_asgi(app: object) -> Options | None:
+    """The options of an ASGI app guarded by :class:`SelfHostASGIMiddleware`
+    (directly, or one Starlette middleware layer down), else ``None``."""
+    if isinstance(app, SelfHostASGIMiddleware):
+        return app.options
+    for layer in getattr(app, "user_middleware", ()) or ():  # Starlette, FastAPI
+        if getattr(layer, "cls", None) is SelfHostASGIMiddleware:
+            return Options.from_mapping(getattr(layer, "kwargs", {}) or {})
+    return None
+
+
+__all__ = ["SelfHostASGIMiddleware", "evaluate_scope", "facts_from_scope", "is_guarded_asgi"]
