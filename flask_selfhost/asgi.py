@@ -137,7 +137,8 @@ def _host(pair: Any) -> str | None:
 def facts_from_scope(scope: Scope) -> RequestFacts:
     """The facts of an HTTP request or WebSocket handshake; never raises."""
     seen: dict[bytes, list[bytes]] = {}
-    for pair in scope.get("headers") or ():
+    headers = scope.get("headers")
+    for pair in headers if isinstance(headers, (list, tuple)) else ():
         try:
             name, value = pair
             seen.setdefault(bytes(name).lower(), []).append(bytes(value))
