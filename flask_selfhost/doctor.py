@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .asgi import is_guarded_asgi
 from .extension import EXTENSION_NAME
 from .middleware import is_guarded as guard_options
 
@@ -454,7 +455,9 @@ def is_guarded(app: Any, depth: int = 6) -> bool:
 
     A Flask app is guarded when the :class:`~flask_selfhost.SelfHost`
     extension is registered (``"selfhost"`` in ``app.extensions``); a WSGI
-    callable when a flask_selfhost front built it (``SelfHostMiddleware``), or wraps
+    callable when a flask_selfhost front built it (``SelfHostMiddleware``), an
+    ASGI app guarded by ``SelfHostASGIMiddleware`` (Starlette's ``add_middleware``
+    included), or wraps
     one: ``.wsgi_app`` and ``.app`` attributes are followed ``depth`` levels.
     """
     seen: set[int] = set()
@@ -465,7 +468,7 @@ def is_guarded(app: Any, depth: int = 6) -> bool:
             if candidate is None or id(candidate) in seen:
                 continue
             seen.add(id(candidate))
-            if guard_options(candidate) is not None:
+            if guard_options(candidate) is not None or is_guarded_asgi(candidate) is not None:
                 return True
             extensions = getattr(candidate, "extensions", None)
             if isinstance(extensions, Mapping) and EXTENSION_NAME in extensions:

@@ -15,6 +15,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_selfhost import SelfHost, SelfHostMiddleware
+from flask_selfhost.asgi import SelfHostASGIMiddleware
 from flask_selfhost.doctor import (
     NOTE,
     OK,
@@ -36,6 +37,7 @@ from flask_selfhost.doctor import (
     route_localnet_findings,
 )
 
+from .apps import asgi_whoami
 from .conftest import require_commands
 from .netns import gunicorn_in, ns_command, ns_run, require_netns, two_hosts
 
@@ -341,12 +343,22 @@ def nested(app, depth: int):
         (nested(SelfHostMiddleware(plain_wsgi), 3), True),
         (nested(SelfHostMiddleware(plain_wsgi), 20), False),  # too deep to follow
         (plain_wsgi, False),
+        (SelfHostASGIMiddleware(asgi_whoami), True),
+        (asgi_whoami, False),
         (Loop(), False),
         (None, False),
     ],
 )
 def test_is_guarded(app, guarded):
     assert is_guarded(app) is guarded
+
+
+def test_a_starlette_app_with_the_middleware_is_guarded():
+    starlette = pytest.importorskip("starlette.applications", reason="needs starlette")
+    app = starlette.Starlette()
+    assert is_guarded(app) is False
+    app.add_middleware(SelfHostASGIMiddleware)
+    assert is_guarded(app) is True
 
 
 # Real runs in a network namespace -------------------------------------------
