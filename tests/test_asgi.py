@@ -224,3 +224,31 @@ def test_starlette_and_fastapi_recognise_the_middleware():
     assert status(run(api, scope("10.0.0.2", ("192.0.2.7", 8000), host="localhost"))) == 403
     # 127.0.0.2: the trusted proxy's own address sends headers or is refused.
     assert status(run(api, scope("127.0.0.2", ("127.0.0.1", 8000), host="localhost"))) == 200
+
+
+def test_a_fastapi_route_guarded_by_a_dependency():
+    fastapi = pytest.importorskip("fastapi", reason="needs fastapi (the test extra installs it)")
+    from flask_selfhost.fastapi import local_only
+
+    api = fastapi.FastAPI()
+
+    @api.get("/admin", dependencies=[fastapi.Depends(local_only())])
+    def admin():
+        return {"admin": True}
+
+    @api.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    def get(path, client, **headers):
+        request = scope(client, ("192.0.2.7", 8000), host="localhost", **headers)
+        request["path"], request["raw_path"] = path, path.encode()
+        return run(api, request)
+
+    assert status(get("/admin", "127.0.0.1")) == 200
+    assert status(get("/admin", "192.0.2.7")) == 200  # this host via its own address
+    refused = get("/admin", "10.0.0.2")
+    assert status(refused) == 403 and b"another host" in refused[1]["body"]
+    assert (b"cache-control", b"no-store") in refused[0]["headers"]
+    assert status(get("/admin", "127.0.0.1", origin="http://evil.example")) == 403
+    assert status(get("/healthz", "10.0.0.2")) == 200  # unguarded route

@@ -1,0 +1,60 @@
+"""
+Self-host guard for single FastAPI routes
+=========================================
+
+:class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` guards a whole app
+(``api.add_middleware(SelfHostASGIMiddleware)``). To guard only some routes,
+use :func:`local_only` as a dependency; it applies the same rules to the
+request's scope and refuses with an ``HTTPException`` (FastAPI renders it,
+through any handler the app registered).
+
+.. code-block:: python
+
+    from fastapi import Depends, FastAPI
+    from flask_selfhost.fastapi import local_only
+
+    api = FastAPI()
+
+    @api.get("/admin", dependencies=[Depends(local_only())])
+    def admin():
+        return {"admin": True}
+
+    # or every route of a router: APIRouter(dependencies=[Depends(local_only())])
+
+Needs FastAPI (or Starlette); the rest of the package does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from .asgi import evaluate_scope
+from .middleware import DEBUG, is_enabled_for, log_decision
+from .options import Options
+
+
+def local_only(**options: Any) -> Callable[[Request], None]:
+    """A dependency that refuses requests that do not come from this host.
+
+    :param options: See :class:`~flask_selfhost.options.Options`; checked now.
+    """
+    checked = Options.from_mapping(options)
+
+    def refuse_other_hosts(request: Request) -> None:
+        decision = evaluate_scope(request.scope, checked)
+        if decision.allowed:
+            if is_enabled_for(DEBUG):
+                log_decision(decision, request.method, request.url.path)
+            return
+        log_decision(decision, request.method, request.url.path)
+        raise HTTPException(
+            status_code=checked.refuse_status,
+            detail=checked.body_for(decision).strip(),
+            headers={"Cache-Control": "no-store", **dict(decision.headers)},
+        )
+
+    return refuse_other_hosts
