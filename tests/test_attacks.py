@@ -30,7 +30,6 @@ import pytest
 from .netns import (
     gunicorn_in,
     http_get,
-    kill_processes_in,
     ns_command,
     proxy_protocol_relay,
     raw_exchange,
@@ -62,6 +61,26 @@ def app_module(tmp_path: Path, source: str) -> str:
     """Write an app module into ``tmp_path``; its name, for gunicorn --chdir."""
     (tmp_path / "attacked_app.py").write_text(textwrap.dedent(source))
     return "attacked_app:app"
+
+
+@contextlib.contextmanager
+def server_in(ns: str, command: list[str], tmp_path: Path, name: str, **env: str):
+    """Run ``command`` in ``ns`` with the test's app modules importable (and
+    ``env``), logging to ``tmp_path/NAME.log``; wait for APP_PORT; stop it after."""
+    environment = [f"PYTHONPATH={tmp_path}:{ROOT}", *(f"{k}={v}" for k, v in env.items())]
+    with open(tmp_path / f"{name}.log", "wb") as log:
+        process = subprocess.Popen(
+            ["env", *environment, *ns_command(ns, *command)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port_in(ns, "127.0.0.1", APP_PORT, process=process)
+        yield process
+    finally:
+        stop_process_group(process)
 
 
 LOG_TO_FILE = """
@@ -118,34 +137,59 @@ def test_pages_of_other_sites_cannot_act_through_the_lan_url(hosts, tmp_path):
 # 2. gunicorn's PROXY protocol, every request of a connection -----------------
 
 
+@pytest.mark.parametrize("options", ["trusted_proxies='127.0.0.1'", ""], ids=["trusted", "default"])
 @pytest.mark.parametrize("worker", ["sync", "gthread", "gevent"])
-def test_every_request_on_a_proxy_protocol_connection_is_relayed(hosts, tmp_path, worker):
+def test_every_request_on_a_proxy_protocol_connection_is_relayed(hosts, tmp_path, worker, options):
     """Another host behind a relay that sends PROXY headers (HAProxy
-    ``send-proxy``): no request on its connection reaches /admin, whether
-    kept alive or pipelined, HTTP/1.1 or an HTTP/1.0 without Host."""
+    ``send-proxy``), over IPv4 and IPv6, v1 and v2: no request on its
+    connection reaches /admin, whether kept alive or pipelined, HTTP/1.1 or
+    an HTTP/1.0 without Host."""
     if worker == "gevent":
         pytest.importorskip("gevent", reason="needs gevent (the test extra installs it)")
     ns = hosts.server_ns
-    app = "tests.nginx:guarded_app(trusted_proxies='127.0.0.1')"
     args = [
-        "--bind", f"127.0.0.1:{APP_PORT}", "--worker-class", worker, "--threads", "2",
-        "--proxy-protocol", "auto", "--proxy-allow-from", "127.0.0.1", "--keep-alive", "5", app,
+        "--bind", f"127.0.0.1:{APP_PORT}", "--worker-class", worker,
+        # More than one thread turns gunicorn's sync worker into gthread.
+        *(["--threads", "2"] if worker == "gthread" else []),
+        "--proxy-protocol", "auto", "--proxy-allow-from", "127.0.0.1", "--keep-alive", "5",
+        f"tests.nginx:guarded_app({options})",
     ]  # fmt: skip
     requests = [get("/admin"), get("/admin", host=None, version="1.0")]
     with gunicorn_in(ns, args, APP_PORT, tmp_path):
         for version in (1, 2):
-            listen = (hosts.server_ip4, RELAY_PORT + version)
-            with proxy_protocol_relay(ns, listen, ("127.0.0.1", APP_PORT), version):
-                for pipelined in (False, True):
-                    statuses, text = raw_exchange(
-                        hosts.client_ns, *listen, requests, pipelined=pipelined
-                    )
-                    assert statuses and 200 not in statuses, (version, pipelined, text)
-                    assert set(statuses) <= {403, 400}, (version, pipelined, text)
-                # This host through the same relay: its client is one of the
-                # host's own addresses, relayed by a trusted sender.
-                statuses, text = raw_exchange(ns, *listen, requests[:1], pipelined=False)
-                assert statuses == [200], text
+            for number, address in enumerate((hosts.server_ip4, hosts.server_ip6)):
+                listen = (address, RELAY_PORT + 10 * number + version)
+                with proxy_protocol_relay(ns, listen, ("127.0.0.1", APP_PORT), version):
+                    for pipelined in (False, True):
+                        statuses, text = raw_exchange(
+                            hosts.client_ns, *listen, requests, pipelined=pipelined
+                        )
+                        assert statuses and set(statuses) <= {403, 400}, (listen, version, text)
+                    if options:
+                        # This host through the same relay: its client is one of
+                        # the host's own addresses, relayed by a trusted sender.
+                        statuses, text = raw_exchange(ns, *listen, requests[:1], pipelined=False)
+                        assert statuses == [200], text
+
+
+@pytest.mark.parametrize("options", ["trusted_proxies='127.0.0.1'", ""], ids=["trusted", "default"])
+def test_a_proxy_header_forged_by_another_host(hosts, tmp_path, options):
+    """gunicorn misconfigured with ``--proxy-allow-from '*'``: the other host
+    writes its own PROXY header naming 127.0.0.1; the guard reads the
+    socket's peer, which is not a trusted proxy."""
+    args = [
+        "--bind", f"0.0.0.0:{APP_PORT}", "--worker-class", "sync",
+        "--proxy-protocol", "v1", "--proxy-allow-from", "*",
+        f"tests.nginx:guarded_app({options})",
+    ]  # fmt: skip
+    header = f"PROXY TCP4 127.0.0.1 127.0.0.1 40000 {APP_PORT}\r\n".encode()
+    requests = [header + get("/admin"), get("/admin", host=None, version="1.0")]
+    with gunicorn_in(hosts.server_ns, args, APP_PORT, tmp_path):
+        for pipelined in (False, True):
+            statuses, text = raw_exchange(
+                hosts.client_ns, hosts.server_ip4, APP_PORT, requests, pipelined=pipelined
+            )
+            assert statuses and 200 not in statuses, (pipelined, text)
 
 
 # 3. nginx in front of waitress ----------------------------------------------
@@ -170,17 +214,7 @@ def waitress_behind_nginx(hosts, tmp_path: Path, options: str, headers: str, cle
         sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{APP_PORT}",
         *([] if clear else ["--no-clear-untrusted-proxy-headers"]), module,
     ]  # fmt: skip
-    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    with open(tmp_path / "waitress.log", "wb") as log:
-        process = subprocess.Popen(
-            ["env", *(f"{k}={v}" for k, v in env.items()), *ns_command(ns, *command)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port_in(ns, "127.0.0.1", APP_PORT, process=process)
+    with server_in(ns, command, tmp_path, "waitress"):
         listen = [(address, NGINX_PORT) for address in ("127.0.0.1", hosts.server_ip4)]
         with nginx(
             listen,
@@ -191,8 +225,6 @@ def waitress_behind_nginx(hosts, tmp_path: Path, options: str, headers: str, cle
             wait=lambda p: wait_for_port_in(ns, "127.0.0.1", NGINX_PORT, process=p),
         ):
             yield
-    finally:
-        stop_process_group(process)
 
 
 @pytest.mark.parametrize(
@@ -320,18 +352,8 @@ def werkzeug_in(ns: str, tmp_path: Path, module: str):
         "from attacked_app import app\n"
         f"run_simple('0.0.0.0', {APP_PORT}, app)\n"
     )
-    with open(tmp_path / "werkzeug.log", "wb") as log:
-        process = subprocess.Popen(
-            ns_command(ns, sys.executable, "-c", script),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port_in(ns, "127.0.0.1", APP_PORT, process=process)
+    with server_in(ns, [sys.executable, "-c", script], tmp_path, "werkzeug"):
         yield
-    finally:
-        stop_process_group(process)
 
 
 # 6. A client's own Forwarded value is never logged as the client -------------
@@ -389,25 +411,13 @@ def test_server_addr_exported_in_the_shell_is_not_a_witness(hosts, tmp_path):
         sys.executable, "-m", "granian", "--interface", "wsgi",
         "--host", "0.0.0.0", "--port", str(APP_PORT), "--workers", "1", module,
     ]  # fmt: skip
-    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "SERVER_ADDR": hosts.client_ip4}
-    with open(tmp_path / "granian.log", "wb") as log:
-        process = subprocess.Popen(
-            ["env", *(f"{k}={v}" for k, v in env.items()), *ns_command(hosts.server_ns, *granian)],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port_in(hosts.server_ns, "127.0.0.1", APP_PORT, process=process)
+    with server_in(hosts.server_ns, granian, tmp_path, "granian", SERVER_ADDR=hosts.client_ip4):
         status, body = http_get(
             hosts.client_ns, hosts.server_ip4, APP_PORT, "/admin", {"Host": "localhost"}
         )
         assert status == 403, body
         # This host over loopback still passes.
         assert http_get(hosts.server_ns, "127.0.0.1", APP_PORT, "/")[0] == 200
-    finally:
-        stop_process_group(process)
 
 
 # The ASGI front: servers that rewrite the client from X-Forwarded-For ------
@@ -440,21 +450,7 @@ def test_an_asgi_server_that_believes_x_forwarded_for_lets_no_one_in(hosts, tmp_
         )
         bind = ["--host", "0.0.0.0", "--port"] if name == "uvicorn" else ["-b", "0.0.0.0", "-p"]
         command = [sys.executable, "-m", name, *bind, str(APP_PORT), *server[1:], module]
-        env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
-        with open(tmp_path / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(
-                [
-                    "env",
-                    *(f"{k}={v}" for k, v in env.items()),
-                    *ns_command(hosts.server_ns, *command),
-                ],
-                cwd=tmp_path,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            wait_for_port_in(hosts.server_ns, "127.0.0.1", APP_PORT, process=process)
+        with server_in(hosts.server_ns, command, tmp_path, name):
             for spoof in ("127.0.0.1", "::1", f"{hosts.server_ip4}"):
                 status, body = http_get(
                     hosts.client_ns,
@@ -468,6 +464,3 @@ def test_an_asgi_server_that_believes_x_forwarded_for_lets_no_one_in(hosts, tmp_
             # than the trusted proxy's, which must send forwarding headers).
             status, body = http_get(hosts.server_ns, "127.0.0.1", APP_PORT, "/", source="127.0.0.2")
             assert status == 200, (options, body)
-        finally:
-            stop_process_group(process)
-            kill_processes_in(hosts.server_ns)
