@@ -25,4 +25,4 @@ __all__ = [
     "local_address",
     "local_only",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only copy: setup.cfg reads it (attr:)
