@@ -19,25 +19,32 @@ from flask_selfhost.asgi import SelfHostASGIMiddleware
 from flask_selfhost.doctor import (
     NOTE,
     OK,
+    REFUSED_BY_GUARD,
     RISKY,
     UNKNOWN,
     Finding,
     Listener,
+    Scope,
     decode_proc_address,
     exit_status,
     forwarder_findings,
+    hidden_owner_findings,
+    is_factory,
     is_guarded,
     listener_findings,
+    load_app,
     nat_findings,
     parse_iptables_save,
     parse_nft_json,
     parse_proc_net_tcp,
+    parse_spec,
     read_nat,
     render_text,
     route_localnet_findings,
 )
+from flask_selfhost.doctor.nat import unreadable_nat_finding
 
-from .apps import asgi_whoami
+from .apps import asgi_whoami, whoami
 from .conftest import require_commands
 from .netns import gunicorn_in, ns_command, ns_run, require_netns, two_hosts
 
@@ -302,6 +309,184 @@ def test_read_nat_reads_legacy_rules_when_iptables_says_they_exist():
     assert {f.details["source"] for f in findings if f.severity == RISKY} == {"iptables-legacy"}
 
 
+def test_iptables_rules_know_their_loopback_port():
+    ports = {
+        rule.text.split("--dport ")[1].split()[0]: rule.port
+        for rule in parse_iptables_save(IPTABLES_SAVE, 4)
+        if "--dport" in rule.text
+    }
+    assert ports == {
+        "4000": 4000,  # --to-destination 127.0.0.1:4000
+        "4001": 80,
+        "4002": 4002,  # REDIRECT: never reported (it does not lead to loopback)
+        "4003": None,  # a port range
+        "4004": 8000,
+        "4005": 4005,  # no port in the target: DNAT keeps the packet's own
+        "4006": 8080,
+        "4007": 4007,
+    }
+
+
+# --port and --app scope what counts: (rule's port, scope) -> severity.
+TRAP = parse_iptables_save(
+    "*nat\n-A PREROUTING -i eth0 -p tcp -m tcp --dport 8000 -j DNAT "
+    "--to-destination 127.0.0.1:8000\nCOMMIT\n",
+    4,
+)
+
+
+@pytest.mark.parametrize(
+    ("scope", "severity", "refused_by_guard"),
+    [
+        (Scope(), RISKY, False),
+        (Scope(8000), RISKY, False),  # no --app: nothing refuses them
+        (Scope(8000, "demo_app:unguarded_app", False), RISKY, False),
+        (Scope(8000, "demo_app:app", True), NOTE, True),  # reachable, refused by the guard
+        (Scope(None, "demo_app:app", True), RISKY, False),  # which app? --port says
+        (Scope(9000, "demo_app:unguarded_app", False), NOTE, False),  # another port's rule
+        (Scope(9000), NOTE, False),
+    ],
+)
+def test_nat_findings_are_scoped_by_port_and_guard(scope, severity, refused_by_guard):
+    (finding,) = nat_findings(TRAP, scope=scope)
+    assert finding.severity == severity
+    assert bool(finding.details.get(REFUSED_BY_GUARD)) is refused_by_guard
+    if refused_by_guard:
+        assert "demo_app:app is guarded, so it refuses them" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("scope", "severity"),
+    [
+        (Scope(), RISKY),
+        (Scope(8000, "demo_app:unguarded_app", False), RISKY),
+        (Scope(8000, "demo_app:app", True), NOTE),
+    ],
+)
+def test_route_localnet_with_a_guarded_app_is_a_note(scope, severity):
+    (finding,) = route_localnet_findings({"eth0": "1\n"}, scope)
+    assert finding.severity == severity
+
+
+HIDDEN = [
+    Listener("0.0.0.0", 8000, 4, 1, kind="wildcard"),
+    Listener("::", 5432, 6, 2, kind="wildcard"),
+    Listener("127.0.0.1", 6379, 4, 3, kind="loopback"),  # loopback: no forwarder to fear
+]
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [
+        (None, [(UNKNOWN, ["0.0.0.0:8000", "[::]:5432"])]),
+        (8000, [(UNKNOWN, ["0.0.0.0:8000"]), (NOTE, ["[::]:5432"])]),
+        (5000, [(NOTE, ["0.0.0.0:8000", "[::]:5432"])]),  # another port never fails --port
+    ],
+)
+def test_unreadable_owners_count_within_the_port_only(port, expected):
+    findings = hidden_owner_findings(HIDDEN, Scope(port), is_root=True)
+    assert [(f.severity, f.details["listeners"]) for f in findings] == expected
+
+
+@pytest.mark.parametrize(
+    ("failures", "is_root", "advice"),
+    [
+        (
+            [
+                "iptables-save -t nat: Permission denied (you must be root)",
+                "nft: Operation not permitted",
+            ],
+            False,
+            "Run as root",
+        ),
+        (["iptables-save is not installed", "nft is not installed"], False, "Run as root"),
+        (
+            ["iptables-save is not installed", "nft is not installed"],
+            True,
+            "Install iptables or nftables",
+        ),
+        (
+            ["iptables-save -t nat: some error", "nft is not installed"],
+            True,
+            "See the errors above",
+        ),
+    ],
+)
+def test_unreadable_nat_says_what_would_help(failures, is_root, advice):
+    finding = unreadable_nat_finding(failures, is_root)
+    assert finding.severity == UNKNOWN
+    assert f"). {advice}" in finding.message
+    if not is_root:
+        assert 'sudo "$(command -v flask-selfhost)" doctor' in finding.message
+
+
+def test_result_line_of_a_guarded_app_that_others_reach():
+    findings = nat_findings(TRAP, scope=Scope(8000, "demo_app:app", True))
+    findings += [Finding(OK, "app", "demo_app:app is guarded by flask_selfhost.")]
+    assert render_text(findings).splitlines()[-1] == (
+        "Result: other hosts can reach port 8000, and demo_app:app refuses them (guarded): "
+        "nothing risky (exit 0)."
+    )
+
+
+# Loading apps -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("demo_app", ("demo_app", None, (), None)),
+        ("demo_app:app", ("demo_app", "app", (), None)),
+        ("pkg.mod:obj.attr", ("pkg.mod", "obj.attr", (), None)),
+        ("demo_app:create_app()", ("demo_app", "create_app", (), {})),
+        ("m:create_app('prod', debug=False)", ("m", "create_app", ("prod",), {"debug": False})),
+    ],
+)
+def test_parse_spec(spec, parsed):
+    assert parse_spec(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", ["m:", "m:1+", "m:f(x)", "m:a[0]"])
+def test_parse_spec_refuses_what_is_not_a_name_or_a_literal_call(spec):
+    if spec == "m:":
+        assert parse_spec(spec) == ("m", None, (), None)  # empty name: the defaults
+        return
+    with pytest.raises(ValueError):
+        parse_spec(spec)
+
+
+def factory(config=None): ...
+
+
+@pytest.mark.parametrize(
+    ("candidate", "expected"),
+    [
+        (factory, True),
+        (whoami, False),  # a WSGI app needs two arguments
+        (asgi_whoami, False),  # an ASGI app three
+        (Flask, False),  # a class, not a factory function
+    ],
+)
+def test_is_factory(candidate, expected):
+    assert is_factory(candidate) is expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "guarded"),
+    [
+        ("demo_app:app", True),
+        ("demo_app:create_app", True),
+        ("demo_app:create_app()", True),
+        ("demo_app:create_app(guarded=False)", False),
+        ("demo_app", True),
+        ("tests.apps:whoami", False),  # a WSGI function is not mistaken for a factory
+        ("tests.apps:middleware_app", True),
+    ],
+)
+def test_load_app(spec, guarded):
+    assert is_guarded(load_app(spec)) is guarded
+
+
 # is_guarded -----------------------------------------------------------------
 
 
@@ -520,3 +705,46 @@ def test_native_nft_dnat_is_found(hosts):
     assert finding["topic"] == "nat"
     assert finding["details"]["source"] == "nft"
     assert finding["details"]["destination"] == "127.0.0.1"
+
+
+def test_dnat_trap_to_a_guarded_app_reads_as_refused_not_exposed(hosts, tmp_path):
+    """The DNAT trap in front of the guarded demo: other hosts reach it and
+    are refused (tests/test_other_host.py shows the 403), so nothing is
+    exposed on that port; the same trap in front of the unguarded app is."""
+    ns_run(
+        hosts.server_ns,
+        *["iptables", "-t", "nat", "-A", "PREROUTING", "-i", hosts.server_if, "-p", "tcp"],
+        *["--dport", str(PORT), "-j", "DNAT", "--to-destination", f"127.0.0.1:{PORT}"],
+        check=True,
+    )
+    ns_run(
+        hosts.server_ns,
+        *["sysctl", "-w", f"net.ipv4.conf.{hosts.server_if}.route_localnet=1"],
+        check=True,
+    )
+    args = ["-b", f"127.0.0.1:{PORT}", "demo_app:app"]
+    with gunicorn_in(hosts.server_ns, args, PORT, tmp_path):
+        on_port = ["--port", str(PORT)]
+        status, report = run_doctor(hosts.server_ns, *on_port, "--app", "demo_app:app")
+        assert status == 0, report
+        assert sorted(
+            f["topic"] for f in report["findings"] if f["details"].get(REFUSED_BY_GUARD)
+        ) == [
+            "nat",
+            "route_localnet",
+        ]
+        text = ns_run(hosts.server_ns, *doctor_command(*on_port, "--app", "demo_app:app")).stdout
+        assert text.splitlines()[-1] == (
+            f"Result: other hosts can reach port {PORT}, and demo_app:app refuses them "
+            "(guarded): nothing risky (exit 0)."
+        ), text
+        status, report = run_doctor(
+            hosts.server_ns, *on_port, "--app", "demo_app:create_app(guarded=False)"
+        )
+        assert status == 1
+        assert sorted(topics(report, RISKY)) == ["nat", "route_localnet"]
+        # --port scopes the status: the same trap seen from another port is a note.
+        status, report = run_doctor(hosts.server_ns, "--port", str(PORT + 1))
+        assert status == 1, report  # route_localnet=1 still arms a trap for any port
+        assert topics(report, RISKY) == ["route_localnet"]
+        assert "nat" in topics(report, NOTE)

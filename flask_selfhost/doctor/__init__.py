@@ -1,0 +1,127 @@
+"""
+``flask-selfhost doctor``: find the ways other hosts can reach this host's apps
+================================================================================
+
+The threat: an app that is "only on localhost" while another host can still
+reach it. Binding to ``127.0.0.1`` is undone by a NAT rule that sends
+outside packets to loopback (it needs ``route_localnet=1`` on IPv4), and any
+guard that trusts loopback is undone by a forwarder on this host (an SSH
+tunnel, socat, a reverse proxy, docker-proxy) that relays other hosts'
+connections, so that every client looks local. The doctor audits this host
+(this network namespace), one module per concern:
+
+- :mod:`~flask_selfhost.doctor.listeners`: listening TCP sockets, their
+  owners, and the known forwarders among them;
+- :mod:`~flask_selfhost.doctor.sysctl`: ``route_localnet=1``;
+- :mod:`~flask_selfhost.doctor.nat`: rules that DNAT to loopback;
+- :mod:`~flask_selfhost.doctor.app`: the app of ``--app``, and whether
+  flask_selfhost guards it;
+- :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
+
+Exit status: 0 nothing risky, 1 something risky, 2 something could not be
+inspected (and nothing risky was found). With ``--port``, the status is about
+that port: what leads only to other ports is a note (forwarders excepted,
+which may relay to any port). The parsers are pure (text in, findings out);
+the ``read_*`` functions and :func:`run` do the I/O around them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .app import app_findings, guard_of, is_factory, is_guarded, load_app, parse_spec
+from .listeners import (
+    FORWARDERS,
+    Listener,
+    classify_address,
+    decode_proc_address,
+    forwarder_findings,
+    hidden_owner_findings,
+    listener_findings,
+    parse_proc_net_tcp,
+    read_listeners,
+)
+from .nat import NatRule, nat_findings, parse_iptables_save, parse_nft_json, read_nat
+from .report import (
+    NOTE,
+    OK,
+    REFUSED_BY_GUARD,
+    RISKY,
+    UNKNOWN,
+    Finding,
+    Scope,
+    exit_status,
+    render,
+    render_text,
+)
+from .sysctl import read_route_localnet, route_localnet_findings
+
+
+def run(port: int | None = None, app_spec: str | None = None, as_json: bool = False) -> int:
+    """Audit this host, print the findings, return the exit status."""
+    findings: list[Finding] = []
+    guarded: bool | None = None
+    if app_spec is not None:
+        try:
+            app = load_app(app_spec)
+        except Exception as error:  # any import-time failure of the user's app
+            findings.append(
+                Finding(
+                    UNKNOWN, "app", f"could not import {app_spec}: {error!r}.", {"app": app_spec}
+                )
+            )
+        else:
+            guarded = is_guarded(app)
+            findings += app_findings(app_spec, app)
+    findings += audit(Scope(port, app_spec if guarded is not None else None, guarded))
+    print(render(findings, as_json))
+    return exit_status(findings)
+
+
+def audit(scope: Scope) -> list[Finding]:
+    """Everything but the app check: listeners, forwarders, route_localnet, NAT."""
+    listeners, findings = read_listeners(scope)
+    findings += listener_findings(listeners, scope.port, scope.app, scope.guarded)
+    findings += forwarder_findings(listeners)
+    values, problems = read_route_localnet()
+    findings += problems + route_localnet_findings(values, scope)
+    findings += read_nat(scope=scope, is_root=os.geteuid() == 0)
+    return findings
+
+
+__all__ = [
+    "FORWARDERS",
+    "NOTE",
+    "OK",
+    "REFUSED_BY_GUARD",
+    "RISKY",
+    "UNKNOWN",
+    "Finding",
+    "Listener",
+    "NatRule",
+    "Scope",
+    "app_findings",
+    "audit",
+    "classify_address",
+    "decode_proc_address",
+    "exit_status",
+    "forwarder_findings",
+    "guard_of",
+    "hidden_owner_findings",
+    "is_factory",
+    "is_guarded",
+    "listener_findings",
+    "load_app",
+    "nat_findings",
+    "parse_iptables_save",
+    "parse_nft_json",
+    "parse_proc_net_tcp",
+    "parse_spec",
+    "read_listeners",
+    "read_nat",
+    "read_route_localnet",
+    "render",
+    "render_text",
+    "route_localnet_findings",
+    "run",
+]
