@@ -1,17 +1,32 @@
-"""The flask-selfhost console script and the `flask selfhost` commands, run as a user runs them."""
+"""The flask-selfhost console script and the `flask selfhost` commands, run as a user runs them.
+
+The scripts are the ones installed beside this Python (the venv's ``bin``),
+called by path: a test must not depend on that directory being on PATH, nor
+pick up another install's script that happens to be.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import flask_selfhost
+from tests.conftest import require_commands, require_root
 from tests.servers import ROOT
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=60)
+def script(name: str) -> str:
+    path = Path(sys.executable).with_name(name)
+    assert path.exists(), f"{name} is not installed beside {sys.executable}: pip install -e ."
+    return str(path)
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +39,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_check(remote, local, status, words):
-    result = run("flask-selfhost", "check", remote, *([local] if local else []))
+    result = run(script("flask-selfhost"), "check", remote, *([local] if local else []))
     assert result.returncode == status, result.stderr
     assert words in result.stdout
 
@@ -34,8 +49,121 @@ def test_check_is_the_same_module_entry_point():
     assert result.returncode == 0 and "loopback" in result.stdout
 
 
+def test_version():
+    result = run(script("flask-selfhost"), "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"flask-selfhost {flask_selfhost.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        (("check", "--help"), ["exit status:", "0  allowed", "1  refused", "source rule"]),
+        (("doctor", "--help"), ["exit status:", "0  nothing risky", "1  something risky", "2  "]),
+        (("doctor", "--help"), ['sudo "$(command -v flask-selfhost)" doctor', "--port"]),
+    ],
+)
+def test_help_says_what_it_does_and_the_exit_status(command, words):
+    result = run(script("flask-selfhost"), *command)
+    assert result.returncode == 0, result.stderr
+    for word in words:
+        assert word in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("command", ["doctor", "status"])
+def test_flask_help_is_plain_text(command):
+    result = run(script("flask"), "--app", "demo_app:app", "selfhost", command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Exit status:" in result.stdout
+    assert "``" not in result.stdout and ":func:" not in result.stdout, result.stdout
+
+
 def test_flask_selfhost_status():
-    guarded = run("flask", "--app", "demo_app:app", "selfhost", "status")
-    assert guarded.returncode == 0 and "guarded by SelfHost" in guarded.stdout
-    unguarded = run("flask", "--app", "demo_app:unguarded_app", "selfhost", "status")
-    assert unguarded.returncode == 1 and "NOT guarded" in unguarded.stdout
+    guarded = run(script("flask"), "--app", "demo_app:app", "selfhost", "status")
+    assert guarded.returncode == 0, guarded.stderr
+    lines = guarded.stdout.splitlines()
+    assert (
+        lines[0]
+        == "demo_app:app: guarded by flask_selfhost (the SelfHost extension), with these options:"
+    )
+    assert "Options(" not in guarded.stdout and "TrustedProxies(" not in guarded.stdout
+    assert any(line.split() == ["refuse_status", "403"] for line in lines)
+    assert any(line.split() == ["trusted_proxies", "(none)"] for line in lines)
+    assert lines[-1] == "views that answer anyone (allow_remote): healthz, home"
+
+    unguarded = run(script("flask"), "--app", "demo_app:unguarded_app", "selfhost", "status")
+    assert unguarded.returncode == 1
+    assert unguarded.stdout.startswith("demo_app:unguarded_app: NOT guarded"), unguarded.stdout
+
+
+MIDDLEWARE_APP = """\
+from flask import Flask
+from flask_selfhost import SelfHostMiddleware
+
+app = Flask(__name__)
+app.wsgi_app = SelfHostMiddleware(app.wsgi_app, trusted_proxies="127.0.0.1, unix")
+"""
+
+
+def test_status_recognises_a_flask_app_wrapped_in_the_middleware(tmp_path):
+    (tmp_path / "wrapped.py").write_text(MIDDLEWARE_APP)
+    result = run(script("flask"), "--app", "wrapped:app", "selfhost", "status", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(
+        "wrapped:app: guarded by flask_selfhost (SelfHostMiddleware around the app)"
+    )
+    assert any(
+        line.split() == ["trusted_proxies", "127.0.0.1/32,", "unix"]
+        for line in result.stdout.splitlines()
+    ), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "severity"),
+    [
+        ("demo_app:app", "ok"),
+        ("demo_app:create_app", "ok"),  # a factory named without parentheses is called
+        ("demo_app:create_app()", "ok"),
+        ("demo_app:create_app(guarded=False)", "note"),
+        ("demo_app:unguarded_app", "note"),
+        ("demo_app", "ok"),  # no name: app, application, create_app, make_app
+    ],
+)
+def test_doctor_loads_apps_and_factories(spec, severity):
+    # Only the app finding is asserted: the rest depends on this machine.
+    result = run(script("flask-selfhost"), "doctor", "--app", spec, "--json")
+    assert result.returncode in (0, 1, 2), result.stderr
+    (app,) = [f for f in json.loads(result.stdout)["findings"] if f["topic"] == "app"]
+    assert app["severity"] == severity, app
+    assert app["details"]["app"] == spec
+
+
+def test_doctor_run_by_a_user_asks_for_root_not_for_packages(tmp_path):
+    require_root()  # to become another user
+    require_commands("setpriv", "iptables-save", "nft")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    nobody += ["--inh-caps=-all", "--bounding-set=-all"]
+    result = subprocess.run(
+        [*nobody, script("flask-selfhost"), "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    report = json.loads(result.stdout)
+    (nat,) = [f for f in report["findings"] if f["topic"] == "nat" and f["severity"] == "unknown"]
+    assert 'Run as root: sudo "$(command -v flask-selfhost)" doctor' in nat["message"]
+    assert "Install" not in nat["message"]
+
+
+def test_the_sudo_line_of_the_docs_works_from_a_venv(tmp_path):
+    """sudo resets PATH: ``sudo flask-selfhost`` finds no script in a venv.
+    The docs' line keeps the venv's script by its path."""
+    require_commands("sudo")
+    line = 'sudo "$(command -v flask-selfhost)" --version'
+    path = f"{Path(script('flask-selfhost')).parent}:/usr/bin:/bin"
+    done = subprocess.run(
+        ["bash", "-c", line], capture_output=True, text=True, env={"PATH": path}, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"flask-selfhost {flask_selfhost.__version__}"
