@@ -41,6 +41,7 @@ from types import MethodType
 from typing import Any, TypeVar
 
 from flask import Flask, Response, after_this_request, current_app, request
+from flask.ctx import RequestContext
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from .crosssite import merge_headers
@@ -114,6 +115,34 @@ def _check(options: Options) -> Decision:
     raise refusal(decision, options)
 
 
+def _routed_context(app: Flask, environ: Any) -> RequestContext | None:
+    """A request context for ``environ`` with routing done (no hook, no view
+    runs), or ``None`` when Werkzeug cannot even build the request (a port
+    it cannot read, say)."""
+    try:
+        context = app.request_context(environ)
+        if context.url_adapter is not None:  # None when Werkzeug rejects the Host
+            context.match_request()
+    except Exception:
+        return None
+    return context
+
+
+def _is_exempt(app: Flask, context: RequestContext) -> bool:
+    endpoint = context.request.endpoint  # None for unknown paths and methods
+    view = app.view_functions.get(endpoint) if endpoint else None
+    return bool(getattr(view, _ALLOW_REMOTE, False))
+
+
+def exempt_views(app: Flask) -> list[str]:
+    """The endpoints whose views answer anyone (:func:`allow_remote`)."""
+    return sorted(
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        if getattr(view, _ALLOW_REMOTE, False)
+    )
+
+
 def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
     """How the extension answers a refused request: rendered by Flask itself,
     through the app's error handlers and ``after_request`` hooks (the request
@@ -126,17 +155,11 @@ def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
     def refuse(decision: Decision, environ: Any, start_response: Any) -> Any:
         if decision.headers:  # Vary, on the refusal and on an exempt view's answer alike
             start_response = with_headers(start_response, decision.headers)
-        try:
-            context = app.request_context(environ)
-            if context.url_adapter is not None:  # None when Werkzeug rejects the Host
-                context.match_request()  # routing only: no hook, no view runs
-        except Exception:
-            # Werkzeug could not even build the request (a port it cannot read,
-            # say): refuse in plain text rather than let the error become a 500.
+        context = _routed_context(app, environ)
+        if context is None:
+            # Refuse in plain text rather than let Werkzeug's error become a 500.
             return refuse_plainly(decision, options, environ, start_response)
-        endpoint = context.request.endpoint  # None for unknown paths and methods
-        view = app.view_functions.get(endpoint) if endpoint else None
-        if getattr(view, _ALLOW_REMOTE, False):
+        if _is_exempt(app, context):
             # Straight to Flask, past any middleware between it and the guard:
             # such middleware (ProxyFix's x_host, a method override, a mounted
             # app) could route the request elsewhere than this exempt view.
@@ -152,6 +175,40 @@ def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
             return response(environ, start_response)
 
     return refuse
+
+
+def find_flask_app(app: object, depth: int = 6) -> Flask | None:
+    """The Flask app that a WSGI callable is, or wraps: a :class:`~flask.Flask`,
+    its bound ``wsgi_app``, or middleware whose ``.app`` leads to one
+    (``ProxyFix``), at most ``depth`` layers down."""
+    for _ in range(depth + 1):
+        if isinstance(app, Flask):
+            return app
+        owner = getattr(app, "__self__", None)  # a bound method: app.wsgi_app
+        if isinstance(owner, Flask):
+            return owner
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+def refuse_unless_exempt(app: Flask, refuse: Refuse) -> Refuse:
+    """``refuse``, except for a request routed to an :func:`allow_remote`
+    view of ``app``, which Flask then serves. For :func:`SelfHostMiddleware`
+    around a Flask app, so that ``allow_remote`` means the same there as
+    under the extension."""
+    flask_wsgi_app = MethodType(type(app).wsgi_app, app)
+
+    def refuse_or_serve(decision: Decision, environ: Any, start_response: Any) -> Any:
+        context = _routed_context(app, environ)
+        if context is not None and _is_exempt(app, context):
+            if decision.headers:
+                start_response = with_headers(start_response, decision.headers)
+            return flask_wsgi_app(environ, start_response)
+        return refuse(decision, environ, start_response)
+
+    return refuse_or_serve
 
 
 class SelfHost:

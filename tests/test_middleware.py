@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import Client
 
 from flask_selfhost import SelfHostMiddleware
@@ -106,3 +107,52 @@ def test_a_relayed_request_is_logged_with_the_proxy_as_peer(caplog):
     message = caplog.records[-1].getMessage()
     assert "remote=10.0.0.2" in message and "peer=127.0.0.1" in message
     assert caplog.records[-1].levelno == logging.WARNING
+
+
+def flask_app_with_public_health_check():
+    from flask import Flask
+
+    from flask_selfhost import allow_remote
+
+    app = Flask(__name__)
+
+    @app.get("/healthz")
+    @allow_remote
+    def healthz():
+        return "ok"
+
+    @app.get("/admin")
+    def admin():
+        return "admin"
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(
+            lambda app: setattr(app, "wsgi_app", SelfHostMiddleware(app.wsgi_app)) or app,
+            id="wsgi_app",
+        ),
+        pytest.param(lambda app: SelfHostMiddleware(app), id="the-app"),
+        pytest.param(lambda app: SelfHostMiddleware(ProxyFix(app.wsgi_app)), id="under-proxyfix"),
+    ],
+)
+def test_allow_remote_works_under_the_middleware(wrap):
+    """Issue 11: a Flask app wrapped in the middleware refused its
+    @allow_remote views to remote clients, silently."""
+    guarded = wrap(flask_app_with_public_health_check())
+    remote = get(guarded, "/healthz", remote="10.0.0.2")
+    assert (remote.status_code, remote.text) == (200, "ok")
+    refused = get(guarded, "/admin", remote="10.0.0.2")
+    assert refused.status_code == 403
+    assert refused.mimetype == "text/plain"  # the middleware's plain refusal, as before
+    assert get(guarded, "/nothing", remote="10.0.0.2").status_code == 403
+    assert get(guarded, "/admin").text == "admin"
+
+
+def test_a_plain_wsgi_app_is_not_looked_into():
+    guarded = SelfHostMiddleware(plain_app)
+    assert get(guarded, "/healthz", remote="10.0.0.2").status_code == 403
+    assert calls == []
