@@ -9,7 +9,7 @@ guard unwraps. Other hosts can connect and get 403 on every guarded page.
 
 import os
 
-from flask_selfhost.gunicorn import announce
+from flask_selfhost.gunicorn import announce, log_to_error_log
 
 port = os.environ.get("DEMO_PORT", "8000")
 bind = [f"[::]:{port}"]
@@ -17,3 +17,5 @@ wsgi_app = "demo_app:app"
 workers = int(os.environ.get("DEMO_WORKERS", "2"))
 accesslog = "-"
 when_ready = announce(guarded=True)
+# Refusals in gunicorn's error log (--error-logfile), with time, level and pid.
+post_worker_init = log_to_error_log

@@ -1,30 +1,30 @@
 """
-gunicorn helpers: say at start-up what listens and what protects it
-===================================================================
+gunicorn helpers: what listens, what protects it, and where refusals are logged
+===============================================================================
 
 A gunicorn configuration file picks the binding strategy; this module makes
-it visible. In a config file:
+it visible, and sends the guard's log lines to gunicorn's error log. In a
+config file (``gunicorn -c gunicorn.conf.py``):
 
 .. code-block:: python
 
-    from flask_selfhost.gunicorn import announce, LOOPBACK_BINDS
+    from flask_selfhost.gunicorn import ALL_INTERFACE_BINDS, announce, log_to_error_log
 
-    bind = LOOPBACK_BINDS            # strategy 1: 127.0.0.1 and [::1] only
-    when_ready = announce(guarded=False)
-
-    # or strategy 3: every interface, flask_selfhost refuses other hosts
-    bind = ["0.0.0.0:8000", "[::]:8000"]
+    bind = ALL_INTERFACE_BINDS          # strategy 3: every interface, the app refuses others
     wsgi_app = "demo_app:app"
     when_ready = announce(guarded=True)
+    post_worker_init = log_to_error_log
 
-``announce`` logs one line per listener, from the real sockets (not the
+:func:`announce` logs one line per listener, from the real sockets (not the
 config strings), with the strategy that protects it, and a warning when other
 hosts can connect and nothing in the app refuses them.
+:func:`log_to_error_log` makes each refusal a line of ``--error-logfile``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -82,3 +82,30 @@ def announce(guarded: bool) -> Callable[[Any], None]:
             log("flask_selfhost: listening on %s: %s", shown, sentence)
 
     return when_ready
+
+
+def log_to_error_log(worker: Any) -> None:
+    """A ``post_worker_init`` hook: the ``flask_selfhost`` logger writes to
+    gunicorn's error log, in its format and at its ``--log-level``.
+
+    Without it, no handler takes the guard's records under gunicorn: refusals
+    reach stderr through Python's last-resort handler (no time, level or pid,
+    and never ``--error-logfile``), and allowed requests (DEBUG) nowhere. The
+    handlers are gunicorn's own objects, so ``--error-logfile``, ``kill -USR1``
+    (reopen) and ``--log-syslog`` apply. With ``--log-config`` and no handler
+    on ``gunicorn.error``, records propagate to whatever that config set up.
+    Each record keeps ``extra={"selfhost_decision": ...}`` for structured
+    handlers.
+    """
+    error_log = worker.log.error_log  # the logging.Logger "gunicorn.error"
+    logger = logging.getLogger("flask_selfhost")
+    logger.setLevel(error_log.level or logging.INFO)
+    if not error_log.handlers:
+        return
+    for handler in list(logger.handlers):  # a worker set up again: no duplicates
+        if getattr(handler, "_gunicorn", False):
+            logger.removeHandler(handler)
+    for handler in error_log.handlers:
+        logger.addHandler(handler)
+    # The app may have configured the root logger too: one line per record.
+    logger.propagate = False

@@ -3,6 +3,10 @@ start-up lines of flask_selfhost.gunicorn.announce."""
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 import pytest
 
 from flask_selfhost.gunicorn import classify_listener, describe_listener
@@ -79,3 +83,44 @@ def test_guarded_configuration(tmp_path):
     assert f"listening on [::]:{port}: every interface (strategy 3)" in log
     assert "flask_selfhost refuses them" in log
     assert "refused 'GET /admin' remote=::ffff:127.0.0.1 local=::ffff:127.0.0.1" in log
+
+
+#: gunicorn's error-log format: "[2026-11-22 17:02:03 +0000] [1234] [WARNING] ..."
+ERROR_LOG_LINE = re.compile(
+    r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[(\d+)\] \[(\w+)\] (.*)$", re.MULTILINE
+)
+
+
+def worker_pids(arbiter: int) -> set[int]:
+    children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_refusals_go_to_gunicorns_error_log(tmp_path, level):
+    """Issue 11: under gunicorn the guard's lines went to stderr through
+    Python's last-resort handler (no time, level or pid) and never reached
+    --error-logfile. The demo configs' post_worker_init fixes that."""
+    port = free_port("::")
+    error_log = tmp_path / "error.log"
+    env = {"DEMO_PORT": str(port), "DEMO_WORKERS": "1"}
+    args = ["-c", "demo_app/gunicorn_guarded.py", "--error-logfile", str(error_log)]
+    with gunicorn([*args, "--log-level", level], ("127.0.0.1", port), tmp_path, env=env) as server:
+        refused = request("127.0.0.1", port, "/admin", headers={"X-Forwarded-For": "10.0.0.2"})
+        assert refused.status == 403
+        assert request("127.0.0.1", port, "/admin").status == 200
+        workers = worker_pids(server.process.pid)
+        deadline = time.monotonic() + 10
+        while "refused 'GET /admin'" not in error_log.read_text():
+            assert time.monotonic() < deadline, error_log.read_text()
+            time.sleep(0.05)
+    lines = ERROR_LOG_LINE.findall(error_log.read_text())  # (pid, level, message)
+    (refusal,) = [line for line in lines if line[2].startswith("refused 'GET /admin'")]
+    pid, severity, message = refusal
+    assert severity == "WARNING"
+    assert int(pid) in workers  # the worker that judged the request, not the arbiter
+    assert "remote=::ffff:127.0.0.1 local=::ffff:127.0.0.1" in message
+    allowed = [line for line in lines if line[2].startswith("allowed 'GET /admin'")]
+    assert len(allowed) == (1 if level == "debug" else 0)  # DEBUG lines at --log-level debug
+    # Not also on stderr through the last-resort handler (or the root logger).
+    assert "refused 'GET /admin'" not in server.log()
