@@ -1,0 +1,511 @@
+"""Every code block of the README and the docs runs, or is checked, here.
+
+The convention (docs/development.md, "Every code block runs"): a fenced
+block is checked by the rule for its language, and a block or command that
+no rule covers fails. Python blocks run as pasted in a fresh interpreter;
+shell commands run when they can run here (CLI, servers on a free port,
+firewall commands inside a network namespace made for them) and are checked
+against setup.cfg or .ci/run otherwise; nginx and systemd blocks are loaded;
+output samples are produced again by the code that prints them.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import importlib
+import inspect
+import itertools
+import logging
+import os
+import py_compile
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from werkzeug.test import Client
+
+from flask_selfhost import SelfHostMiddleware, judge_source
+from flask_selfhost.doctor import (
+    REFUSED_BY_GUARD,
+    Scope,
+    app_findings,
+    nat_findings,
+    parse_iptables_save,
+    render_text,
+    route_localnet_findings,
+)
+from flask_selfhost.gunicorn import classify_listener, describe_listener
+from flask_selfhost.middleware import log_decision
+
+from .apps import APACHE
+from .conftest import require_commands, require_root
+from .nginx import nginx, require_nginx
+from .servers import ROOT, free_port, gunicorn, request, stop_process_group, wait_for_port
+
+BIN = Path(sys.executable).parent  # this venv's scripts: flask-selfhost, flask, gunicorn
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+CI = (ROOT / ".ci" / "run").read_text()
+FENCE = re.compile(
+    r"^(?P<fence>`{3,})(?P<lang>[^\n`]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.M | re.S
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    where: str  # file:line
+    lang: str
+    text: str
+
+
+def fenced_blocks(path: Path) -> Iterator[Block]:
+    text = path.read_text()
+    for match in FENCE.finditer(text):
+        lang = match["lang"].strip()
+        line = text.count("\n", 0, match.start()) + 1
+        if lang.startswith("{"):  # a MyST directive (toctree, include, eval-rst): not code
+            continue
+        yield Block(f"{path.relative_to(ROOT)}:{line}", lang, match["body"])
+
+
+def docstring_blocks() -> Iterator[Block]:
+    """``.. code-block::`` in the docstrings of what docs/api.md documents."""
+    api = (ROOT / "docs" / "api.md").read_text()
+    for name in re.findall(r"\.\. auto(?:function|class|module|data):: ([\w.]+)", api):
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            target = importlib.import_module(name)
+        except ImportError:
+            target = getattr(importlib.import_module(module_name), attribute)
+        doc = inspect.getdoc(target) or ""
+        for match in re.finditer(r"\.\. code-block:: (\w+)\n\n((?:[ ]{4}.*\n|\n)+)", doc + "\n"):
+            body = "\n".join(line[4:] for line in match[2].splitlines()) + "\n"
+            yield Block(f"docstring of {name}", match[1], body)
+
+
+BLOCKS = [block for path in DOCS for block in fenced_blocks(path)] + list(docstring_blocks())
+
+
+def by_language(lang: str) -> list[Block]:
+    return [block for block in BLOCKS if block.lang == lang]
+
+
+def ids(blocks: list[Block]) -> list[str]:
+    return [block.where for block in blocks]
+
+
+CHECKED = {"python", "sh", "nginx", "ini", "text"}
+
+
+def test_every_block_has_a_checked_language():
+    unchecked = [f"{b.where} ({b.lang or 'no language'})" for b in BLOCKS if b.lang not in CHECKED]
+    assert unchecked == [], "blocks no rule checks: give them one of " + ", ".join(CHECKED)
+
+
+def test_the_docs_have_blocks_of_each_kind():
+    assert {block.lang for block in BLOCKS} == CHECKED
+    assert len(by_language("python")) >= 15
+
+
+# python ----------------------------------------------------------------------
+
+
+def run_python(code: str, **kw) -> subprocess.CompletedProcess:
+    # -c: a fresh interpreter with the repository's root as the current
+    # directory and first on sys.path, as a reader runs it in a checkout.
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+GUNICORN_CONFIG = "# gunicorn.conf.py\n"
+PYTHON = [block for block in by_language("python") if not block.text.startswith(GUNICORN_CONFIG)]
+GUNICORN_CONFIGS = [block for block in by_language("python") if block not in PYTHON]
+
+
+@pytest.mark.parametrize("block", PYTHON, ids=ids(PYTHON))
+def test_python_block_runs_as_pasted(block):
+    done = run_python(block.text)
+    assert done.returncode == 0, f"{block.where}\n{done.stderr}"
+
+
+@pytest.mark.parametrize("block", GUNICORN_CONFIGS, ids=ids(GUNICORN_CONFIGS))
+def test_gunicorn_configuration_block_starts_gunicorn(block, tmp_path):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(block.text)
+    port = free_port()
+    # Command-line settings win over the file's: a free port instead of 8000.
+    args = ["-c", str(config), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    with gunicorn(args, ("127.0.0.1", port), tmp_path) as server:
+        assert request("127.0.0.1", port, "/healthz").status == 200, server.log()
+        refused = request("127.0.0.1", port, "/admin", headers={"X-Forwarded-For": "10.0.0.2"})
+        assert refused.status == 403
+    assert "[WARNING] refused 'GET /admin'" in server.log()  # log_to_error_log, errorlog "-"
+
+
+# sh -----------------------------------------------------------------------
+
+
+def commands(block: Block) -> list[str]:
+    """The commands of a shell block: continuation lines joined, comments dropped."""
+    text = block.text.replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        line = re.sub(r"(^|\s+)#\s.*$", "", line).strip()
+        if line:
+            found.append(line)
+    return found
+
+
+def shell(line: str, cwd: Path = ROOT, **kw) -> subprocess.CompletedProcess:
+    """``line`` run by bash with this venv's scripts first on PATH."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    return subprocess.run(
+        ["bash", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=120, env=env, **kw
+    )
+
+
+def extras() -> set[str]:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return set(config["options.extras_require"])
+
+
+def check_install(line: str, tmp_path: Path) -> None:
+    install, _, then = line.partition(" && ")
+    named = re.fullmatch(
+        r"pip install (?:-e )?(?:'\.(?:\[([\w,]+)\])?'|\.|flask-selfhost)", install
+    )
+    assert named, f"an install this test does not know: {install}"
+    for extra in (named[1] or "").split(","):
+        assert not extra or extra in extras(), f"no extra {extra!r} in setup.cfg"
+    if then:
+        check_command(then, tmp_path)
+
+
+def check_ci_runs_it(line: str, tmp_path: Path) -> None:
+    assert line in CI.splitlines() or any(line in ci_line for ci_line in CI.splitlines()), (
+        f".ci/run does not run {line!r}"
+    )
+
+
+def check_pytest(line: str, tmp_path: Path) -> None:
+    # This very suite: not run again from inside itself; CI runs the line.
+    check_ci_runs_it("pip install -e '.[test]' && python -m pytest", tmp_path)
+
+
+def check_demo_gunicorn(line: str, tmp_path: Path) -> None:
+    port = free_port("::")
+    env = {"DEMO_PORT": str(port), "DEMO_WORKERS": "1"}
+    args = shlex.split(line)[1:]
+    with gunicorn(args, ("127.0.0.1", port), tmp_path, env=env) as server:
+        assert request("127.0.0.1", port, "/healthz").status == 200, server.log()
+        assert request("127.0.0.1", port, "/admin").status == 200
+
+
+#: The app that shell lines naming ``myapp:app`` serve: a guarded app behind
+#: a proxy on this host, as docs/deployment.md describes.
+MYAPP = """\
+from flask import Flask
+from flask_selfhost import SelfHost
+
+app = Flask(__name__)
+SelfHost(app, trusted_proxies=["127.0.0.1"])
+
+@app.get("/")
+def home():
+    return "ok"
+"""
+
+
+def check_waitress(line: str, tmp_path: Path) -> None:
+    require_commands("waitress-serve")
+    port = free_port()
+    (tmp_path / "myapp.py").write_text(MYAPP)
+    words = [word.replace(":8000", f":{port}") for word in shlex.split(line)]
+    process = subprocess.Popen(
+        [str(BIN / words[0]), *words[1:]],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, process=process)
+        # As nginx relays a client on this host: the header is kept, and judged.
+        relayed = request("127.0.0.1", port, "/", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert relayed.status == 200, relayed.body
+    finally:
+        stop_process_group(process)
+
+
+def check_cli(line: str, tmp_path: Path) -> None:
+    done = shell(line)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert done.stdout.strip(), done.stderr
+
+
+def check_doctor(line: str, tmp_path: Path) -> None:
+    if line.startswith("sudo"):
+        require_commands("sudo")
+    done = shell(line)
+    assert done.returncode in (0, 1, 2), done.stdout + done.stderr
+    assert "Result:" in done.stdout or '"exit_status"' in done.stdout, done.stdout + done.stderr
+
+
+@contextlib.contextmanager
+def namespace_with_eth0() -> Iterator[str]:
+    """A fresh network namespace with an ``eth0``: firewall and sysctl
+    lines of the docs run there, never on this machine's own tables."""
+    require_root()
+    require_commands("ip", "iptables", "sysctl")
+    name = f"shdocs{os.getpid()}-{next(_namespaces)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        # A veth pair, both ends inside: an eth0 that touches nothing outside.
+        link = ["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]
+        subprocess.run(["ip", "-n", name, *link], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+_namespaces = itertools.count()
+
+
+def check_in_namespace(line: str, tmp_path: Path) -> None:
+    with namespace_with_eth0() as name:
+        done = subprocess.run(
+            ["ip", "netns", "exec", name, "bash", "-c", line], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def check_tox(line: str, tmp_path: Path) -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "tox.ini")
+    assert config["tox"]["envlist"], "tox.ini names no environments"
+    assert "tox" in (ROOT / "setup.cfg").read_text().split("dev =")[1].split("\n\n")[0]
+
+
+def check_benchmark(line: str, tmp_path: Path) -> None:
+    script = ROOT / next(word for word in shlex.split(line) if word.startswith("benchmarks/"))
+    py_compile.compile(str(script), cfile=str(tmp_path / "compiled.pyc"), doraise=True)
+
+
+#: A shell command is checked by the first rule whose pattern matches it.
+COMMANDS: list[tuple[str, Callable[[str, Path], None]]] = [
+    (r"pip install .*", check_install),
+    (r"python -m pytest", check_pytest),
+    (r"gunicorn -c demo_app/gunicorn_\w+\.py", check_demo_gunicorn),
+    (r"waitress-serve --listen=127\.0\.0\.1:8000 .* myapp:app", check_waitress),
+    (
+        r'(sudo "\$\(command -v flask-selfhost\)"|flask-selfhost|flask --app \S+ selfhost)'
+        r" doctor.*",
+        check_doctor,
+    ),
+    (r'sudo env "PATH=\$PATH" flask --app \S+ selfhost doctor.*', check_doctor),
+    (r"flask-selfhost (check .*|--version)", check_cli),
+    (r"flask --app \S+ selfhost status", check_cli),
+    (r"(iptables|ip6tables|sysctl) .*", check_in_namespace),
+    (r"(sphinx-build|python -m build|twine check) .*|python -m build", check_ci_runs_it),
+    (r"tox", check_tox),
+    (r'(sudo "\$\(command -v python\)" |python )benchmarks/\w+\.py', check_benchmark),
+]
+
+
+def check_command(line: str, tmp_path: Path) -> None:
+    for pattern, check in COMMANDS:
+        if re.fullmatch(pattern, line):
+            check(line, tmp_path)
+            return
+    pytest.fail(f"no rule in tests/test_docs.py checks the command {line!r}")
+
+
+SHELL_COMMANDS = [(block, line) for block in by_language("sh") for line in commands(block)]
+
+
+@pytest.mark.parametrize(
+    ("block", "line"), SHELL_COMMANDS, ids=[f"{b.where}:{line}" for b, line in SHELL_COMMANDS]
+)
+def test_shell_command(block, line, tmp_path):
+    check_command(line, tmp_path)
+
+
+# nginx ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", by_language("nginx"), ids=ids(by_language("nginx")))
+def test_nginx_block_serves_the_guarded_app(block, tmp_path):
+    require_nginx()
+    body = re.fullmatch(r"\s*location / \{\n(.*)\}\s*", block.text, re.S)
+    assert body, "an nginx block is one `location / { ... }`"
+    app_port, proxy_port = free_port(), free_port()
+    location = body[1].replace("127.0.0.1:8000", f"127.0.0.1:{app_port}")
+    app = "tests.nginx:guarded_app(trusted_proxies='127.0.0.1')"
+    args = ["-b", f"127.0.0.1:{app_port}", "--workers", "1", app]
+    with (
+        gunicorn(args, ("127.0.0.1", app_port), tmp_path),
+        nginx_with(location, proxy_port, tmp_path),
+    ):
+        assert request("127.0.0.1", proxy_port, "/").status == 200
+        # The Host line passes the browser's Host on: a rebinding name is refused.
+        assert request("127.0.0.1", proxy_port, "/", headers={"Host": "evil.example"}).status == 403
+
+
+@contextlib.contextmanager
+def nginx_with(location: str, port: int, tmp_path: Path) -> Iterator[None]:
+    # tests.nginx writes `proxy_pass UPSTREAM; HEADERS`: the block's own lines
+    # already hold its proxy_pass, so it is passed as the headers part.
+    upstream = re.search(r"proxy_pass (\S+);", location)[1]
+    headers = re.sub(r"\s*proxy_pass \S+;[^\n]*", "", location)
+    with nginx([("127.0.0.1", port)], upstream, headers, tmp_path / "nginx"):
+        yield
+
+
+# ini (systemd units) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", by_language("ini"), ids=ids(by_language("ini")))
+def test_systemd_unit_block(block):
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read_string(block.text)
+    assert {"Unit", "Service", "Install"} <= set(unit.sections())
+    command = shlex.split(unit["Service"]["ExecStart"])
+    assert command[0].startswith(unit["Service"]["WorkingDirectory"]), "ExecStart by full path"
+    for word in command[1:]:
+        if word.endswith(".py"):  # a file named relative to WorkingDirectory: one of ours
+            assert (ROOT / word).exists(), word
+
+
+# text (output samples) -------------------------------------------------------------
+
+LOG_LINE = re.compile(
+    r"(?P<verdict>refused|allowed) '(?P<method>\w+) (?P<path>\S+)' remote=(?P<remote>\S+) "
+    r"local=(?P<local>\S+) rule=(?P<rule>[\w-]+): (?P<reason>.*)$"
+)
+
+
+def logged(decision, method: str, path: str) -> str:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("flask_selfhost")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        log_decision(decision, method, path)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+    return records[0].getMessage()
+
+
+def check_log_line(line: str) -> None:
+    match = LOG_LINE.search(line)
+    assert match, line
+    remote, local = match["remote"], match["local"]
+    environ = {
+        **APACHE,  # a server that reports the local address: SERVER_ADDR is read
+        "REMOTE_ADDR": remote,
+        "SERVER_ADDR": local,
+        "REQUEST_METHOD": match["method"],
+        "PATH_INFO": match["path"],
+    }
+    candidates = [judge_source(remote, local)]
+    from flask_selfhost import evaluate
+
+    candidates.append(evaluate({**environ, "HTTP_X_FORWARDED_FOR": "10.0.0.2"}))
+    produced = [logged(decision, match["method"], match["path"]) for decision in candidates]
+    assert match[0] in produced, f"{line!r} is not what the guard logs: {produced}"
+
+
+def refusal_bodies() -> list[str]:
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    client = Client(SelfHostMiddleware(app))
+    requests = [  # (client address, headers)
+        ("10.0.0.2", {}),
+        ("127.0.0.1", {"Host": "evil.example:8000"}),
+        ("127.0.0.1", {"X-Forwarded-For": "127.0.0.1"}),
+        ("127.0.0.1", {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}),
+    ]
+    return [
+        client.get("/", environ_base={"REMOTE_ADDR": remote}, headers=headers).text.strip()
+        for remote, headers in requests
+    ]
+
+
+def check_announce(line: str) -> None:
+    match = re.search(r"flask_selfhost: listening on (\[[^\]]+\]|[^:]+):(\d+): (.*)$", line)
+    assert match, line
+    host = match[1].strip("[]")
+    kind, _ = classify_listener((host, int(match[2])))
+    assert match[3] in {describe_listener(kind, guarded)[1] for guarded in (True, False)}, line
+
+
+def check_doctor_sample(text: str) -> None:
+    """Each NAT, route_localnet and app line, and the result, is what the
+    doctor prints for the rule and app that the sample names."""
+    app = re.search(r"(demo_app:\w+)", text)[1]
+    guarded = "refuses them (guarded)" in text
+    scope = Scope(8000, app, guarded)
+    findings = []
+    for line in text.splitlines():
+        rule = re.search(r"(-A PREROUTING .*)$", line)
+        if " nat: " in line and rule:
+            findings += nat_findings(
+                parse_iptables_save(f"*nat\n{rule[1]}\nCOMMIT\n", 4), scope=scope
+            )
+        elif " route_localnet: " in line:
+            interface = re.search(r"on interface (\S+):", line)[1]
+            findings += route_localnet_findings({interface: "1\n"}, scope)
+        elif " app: " in line:
+            wrapped = SelfHostMiddleware(Flask(app)) if guarded else Flask(app)
+            findings += app_findings(app, wrapped)
+    printed = render_text(findings).splitlines()
+    for line in printed[:-1]:
+        assert line in text.splitlines(), f"the doctor prints {line!r}"
+    sample_result = text.splitlines()[-1]
+    assert sample_result == printed[-1] or (
+        not any(f.details.get(REFUSED_BY_GUARD) for f in findings)
+        and sample_result.split(" (exit")[0] == printed[-1].split(" (exit")[0]
+    ), f"{sample_result!r} != {printed[-1]!r}"
+    listener = [line for line in text.splitlines() if " listener: " in line]
+    for line in listener:
+        shape = (
+            r"ok {7}listener: 127\.0\.0\.1:8000 \(gunicorn, pid [\d, ]+\) listens on loopback .*"
+        )
+        assert re.fullmatch(shape, line), line
+
+
+@pytest.mark.parametrize("block", by_language("text"), ids=ids(by_language("text")))
+def test_output_sample_is_what_the_code_prints(block):
+    text = block.text.strip()
+    if text.startswith("Forbidden:"):
+        assert text in refusal_bodies()
+    elif "flask_selfhost: listening on" in text:
+        for line in text.splitlines():
+            check_announce(line)
+    elif text.splitlines()[-1].startswith("Result: "):
+        check_doctor_sample(text)
+    else:
+        lines = text.splitlines()
+        assert lines and all(LOG_LINE.search(line) for line in lines), (
+            f"{block.where}: an output sample no rule checks"
+        )
+        for line in lines:
+            check_log_line(line)
