@@ -5,6 +5,7 @@ own) with real listeners, iptables rules and sysctls."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -748,3 +749,50 @@ def test_dnat_trap_to_a_guarded_app_reads_as_refused_not_exposed(hosts, tmp_path
         assert status == 1, report  # route_localnet=1 still arms a trap for any port
         assert topics(report, RISKY) == ["route_localnet"]
         assert "nat" in topics(report, NOTE)
+
+
+def test_port_is_not_failed_by_another_ports_unreadable_listener(hosts, tmp_path):
+    """Issue 11: ``--port 8000`` exited 2 because the owner of a listener on
+    another port could not be read. Here the doctor and the app run in a PID
+    namespace of their own (as in a container), so a listener outside it on
+    port 9000 has no visible owner: unknown without --port, a note with it."""
+    require_commands("unshare")
+    outside = subprocess.Popen(
+        ns_command(hosts.server_ns, sys.executable, "-c", LISTEN_9000), stdout=subprocess.PIPE
+    )
+    gunicorn = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-b", f"[::]:{PORT}"]
+    script = (
+        f"{shlex.join([*gunicorn, 'demo_app:app'])} >{tmp_path}/gunicorn.log 2>&1 &\n"
+        f"for i in $(seq 100); do grep -q 'Booting worker' {tmp_path}/gunicorn.log && break;"
+        " sleep 0.1; done\n"
+        f"{shlex.join(doctor_command('--json'))} >{tmp_path}/all.json\n"
+        f"{shlex.join(doctor_command('--port', str(PORT), '--app', 'demo_app:app', '--json'))}"
+        f" >{tmp_path}/port.json\n"
+        "kill %1; wait\n"
+    )
+    try:
+        assert outside.stdout.readline().strip() == b"1"
+        ns_run(
+            hosts.server_ns,
+            *["unshare", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
+            check=True,
+            timeout=60,
+        )
+    finally:
+        outside.kill()
+        outside.wait()
+    everything = json.loads((tmp_path / "all.json").read_text())
+    assert everything["exit_status"] == 2, everything
+    (hidden,) = [f for f in everything["findings"] if f["severity"] == UNKNOWN]
+    assert hidden["details"]["listeners"] == ["0.0.0.0:9000"]
+    on_port = json.loads((tmp_path / "port.json").read_text())
+    assert on_port["exit_status"] == 0, on_port
+    notes = [f for f in on_port["findings"] if f["topic"] == "inspect"]
+    assert [f["severity"] for f in notes] == [NOTE]
+    assert "0.0.0.0:9000 (not port 8000)" in notes[0]["message"]
+
+
+LISTEN_9000 = (
+    "import socket, time; s = socket.create_server(('0.0.0.0', 9000)); "
+    "print(1, flush=True); time.sleep(60)"
+)
