@@ -239,5 +239,5 @@ def test_the_readme_table_is_the_tested_one():
         r"<!-- server-table:start -->\n(.*?)<!-- server-table:end -->", text, re.DOTALL
     )
     assert block is not None, "the README has no server table markers"
-    # Empty until generated there; the docs render the table from the same source.
-    assert block.group(1) in ("", render())
+    # The docs render the same table from the same source (docs/conf.py).
+    assert block.group(1) == render()
