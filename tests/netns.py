@@ -380,3 +380,19 @@ def proxy_protocol_relay(
     finally:
         process.kill()
         process.wait()
+
+
+def dnat_to_loopback(hosts: Hosts, port: int) -> None:
+    """The DNAT trap, inside the server namespace only."""
+    rule = ["-i", hosts.server_if, "-p", "tcp", "--dport", str(port)]
+    ns_run(
+        hosts.server_ns,
+        *["iptables", "-t", "nat", "-A", "PREROUTING", *rule],
+        *["-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"],
+        check=True,
+    )
+    ns_run(
+        hosts.server_ns,
+        *["sysctl", "-w", f"net.ipv4.conf.{hosts.server_if}.route_localnet=1"],
+        check=True,
+    )

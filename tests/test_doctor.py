@@ -47,7 +47,7 @@ from flask_selfhost.doctor.nat import unreadable_nat_finding
 
 from .apps import asgi_whoami, whoami
 from .conftest import require_commands
-from .netns import gunicorn_in, ns_command, ns_run, require_netns, two_hosts
+from .netns import dnat_to_loopback, gunicorn_in, ns_command, ns_run, require_netns, two_hosts
 
 # Parsers on sample text --------------------------------------------------
 
@@ -712,17 +712,7 @@ def test_dnat_trap_to_a_guarded_app_reads_as_refused_not_exposed(hosts, tmp_path
     """The DNAT trap in front of the guarded demo: other hosts reach it and
     are refused (tests/test_other_host.py shows the 403), so nothing is
     exposed on that port; the same trap in front of the unguarded app is."""
-    ns_run(
-        hosts.server_ns,
-        *["iptables", "-t", "nat", "-A", "PREROUTING", "-i", hosts.server_if, "-p", "tcp"],
-        *["--dport", str(PORT), "-j", "DNAT", "--to-destination", f"127.0.0.1:{PORT}"],
-        check=True,
-    )
-    ns_run(
-        hosts.server_ns,
-        *["sysctl", "-w", f"net.ipv4.conf.{hosts.server_if}.route_localnet=1"],
-        check=True,
-    )
+    dnat_to_loopback(hosts, PORT)
     args = ["-b", f"127.0.0.1:{PORT}", "demo_app:app"]
     with gunicorn_in(hosts.server_ns, args, PORT, tmp_path):
         on_port = ["--port", str(PORT)]

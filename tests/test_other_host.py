@@ -17,7 +17,15 @@ import sys
 import pytest
 
 from .conftest import require_commands
-from .netns import Hosts, gunicorn_in, http_get, ns_run, require_netns, two_hosts
+from .netns import (
+    Hosts,
+    dnat_to_loopback,
+    gunicorn_in,
+    http_get,
+    ns_run,
+    require_netns,
+    two_hosts,
+)
 from .servers import ROOT
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -45,22 +53,6 @@ def hosts():
 
 def server_addresses(hosts: Hosts) -> list[str]:
     return [hosts.server_ip4, hosts.server_ip6]
-
-
-def dnat_to_loopback(hosts: Hosts, port: int = PORT) -> None:
-    """The DNAT trap, inside the server namespace only."""
-    rule = ["-i", hosts.server_if, "-p", "tcp", "--dport", str(port)]
-    ns_run(
-        hosts.server_ns,
-        *["iptables", "-t", "nat", "-A", "PREROUTING", *rule],
-        *["-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"],
-        check=True,
-    )
-    ns_run(
-        hosts.server_ns,
-        *["sysctl", "-w", f"net.ipv4.conf.{hosts.server_if}.route_localnet=1"],
-        check=True,
-    )
 
 
 # Strategy 3: every interface, guarded ------------------------------------
@@ -132,7 +124,7 @@ def test_dnat_trap_exposes_a_loopback_binding(hosts, tmp_path):
     require_commands("iptables", "sysctl")
     with gunicorn_in(hosts.server_ns, [*LOOPBACK, "demo_app:unguarded_app"], PORT, tmp_path):
         assert http_get(hosts.client_ns, hosts.server_ip4, PORT, "/admin") == (None, REFUSED)
-        dnat_to_loopback(hosts)
+        dnat_to_loopback(hosts, PORT)
         status, body = http_get(hosts.client_ns, hosts.server_ip4, PORT, "/admin")
         # The trap is real: another host reads the admin page, and the app is
         # told that the connection arrived on 127.0.0.1.
@@ -147,7 +139,7 @@ def test_dnat_trap_guarded_refuses_and_logs(hosts, tmp_path):
     log_config.write_text(json.dumps(LOG_CONFIG))
     args = [*LOOPBACK, "--log-config-json", str(log_config), "demo_app:app"]
     with gunicorn_in(hosts.server_ns, args, PORT, tmp_path) as server:
-        dnat_to_loopback(hosts)
+        dnat_to_loopback(hosts, PORT)
         status, body = http_get(hosts.client_ns, hosts.server_ip4, PORT, "/admin")
         assert status == 403, body
         assert http_get(hosts.client_ns, hosts.server_ip4, PORT, "/")[0] == 200
