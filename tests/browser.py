@@ -24,13 +24,14 @@ import json
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .servers import Gunicorn, free_port, gunicorn, request, werkzeug_server
+from .servers import Server, free_port, gunicorn, request, server_process, werkzeug_server
 
 CHROMIUM = "/usr/bin/chromium"
 ATTACKER_NAME = "evil.test"
@@ -77,11 +78,12 @@ def chromium() -> Iterator[object]:
 
 @dataclass
 class DemoServer:
-    """The demo app under gunicorn: one worker, so that one counter counts."""
+    """The demo app (WSGI under gunicorn, or ASGI under uvicorn) on a
+    loopback port: one worker, so that one counter counts."""
 
     port: int
     guarded: bool
-    gunicorn: Gunicorn
+    server: Server
 
     @property
     def origin(self) -> str:
@@ -94,7 +96,7 @@ class DemoServer:
         return int(json.loads(reply.body)["actions"])
 
     def log(self) -> str:
-        return self.gunicorn.log()
+        return self.server.log()
 
     def access(self, method: str, path: str) -> list[int]:
         """Statuses the access log shows for ``METHOD PATH`` (any Host), in order."""
@@ -121,6 +123,18 @@ def demo_server(
         target,
     ]
     with gunicorn(args, wait_on=("127.0.0.1", port), log_dir=log_dir, env=env) as server:
+        yield DemoServer(port, guarded, server)
+
+
+@contextlib.contextmanager
+def asgi_demo_server(guarded: bool, log_dir: Path) -> Iterator[DemoServer]:
+    """The ASGI demo (``demo_app.asgi``) under uvicorn on a loopback port,
+    with uvicorn's own proxy-header rewriting off (the guard judges them)."""
+    port = free_port()
+    target = "demo_app.asgi:app" if guarded else "demo_app.asgi:unguarded_app"
+    command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--no-proxy-headers", target]
+    with server_process(command, ("127.0.0.1", port), log_dir, name="uvicorn") as server:
         yield DemoServer(port, guarded, server)
 
 

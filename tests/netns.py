@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .conftest import require_commands, require_root
-from .servers import STARTUP_TIMEOUT, Gunicorn, gunicorn
+from .servers import ROOT, STARTUP_TIMEOUT, Gunicorn, gunicorn, stop_process_group
 
 _counter = itertools.count(1)
 _OURS = re.compile(r"shs(\d+)-\d+(?:srv|cli)")  # the names two_hosts() gives
@@ -396,3 +396,23 @@ def dnat_to_loopback(hosts: Hosts, port: int) -> None:
         *["sysctl", "-w", f"net.ipv4.conf.{hosts.server_if}.route_localnet=1"],
         check=True,
     )
+
+
+@contextlib.contextmanager
+def server_in(ns: str, command: list[str], tmp_path: Path, name: str, port: int = 8000, **env: str):
+    """Run ``command`` in ``ns`` with the test's app modules importable (and
+    ``env``), logging to ``tmp_path/NAME.log``; wait for ``port`` on its loopback; stop it after."""
+    environment = [f"PYTHONPATH={tmp_path}:{ROOT}", *(f"{k}={v}" for k, v in env.items())]
+    with open(tmp_path / f"{name}.log", "wb") as log:
+        process = subprocess.Popen(
+            ["env", *environment, *ns_command(ns, *command)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port_in(ns, "127.0.0.1", port, process=process)
+        yield process
+    finally:
+        stop_process_group(process)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from werkzeug.serving import make_server
 
@@ -93,12 +94,17 @@ def unix_request(path: str, url: str = "/", headers: dict[str, str] | None = Non
 
 
 @dataclass
-class Gunicorn:
+class Server:
+    """A server process started by :func:`server_process`, and its output."""
+
     process: subprocess.Popen
     log_path: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+Gunicorn = Server
 
 
 def gunicorn_command(*args: str) -> list[str]:
@@ -107,33 +113,34 @@ def gunicorn_command(*args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def gunicorn(
-    args: Sequence[str],
+def server_process(
+    command: Sequence[str],
     wait_on: tuple[str, int],
     log_dir: Path,
     env: dict[str, str] | None = None,
     prefix: Sequence[str] = (),
     wait: Callable[[subprocess.Popen], None] | None = None,
-) -> Iterator[Gunicorn]:
-    """Start ``gunicorn ARGS`` (from the project root), wait until it listens, stop it after.
+    name: str = "server",
+) -> Iterator[Server]:
+    """Start ``command`` (from the project root), wait until it listens, stop it after.
 
     ``prefix`` runs it under another command (``ip netns exec NAME``). ``wait``
     replaces the wait for ``wait_on`` (called with the process), for a server
     whose port this process cannot reach (``tests.netns.gunicorn_in``); with a
     ``prefix`` and no ``wait``, nothing waits.
     """
-    log_path = log_dir / f"gunicorn-{wait_on[1]}.log"
+    log_path = log_dir / f"{name}-{wait_on[1]}.log"
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [*prefix, *gunicorn_command(*args)],
+            [*prefix, *command],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,
             start_new_session=True,  # its own process group, so that we can stop all workers
         )
-    server = Gunicorn(process, log_path)
+    server = Server(process, log_path)
     try:
         if wait is not None:
             wait(process)
@@ -142,6 +149,13 @@ def gunicorn(
         yield server
     finally:
         stop_process_group(process)
+
+
+def gunicorn(
+    args: Sequence[str], *rest: Any, **options: Any
+) -> contextlib.AbstractContextManager[Server]:
+    """:func:`server_process` for ``gunicorn ARGS``."""
+    return server_process(gunicorn_command(*args), *rest, name="gunicorn", **options)
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None:

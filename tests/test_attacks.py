@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import re
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -34,11 +33,12 @@ from .netns import (
     proxy_protocol_relay,
     raw_exchange,
     require_netns,
+    server_in,
     two_hosts,
     wait_for_port_in,
 )
 from .nginx import X_FORWARDED_FOR, nginx, require_nginx
-from .servers import ROOT, stop_process_group
+from .servers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -61,26 +61,6 @@ def app_module(tmp_path: Path, source: str) -> str:
     """Write an app module into ``tmp_path``; its name, for gunicorn --chdir."""
     (tmp_path / "attacked_app.py").write_text(textwrap.dedent(source))
     return "attacked_app:app"
-
-
-@contextlib.contextmanager
-def server_in(ns: str, command: list[str], tmp_path: Path, name: str, **env: str):
-    """Run ``command`` in ``ns`` with the test's app modules importable (and
-    ``env``), logging to ``tmp_path/NAME.log``; wait for APP_PORT; stop it after."""
-    environment = [f"PYTHONPATH={tmp_path}:{ROOT}", *(f"{k}={v}" for k, v in env.items())]
-    with open(tmp_path / f"{name}.log", "wb") as log:
-        process = subprocess.Popen(
-            ["env", *environment, *ns_command(ns, *command)],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_port_in(ns, "127.0.0.1", APP_PORT, process=process)
-        yield process
-    finally:
-        stop_process_group(process)
 
 
 LOG_TO_FILE = """
