@@ -78,10 +78,12 @@ SINGLE = (b"host", b"origin", b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-
 SCHEMES = {"ws": "http", "wss": "https"}
 
 REWRITTEN_CLIENT = (
-    "the server replaced the client address with one from a forwarding header and kept "
-    "no original, so the proxy cannot be checked; turn that off (uvicorn: "
-    "--no-proxy-headers; daphne: no --proxy-headers; hypercorn: no ProxyFixMiddleware) "
-    "and let trusted_proxies judge the headers"
+    "the client address is one its own forwarding headers name: the server may have put it "
+    "there and kept no original, so the proxy cannot be checked; turn that off (uvicorn: "
+    "--no-proxy-headers; daphne: no --proxy-headers; hypercorn: no ProxyFixMiddleware) and "
+    "let trusted_proxies judge the headers. A proxy on this host that relays this host's "
+    "client over TCP looks the same: connect it over a unix socket, "
+    "trusted_proxies=['unix']"
 )
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "

@@ -399,9 +399,18 @@ def dnat_to_loopback(hosts: Hosts, port: int) -> None:
 
 
 @contextlib.contextmanager
-def server_in(ns: str, command: list[str], tmp_path: Path, name: str, port: int = 8000, **env: str):
+def server_in(
+    ns: str,
+    command: list[str],
+    tmp_path: Path,
+    name: str,
+    port: int = 8000,
+    unix_socket: Path | None = None,
+    **env: str,
+):
     """Run ``command`` in ``ns`` with the test's app modules importable (and
-    ``env``), logging to ``tmp_path/NAME.log``; wait for ``port`` on its loopback; stop it after."""
+    ``env``), logging to ``tmp_path/NAME.log``; wait until it listens on
+    ``port`` of its loopback (or makes ``unix_socket``); stop it after."""
     environment = [f"PYTHONPATH={tmp_path}:{ROOT}", *(f"{k}={v}" for k, v in env.items())]
     with open(tmp_path / f"{name}.log", "wb") as log:
         process = subprocess.Popen(
@@ -412,7 +421,14 @@ def server_in(ns: str, command: list[str], tmp_path: Path, name: str, port: int 
             start_new_session=True,
         )
     try:
-        wait_for_port_in(ns, "127.0.0.1", port, process=process)
+        if unix_socket is None:
+            wait_for_port_in(ns, "127.0.0.1", port, process=process)
+        else:  # the file system is shared with the namespace
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not unix_socket.exists():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} made no {unix_socket}")
+                time.sleep(0.05)
         yield process
     finally:
         stop_process_group(process)

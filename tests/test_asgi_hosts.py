@@ -25,7 +25,16 @@ from pathlib import Path
 import pytest
 
 from .conftest import require_commands
-from .netns import dnat_to_loopback, http_get, require_netns, server_in, two_hosts
+from .netns import (
+    dnat_to_loopback,
+    http_get,
+    ns_command,
+    require_netns,
+    server_in,
+    two_hosts,
+    wait_for_port_in,
+)
+from .nginx import X_FORWARDED_FOR, nginx, require_nginx
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -177,3 +186,93 @@ def test_the_asgi_demo_configurations(hosts, tmp_path):
     log = (tmp_path / "demo-loopback.log").read_text()
     assert f"listening on 127.0.0.1:{PORT}: loopback binding (strategy 1)" in log
     assert "the app is not guarded: a web page in a browser on this host" in log
+
+
+# nginx in front of uvicorn: each proxy-header setting x trusted_proxies ------
+
+NGINX_PORT = 8200
+NGINX_HEADERS = X_FORWARDED_FOR + "\n            proxy_set_header Host $host:$server_port;"
+TRUSTED = "trusted_proxies=['127.0.0.1']"
+NAMES_TRUSTED_PROXIES = "not in trusted_proxies"
+NAMES_UVICORN_SETTING = "uvicorn: --no-proxy-headers"
+
+
+UVICORN_SETTINGS = {
+    "default": [],  # believes X-Forwarded-For from 127.0.0.1 (forwarded_allow_ips)
+    "allow-all": ["--forwarded-allow-ips", "*"],
+    "off": ["--no-proxy-headers"],
+}
+UNIX = "trusted_proxies=['unix']"
+REFUSED_UNTRUSTED = (403, "not in trusted_proxies")
+REFUSED_SETTING = (403, "uvicorn: --no-proxy-headers")  # and the unix-socket recipe
+GRANTED = (200, None)
+
+#: (upstream, uvicorn setting, guard options) -> what this host gets through
+#: nginx on 127.0.0.1 and on its own address. The other host: always 403.
+#: uvicorn rewrites the client over TCP when it believes nginx (default,
+#: allow-all), and over a unix socket only with allow-all (the client is
+#: None there, which its default does not trust); the guard then cannot know
+#: the peer. Over TCP with rewriting off, a client of this host dialling
+#: 127.0.0.1 is named 127.0.0.1 by nginx, as a rewritten client would be.
+NGINX_UVICORN = {
+    **{
+        (up, setting, ""): (REFUSED_UNTRUSTED,) * 2
+        for up in ("tcp", "uds")
+        for setting in UVICORN_SETTINGS
+    },
+    ("tcp", "default", TRUSTED): (REFUSED_SETTING,) * 2,
+    ("tcp", "default", UNIX): (REFUSED_SETTING,) * 2,
+    ("tcp", "allow-all", TRUSTED): (REFUSED_SETTING,) * 2,
+    ("tcp", "allow-all", UNIX): (REFUSED_SETTING,) * 2,
+    ("tcp", "off", TRUSTED): (REFUSED_SETTING, GRANTED),
+    ("tcp", "off", UNIX): (REFUSED_SETTING, REFUSED_UNTRUSTED),
+    ("uds", "default", TRUSTED): (REFUSED_UNTRUSTED,) * 2,
+    ("uds", "default", UNIX): (GRANTED,) * 2,  # the recipe
+    ("uds", "allow-all", TRUSTED): (REFUSED_SETTING,) * 2,
+    ("uds", "allow-all", UNIX): (REFUSED_SETTING,) * 2,
+    ("uds", "off", TRUSTED): (REFUSED_UNTRUSTED,) * 2,
+    ("uds", "off", UNIX): (GRANTED,) * 2,  # the recipe
+}
+
+
+@pytest.mark.parametrize(("upstream", "setting", "options"), list(NGINX_UVICORN))
+def test_nginx_in_front_of_uvicorn(hosts, tmp_path, upstream, setting, options):
+    """Another host never gets in; this host gets in only where the truth is
+    knowable; every other refusal names what to change."""
+    pytest.importorskip("uvicorn", reason="needs uvicorn (the test extra installs it)")
+    require_nginx()
+    ns = hosts.server_ns
+    app = write_app(
+        tmp_path,
+        "proxied",
+        f"""
+        from flask_selfhost.asgi import SelfHostASGIMiddleware
+        from tests.apps import asgi_whoami
+        app = SelfHostASGIMiddleware(asgi_whoami, {options})
+        """,
+    )
+    sock = tmp_path / "uvicorn.sock"
+    bind = ["--port", str(PORT)] if upstream == "tcp" else ["--uds", str(sock)]
+    command = [PY, "-m", "uvicorn", "--host", "127.0.0.1", *bind, *UVICORN_SETTINGS[setting], app]
+    target = f"http://127.0.0.1:{PORT}" if upstream == "tcp" else f"http://unix:{sock}:"
+    listen = [(address, NGINX_PORT) for address in ("127.0.0.1", hosts.server_ip4)]
+    with (
+        server_in(ns, command, tmp_path, "uvicorn", PORT, sock if upstream == "uds" else None),
+        nginx(
+            listen,
+            target,
+            NGINX_HEADERS,
+            tmp_path / "nginx",
+            prefix=ns_command(ns),
+            wait=lambda process: wait_for_port_in(ns, "127.0.0.1", NGINX_PORT, process=process),
+        ),
+    ):
+        for headers in claims(hosts.server_ip4):
+            status, body = http_get(hosts.client_ns, hosts.server_ip4, NGINX_PORT, "/", headers)
+            assert status == 403, (headers, body)
+        expected = NGINX_UVICORN[upstream, setting, options]
+        for address, (status, reason) in zip(
+            ("127.0.0.1", hosts.server_ip4), expected, strict=True
+        ):
+            got, body = http_get(ns, address, NGINX_PORT, "/")
+            assert got == status and (reason is None or reason in body), (address, body)
