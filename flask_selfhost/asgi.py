@@ -32,7 +32,11 @@ Where the facts come from, and what ASGI servers do to them:
   cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
   scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
   where the server supports the denial-response extension, else a close
-  before accept (which servers answer with 403).
+  before accept (which servers answer with 403);
+- a refused request that the Starlette/FastAPI router below would give to an
+  :func:`~flask_selfhost.allow_remote` endpoint is passed on to it, and to
+  nothing else (see :mod:`flask_selfhost.asgi_routes`). Quart apps use
+  :mod:`flask_selfhost.quart`.
 
 :param app: The ASGI application to guard.
 :param options: See :class:`flask_selfhost.options.Options`; checked now.

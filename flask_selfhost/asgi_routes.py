@@ -1,6 +1,6 @@
 """
-``allow_remote`` under :class:`~flask_selfhost.asgi.SelfHostASGIMiddleware`
-==========================================================================
+``allow_remote`` under the ASGI middleware (Starlette, FastAPI)
+===============================================================
 
 The threat: an exemption that lets a refused request reach anything but the
 one endpoint that was exempted. So when the guard refuses a request, it asks
