@@ -278,3 +278,24 @@ def test_a_websocket_route_of_a_plain_starlette_app():
         "type": "websocket.close",
         "code": 1008,
     }
+
+
+def test_an_endpoint_class_is_exempt_by_its_own_mark_only():
+    from starlette.endpoints import HTTPEndpoint
+
+    @allow_remote
+    class Health(HTTPEndpoint):
+        async def get(self, request):
+            return PlainTextResponse("health")
+
+    class Admin(Health):  # inherits the code, not the exemption
+        async def get(self, request):
+            fastapi_app.ran.append("admin class")
+            return PlainTextResponse("admin")
+
+    app = Starlette(
+        routes=[Route("/health", Health), Route("/admin", Admin)],
+        middleware=[Middleware(SelfHostASGIMiddleware)],
+    )
+    assert body(call(app, request("/health"))) == b"health"
+    assert status(call(app, request("/admin"))) == 403
