@@ -3,7 +3,9 @@
 Fronts: :class:`SelfHostMiddleware` (any WSGI app), :class:`SelfHost` (Flask
 extension), :func:`allow_remote` and :func:`local_only` (view decorators).
 All of them call :func:`evaluate`, which turns a WSGI environ into a
-:class:`Decision`.
+:class:`Decision`. ASGI apps: :mod:`flask_selfhost.asgi` (Starlette,
+FastAPI, any ASGI app) and :mod:`flask_selfhost.quart`; ``allow_remote``
+marks an endpoint for every front.
 """
 
 from .addresses import judge_source

@@ -32,7 +32,11 @@ Where the facts come from, and what ASGI servers do to them:
   cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
   scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
   where the server supports the denial-response extension, else a close
-  before accept (which servers answer with 403).
+  before accept (which servers answer with 403);
+- a refused request that the Starlette/FastAPI router below would give to an
+  :func:`~flask_selfhost.allow_remote` endpoint is passed on to it, and to
+  nothing else (see :mod:`flask_selfhost.asgi_routes`). Quart apps use
+  :mod:`flask_selfhost.quart`.
 
 :param app: The ASGI application to guard.
 :param options: See :class:`flask_selfhost.options.Options`; checked now.
@@ -45,8 +49,10 @@ from typing import Any
 
 from . import forwarded
 from .addresses import parse_ip
+from .asgi_routes import starlette_exempt_app
 from .crosssite import merge_headers
 from .decision import Decision
+from .exempt import allow_remote
 from .facts import UNIX, RequestFacts
 from .guard import judge
 from .middleware import DEBUG, is_enabled_for, log_decision, logger
@@ -236,6 +242,12 @@ class SelfHostASGIMiddleware:
         decision = evaluate_scope(scope, self.options)
         method, path = ("GET" if kind == "websocket" else scope.get("method")), scope.get("path")
         if not decision.allowed:
+            exempt = self.exempt_app(scope)  # routing happens on refusals only
+            if exempt is not None:
+                if decision.headers and kind == "http":  # Vary, as on an allowed answer
+                    send = _with_headers(send, decision.headers)
+                await exempt(scope, receive, send)
+                return
             log_decision(decision, method, path)
             await self.refuse(decision, scope, send)
             return
@@ -249,6 +261,19 @@ class SelfHostASGIMiddleware:
             await self.app(scope, receive, _with_headers(send, decision.headers))
             return
         await self.app(scope, receive, send)
+
+    def exempt_app(self, scope: Scope) -> ASGIApp | None:
+        """Where a refused request goes instead of the refusal: the app's own
+        routing, when it would run an :func:`allow_remote` endpoint, else
+        ``None``. Never raises: whatever cannot be routed is refused.
+
+        Here, the Starlette/FastAPI router below this middleware (see
+        :func:`starlette_exempt_app`); the Quart extension routes with Quart.
+        """
+        try:
+            return starlette_exempt_app(self.app, scope)
+        except Exception:  # an odd scope, a router we misread: refused, never a 500
+            return None
 
     async def refuse(self, decision: Decision, scope: Scope, send: Send) -> None:
         """The same plain-text refusal as the WSGI fronts; for a WebSocket,
@@ -310,4 +335,10 @@ def is_guarded_asgi(app: object) -> Options | None:
     return None
 
 
-__all__ = ["SelfHostASGIMiddleware", "evaluate_scope", "facts_from_scope", "is_guarded_asgi"]
+__all__ = [
+    "SelfHostASGIMiddleware",
+    "allow_remote",
+    "evaluate_scope",
+    "facts_from_scope",
+    "is_guarded_asgi",
+]

@@ -2,9 +2,10 @@
 The ``flask-selfhost`` command
 ==============================
 
-``flask-selfhost check REMOTE [LOCAL]`` applies the rule to a pair of
-addresses and says what the guard would do (exit 0 allowed, 1 refused), for
-reading a log line or a firewall plan. ``flask selfhost status`` says whether
+``flask-selfhost check REMOTE [LOCAL] [--app module:name]`` applies the rule
+to a pair of addresses, with the options of that app's guard, and says what
+the guard would do (exit 0 allowed, 1 refused, 2 the app cannot be loaded or
+is not guarded), for reading a log line or a firewall plan. ``flask selfhost status`` says whether
 the app that ``flask`` loads is guarded, and how.
 
 ``flask-selfhost doctor [--port N] [--app module:name] [--json]`` (or
@@ -36,9 +37,16 @@ Apply the guard's source rule to a client address and the local address the
 connection arrived on, as the guard would for a request without forwarding
 headers, and print the decision and its reason.
 
+With --app, the options of that app's guard apply (trusted_proxies,
+unix_socket_is_local...): a Flask app with SelfHost or SelfHostMiddleware, a
+WSGI app wrapped by SelfHostMiddleware, an ASGI app with
+SelfHostASGIMiddleware (Starlette's add_middleware too), a Quart app with
+flask_selfhost.quart.SelfHost.
+
 exit status:
   0  allowed: the client is on this host (loopback, or client == local)
   1  refused: another host, or no usable client address
+  2  --app could not be imported, or is not guarded by flask_selfhost
 """
 
 DOCTOR_HELP = """\
@@ -57,11 +65,31 @@ listeners of other ports are notes; forwarders count on any port.
 """
 
 
-def check(remote: str, local: str | None) -> int:
+def check(remote: str, local: str | None, app_spec: str | None = None) -> int:
+    """Judge one address pair, with the options of ``app_spec``'s guard if
+    given; print the decision; the exit status (0 allowed, 1 refused, 2 the
+    app cannot say)."""
+    options, whose = Options(), ""
+    if app_spec is not None:
+        try:
+            app = doctor.load_app(app_spec)
+        except Exception as error:  # any import-time failure of the user's app
+            print(f"flask-selfhost: could not import {app_spec}: {error!r}", file=sys.stderr)
+            return 2
+        found = doctor.guard_of(app)
+        if found is None:
+            print(
+                f"flask-selfhost: {app_spec} is not guarded by flask_selfhost: it refuses "
+                "no one, so there are no options to apply",
+                file=sys.stderr,
+            )
+            return 2
+        options, whose = found, f", options of {app_spec}"
     facts = RequestFacts(remote, KnownConnection(local=local, peer=remote))
-    decision = judge(facts, Options())
+    decision = judge(facts, options)
     verdict = "allowed" if decision.allowed else "refused"
-    print(f"{verdict}: {decision.reason} (remote={remote}, local={local})")
+    answer = "" if decision.allowed or not whose else f"; it answers {options.refuse_status}"
+    print(f"{verdict}: {decision.reason} (remote={remote}, local={local}{whose}){answer}")
     return 0 if decision.allowed else 1
 
 
@@ -79,11 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="say whether a client address and local address pass the rule",
         description=CHECK_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example: flask-selfhost check 10.0.0.2 127.0.0.1   (refused, exit 1)",
+        epilog="examples: flask-selfhost check 10.0.0.2 127.0.0.1   (refused, exit 1)\n"
+        "          flask-selfhost check 127.0.0.1 --app demo_app:app",
     )
     check_parser.add_argument("remote", help="the client address (REMOTE_ADDR)")
     check_parser.add_argument(
         "local", nargs="?", help="the local address the connection arrived on (SERVER_ADDR)"
+    )
+    check_parser.add_argument(
+        "--app",
+        metavar="MODULE:NAME",
+        help="apply the options of this app's guard: demo_app:app, a factory "
+        "demo_app:create_app, or an ASGI app (FastAPI, Starlette, Quart)",
     )
     doctor_parser = commands.add_parser(
         "doctor",
@@ -104,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor.run(args.port, args.app, as_json=args.json)
-    return check(args.remote, args.local)
+    return check(args.remote, args.local, args.app)
 
 
 # flask selfhost ... -------------------------------------------------------

@@ -34,11 +34,11 @@ response and the decision as ``selfhost_decision``, so that an app's
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import wraps
 from types import MethodType
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Flask, Response, after_this_request, current_app, request
 from flask.ctx import RequestContext
@@ -46,6 +46,8 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 
 from .crosssite import merge_headers
 from .decision import Decision
+from .exempt import View, is_exempt
+from .exempt import allow_remote as allow_remote  # the Flask front's name for it, as before
 from .guard import evaluate
 from .middleware import (
     Refuse,
@@ -59,9 +61,6 @@ from .options import Options
 
 EXTENSION_NAME = "selfhost"
 CONFIG_PREFIX = "SELFHOST_"
-_ALLOW_REMOTE = "_selfhost_allow_remote"
-
-View = TypeVar("View", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -130,17 +129,12 @@ def _routed_context(app: Flask, environ: Any) -> RequestContext | None:
 
 def _is_exempt(app: Flask, context: RequestContext) -> bool:
     endpoint = context.request.endpoint  # None for unknown paths and methods
-    view = app.view_functions.get(endpoint) if endpoint else None
-    return bool(getattr(view, _ALLOW_REMOTE, False))
+    return is_exempt(app.view_functions.get(endpoint) if endpoint else None)
 
 
 def exempt_views(app: Flask) -> list[str]:
     """The endpoints whose views answer anyone (:func:`allow_remote`)."""
-    return sorted(
-        endpoint
-        for endpoint, view in app.view_functions.items()
-        if getattr(view, _ALLOW_REMOTE, False)
-    )
+    return sorted(endpoint for endpoint, view in app.view_functions.items() if is_exempt(view))
 
 
 def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
@@ -235,12 +229,6 @@ class SelfHost:
         # request goes straight on: the guard adds no request-context work.
         refuse = _refuse_through_flask(app, options)
         app.wsgi_app = guard_wsgi_app(app.wsgi_app, options, refuse)  # type: ignore[method-assign,assignment]
-
-
-def allow_remote(view: View) -> View:
-    """Exempt one view from :class:`SelfHost` (a public health check, say)."""
-    setattr(view, _ALLOW_REMOTE, True)
-    return view
 
 
 def local_only(view: View | None = None, /, **options: Any) -> Any:

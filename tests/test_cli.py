@@ -59,6 +59,7 @@ def test_version():
     ("command", "words"),
     [
         (("check", "--help"), ["exit status:", "0  allowed", "1  refused", "source rule"]),
+        (("check", "--help"), ["--app MODULE:NAME", "2  --app could not be imported", "Quart"]),
         (("doctor", "--help"), ["exit status:", "0  nothing risky", "1  something risky", "2  "]),
         (("doctor", "--help"), ['sudo "$(command -v flask-selfhost)" doctor', "--port"]),
     ],
@@ -119,8 +120,47 @@ def test_status_recognises_a_flask_app_wrapped_in_the_middleware(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("remote", "local", "spec", "status", "words"),
+    [
+        # Flask (SelfHost), a WSGI callable (SelfHostMiddleware): default options.
+        ("127.0.0.1", None, "demo_app:app", 0, "allowed: the client is loopback"),
+        ("10.0.0.2", "192.0.2.7", "demo_app:app", 1, "options of demo_app:app); it answers 403"),
+        ("::1", None, "tests.apps:middleware_app", 0, "allowed: the client is loopback"),
+        # FastAPI with add_middleware (ASGI).
+        ("192.0.2.7", "192.0.2.7", "tests.fastapi_app:app", 0, "allowed: the client is the"),
+        ("10.0.0.2", "192.0.2.7", "tests.fastapi_app:app", 1, "refused: the client is another"),
+        # Quart, SELFHOST_TRUSTED_PROXIES=127.0.0.1: the proxy must name its client.
+        ("127.0.0.1", None, "tests.quart_app:app", 1, "trusted proxy but carries no forwarding"),
+        ("127.0.0.2", None, "tests.quart_app:app", 0, "allowed: the client is loopback"),
+        # Not guarded, not importable: nothing to apply (2).
+        ("127.0.0.1", None, "demo_app:unguarded_app", 2, "is not guarded by flask_selfhost"),
+        ("127.0.0.1", None, "no_such_module:app", 2, "could not import no_such_module:app"),
+    ],
+)
+def test_check_with_the_options_of_an_app(remote, local, spec, status, words):
+    args = [remote, *([local] if local else []), "--app", spec]
+    result = run(script("flask-selfhost"), "check", *args)
+    assert result.returncode == status, result.stdout + result.stderr
+    assert words in (result.stdout if status < 2 else result.stderr), result.stdout
+    assert bool(result.stdout) == (status < 2)
+
+
+def test_check_applies_a_wsgi_middlewares_options(tmp_path):
+    (tmp_path / "wrapped.py").write_text(MIDDLEWARE_APP)
+    plain = run(script("flask-selfhost"), "check", "127.0.0.1", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    proxied = run(
+        script("flask-selfhost"), "check", "127.0.0.1", "--app", "wrapped:app", cwd=tmp_path
+    )
+    assert proxied.returncode == 1, proxied.stdout + proxied.stderr
+    assert "trusted proxy" in proxied.stdout
+
+
+@pytest.mark.parametrize(
     ("spec", "severity"),
     [
+        ("tests.quart_app:app", "ok"),  # the Quart extension
+        ("tests.fastapi_app:app", "ok"),
         ("demo_app:app", "ok"),
         ("demo_app:create_app", "ok"),  # a factory named without parentheses is called
         ("demo_app:create_app()", "ok"),

@@ -25,12 +25,13 @@ DEFAULT_NAMES = ("app", "application", "create_app", "make_app")
 def guard_of(app: Any, depth: int = 6) -> Options | None:
     """The options of the flask_selfhost guard of ``app``, else ``None``.
 
-    Found: the :class:`~flask_selfhost.SelfHost` extension of a Flask app
+    Found: the ``SelfHost`` extension of a Flask or Quart app
     (``app.extensions["selfhost"]``); a WSGI callable that a flask_selfhost
     front built (``SelfHostMiddleware``, also as a Flask app's ``wsgi_app``);
     an ASGI app guarded by ``SelfHostASGIMiddleware`` (Starlette's
-    ``add_middleware`` included). Other middleware is looked through: its
-    ``.wsgi_app`` and ``.app`` attributes are followed ``depth`` levels.
+    ``add_middleware`` and a Quart app's ``asgi_app`` included). Other
+    middleware is looked through: its ``.wsgi_app``, ``.asgi_app`` and
+    ``.app`` attributes are followed ``depth`` levels.
     """
     seen: set[int] = set()
     layer = [app]
@@ -47,7 +48,7 @@ def guard_of(app: Any, depth: int = 6) -> Options | None:
             if isinstance(extensions, Mapping) and EXTENSION_NAME in extensions:
                 state_options = getattr(extensions[EXTENSION_NAME], "options", None)
                 return state_options if isinstance(state_options, Options) else Options()
-            for name in ("wsgi_app", "app"):
+            for name in ("wsgi_app", "asgi_app", "app"):
                 with contextlib.suppress(Exception):  # a property that raises: not followed
                     following.append(getattr(candidate, name, None))
         layer = following

@@ -1,0 +1,235 @@
+"""
+Self-host guard for Quart
+=========================
+
+The Flask extension's API for Quart apps: :class:`SelfHost` guards every
+route (unknown paths and WebSocket routes included: another host gets 403,
+not 404), :func:`allow_remote` exempts one view, :func:`local_only` guards
+one view, with or without the extension.
+
+.. code-block:: python
+
+    from quart import Quart
+    from flask_selfhost.quart import SelfHost, allow_remote
+
+    app = Quart(__name__)
+    app.config["SELFHOST_TRUSTED_PROXIES"] = ["127.0.0.1"]   # optional
+    SelfHost(app)                                   # or SelfHost().init_app(app)
+
+    @app.get("/healthz")
+    @allow_remote
+    async def healthz():
+        return {"ok": True}
+
+Options come from the keyword arguments of :class:`SelfHost` and, per app,
+from the same ``SELFHOST_<OPTION>`` config keys as the Flask extension
+(which win), read and checked once by ``init_app``. The guard is
+:class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` around ``app.asgi_app``
+(Quart's documented place for middleware), so it judges the scope as the
+server made it, before any Quart code runs. A refused request gets the
+plain-text refusal of the ASGI front, unless Quart routes it to an
+``allow_remote`` view: Quart then serves it, past any middleware added to
+``app.asgi_app`` before the extension (such middleware could route it to
+another view).
+
+Needs Quart; the rest of the package does not import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from functools import wraps
+from types import MethodType
+from typing import Any
+
+from quart import (
+    Quart,
+    Response,
+    after_this_request,
+    current_app,
+    has_websocket_context,
+    request,
+    websocket,
+)
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException, default_exceptions
+
+from .asgi import ASGIApp, Scope, SelfHostASGIMiddleware, evaluate_scope
+from .crosssite import merge_headers
+from .decision import Decision
+from .exempt import View, is_exempt
+from .exempt import allow_remote as allow_remote  # the same mark as Flask's
+from .extension import EXTENSION_NAME, config_options
+from .middleware import DEBUG, is_enabled_for, log_decision
+from .options import Options
+
+
+@dataclass(frozen=True)
+class SelfHostState:
+    """What :meth:`SelfHost.init_app` puts in ``app.extensions["selfhost"]``
+    (the key the doctor and :func:`local_only` read, as for Flask)."""
+
+    extension: SelfHost
+    options: Options
+
+
+class QuartGuard(SelfHostASGIMiddleware):
+    """:class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` that routes a
+    refused request with Quart, to serve it if its view is exempt."""
+
+    def __init__(self, app: ASGIApp, quart_app: Quart, options: Options) -> None:
+        super().__init__(app)
+        self.options = options
+        self.quart_app = quart_app
+        # Quart's own asgi_app, under any middleware that was there before us.
+        self.quart_asgi_app: ASGIApp = MethodType(type(quart_app).asgi_app, quart_app)
+
+    def exempt_app(self, scope: Scope) -> ASGIApp | None:
+        try:
+            view = routed_view(self.quart_app, scope)
+        except Exception:  # a scope Quart cannot read: refused, never a 500
+            return None
+        return self.quart_asgi_app if is_exempt(view) else None
+
+
+async def _never_sent(message: Any) -> None:  # pragma: no cover - routing sends nothing
+    raise RuntimeError("flask_selfhost: routing must not send")
+
+
+def routed_view(app: Quart, scope: Scope) -> Any:
+    """The view function Quart would run for ``scope``, or ``None`` (no
+    route, a 404/405/redirect, a host it will not route). No hook and no
+    view runs: the request is built and matched as Quart does, then dropped.
+    """
+    # Quart's own way from a scope to a request (private, so read through Any:
+    # if Quart renames it, this raises and the request is refused).
+    quart: Any = app
+    if scope.get("type") == "http":
+        connection = quart.asgi_http_class(app, scope)._create_request_from_scope(_never_sent)
+        context = quart.request_context(connection)
+    elif scope.get("type") == "websocket":
+        connection = quart.asgi_websocket_class(app, scope)._create_websocket_from_scope(
+            _never_sent
+        )
+        context = quart.websocket_context(connection)
+    else:
+        return None
+    if context.url_adapter is None:
+        return None
+    context.match_request()
+    if connection.routing_exception is not None or connection.url_rule is None:
+        return None
+    return app.view_functions.get(connection.url_rule.endpoint)
+
+
+def exempt_views(app: Quart) -> list[str]:
+    """The endpoints whose views answer anyone (:func:`allow_remote`)."""
+    return sorted(endpoint for endpoint, view in app.view_functions.items() if is_exempt(view))
+
+
+class SelfHost:
+    """Quart extension: refuse every request and WebSocket handshake that
+    does not come from this host.
+
+    :param app: The app to guard now; or call :meth:`init_app` later.
+    :param options: See :class:`~flask_selfhost.options.Options`. Checked
+        here and again, merged with the app's config, in :meth:`init_app`.
+    """
+
+    def __init__(self, app: Quart | None = None, **options: Any) -> None:
+        Options.from_mapping(options)
+        self.options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Quart) -> None:
+        if EXTENSION_NAME in app.extensions:
+            raise RuntimeError("flask_selfhost: SelfHost is already registered on this app")
+        # The Flask extension's reading of SELFHOST_* keys: same names, same checks.
+        options = Options.from_mapping({**self.options, **config_options(app.config)})
+        app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
+        # Outermost, so that the guard sees the scope as the server made it.
+        guard = QuartGuard(app.asgi_app, app, options)  # type: ignore[arg-type]
+        app.asgi_app = guard  # type: ignore[method-assign,assignment]
+
+
+def refusal(decision: Decision, options: Options) -> HTTPException:
+    """The exception :func:`local_only` raises: Quart renders it through the
+    app's error handlers (``errorhandler(403)``), else as this plain text."""
+    body = options.body_for(decision)
+    response = Response(body, options.refuse_status, content_type="text/plain; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    error = default_exceptions[options.refuse_status](description=body, response=response)
+    error.selfhost_decision = decision  # type: ignore[attr-defined]
+    return error
+
+
+def _check(options: Options) -> Decision:
+    """Judge the current request or WebSocket handshake (inside a view); log
+    it; raise if refused. The decision's headers (``Vary``, CORS) are added
+    to an HTTP view's response."""
+    is_websocket = has_websocket_context()
+    connection: Any = websocket if is_websocket else request
+    decision = evaluate_scope(connection.scope, options)
+    if decision.headers and not decision.answers_preflight and not is_websocket:
+        extra = decision.headers
+
+        @after_this_request  # runs for the view's answer and for the refusal alike
+        async def add_headers(response: Any) -> Any:
+            merged = merge_headers(list(response.headers.items()), extra)
+            response.headers.clear()
+            response.headers.extend(merged)
+            return response
+
+    if decision.allowed:
+        if is_enabled_for(DEBUG):
+            log_decision(decision, connection.method, connection.path)
+        return decision
+    log_decision(decision, connection.method, connection.path)
+    raise refusal(decision, options)
+
+
+def local_only(view: View | None = None, /, **options: Any) -> Any:
+    """Guard one Quart view or WebSocket view: ``@local_only`` or
+    ``@local_only(refuse_status=404)``; sync or async.
+
+    With :class:`SelfHost` registered on the app, the extension's options
+    apply, overridden by any given here; without it, the options given here.
+    Put it under the route decorator, as with Flask.
+
+    An HTTP view receives ``OPTIONS`` requests, so that the guard sees CORS
+    preflights: it answers a granted preflight itself and any other
+    ``OPTIONS`` as Quart's automatic handler would (the view is not called).
+    A refused WebSocket handshake gets 403 before it is accepted.
+    """
+    own = Options.from_mapping(options)  # fail at import time, not per request
+    merged: dict[Options, Options] = {}  # extension options -> with ours on top
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        async def guarded_view(*args: Any, **kwargs: Any) -> Any:
+            state = current_app.extensions.get(EXTENSION_NAME)
+            if state is None:
+                effective = own
+            else:
+                effective = merged.get(state.options) or merged.setdefault(
+                    state.options, replace(state.options, **options)
+                )
+            decision = _check(effective)
+            if decision.answers_preflight:
+                return Response("", 204, headers=Headers(list(decision.headers)))
+            if not has_websocket_context() and request.method == "OPTIONS":
+                return await current_app.make_default_options_response()
+            run: Callable[..., Awaitable[Any]] = current_app.ensure_async(view)
+            return await run(*args, **kwargs)
+
+        # Route OPTIONS to the guarded view instead of Quart's automatic answer.
+        guarded_view.required_methods = {"OPTIONS"}  # type: ignore[attr-defined]
+        guarded_view.provide_automatic_options = False  # type: ignore[attr-defined]
+        return guarded_view  # type: ignore[return-value]
+
+    return decorate if view is None else decorate(view)
+
+
+__all__ = ["QuartGuard", "SelfHost", "allow_remote", "exempt_views", "local_only", "routed_view"]
