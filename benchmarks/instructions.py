@@ -12,7 +12,9 @@ callgrind's instruction counts repeat exactly. Each variant serves N and then
 N + EXTRA Flask hello-world requests (the same loop as overhead.py) under
 callgrind; the difference divided by EXTRA is the cost of one request,
 start-up excluded. Printed side by side: bare Flask, Flask with SelfHost,
-and a trivial WSGI app bare and behind SelfHostMiddleware.
+a trivial WSGI app bare and behind SelfHostMiddleware, and a Starlette hello
+app bare and with SelfHostASGIMiddleware (served by an asyncio loop, as
+uvicorn would call it, without the server).
 """
 
 from __future__ import annotations
@@ -37,6 +39,15 @@ from overhead import gunicorn_like_environ, start_response, trivial_app
 from flask import Flask
 from flask_selfhost import SelfHost, SelfHostMiddleware
 variant, count = sys.argv[1], int(sys.argv[2])
+if variant.startswith("starlette"):
+    import asyncio
+    from asgi_apps import serve, starlette_hello
+    import gc
+    app = starlette_hello(variant == "starlette guarded")
+    gc.collect()
+    gc.disable()
+    asyncio.run(serve(app, count))
+    raise SystemExit
 if variant.startswith("flask"):
     flask_app = Flask("bench")
     flask_app.get("/")(lambda: "Hello, World!")
@@ -94,9 +105,13 @@ def main() -> None:
     trees = [("this checkout", ROOT)] + ([(f"{compare}", compare.resolve())] if compare else [])
     print(f"instructions per request (callgrind, {EXTRA} requests after {BASE})\n")
     print(f"{'':24s} {'':>14s} {'bare':>10s} {'guarded':>10s} {'added':>8s} {'ratio':>7s}")
-    for name in ("wsgi", "flask"):
+    labels = {
+        "wsgi": "trivial WSGI app",
+        "flask": "Flask hello world",
+        "starlette": "Starlette hello (ASGI)",
+    }
+    for name, label in labels.items():
         bare = per_request(f"{name} bare")
-        label = "trivial WSGI app" if name == "wsgi" else "Flask hello world"
         for tree, package in trees:
             guarded = per_request(f"{name} guarded", package)
             print(

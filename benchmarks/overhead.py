@@ -8,6 +8,8 @@
 2. Flask: the ratio of a hello-world request through the full Flask stack
    (``app.wsgi_app``) with ``SelfHost`` to the same app without; a second
    bare app shows the noise floor of that comparison.
+3. ASGI: the same for a Starlette hello app with SelfHostASGIMiddleware,
+   served by an asyncio loop without a server.
 
 Each figure is the best of several repeats (the least disturbed by other
 work on the machine); guarded and bare runs are interleaved.
@@ -20,6 +22,7 @@ import io
 import logging
 import socket
 import sys
+import time
 import timeit
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from flask import Flask
 from flask_selfhost import SelfHost, SelfHostMiddleware
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tests.servers import accepted_connection
 
 
@@ -135,6 +139,27 @@ def flask_times(number: int, repeat: int) -> dict[str, float]:
     return {name: min(values) for name, values in times.items()}
 
 
+def starlette_times(number: int, repeat: int) -> dict[str, float]:
+    """Microseconds per request of a Starlette hello app, bare and with
+    SelfHostASGIMiddleware, each served ``number`` requests by one asyncio
+    loop (see benchmarks/asgi_apps.py); interleaved like flask_times."""
+    import asyncio
+
+    from asgi_apps import serve, starlette_hello
+
+    apps = {"bare": starlette_hello(False), "guarded": starlette_hello(True)}
+    apps["bare again"] = starlette_hello(False)
+    for app in apps.values():
+        asyncio.run(serve(app, number))
+    times: dict[str, list[float]] = {name: [] for name in apps}
+    for _ in range(repeat):
+        for name, app in apps.items():
+            start = time.perf_counter()
+            asyncio.run(serve(app, number))
+            times[name].append((time.perf_counter() - start) / number * 1e6)
+    return {name: min(values) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
@@ -151,6 +176,12 @@ def main() -> None:
     print(f"\n{'Flask hello world, GET / from 127.0.0.1':42s} {'us':>7s} {'ratio to bare':>14s}")
     for name, micros in flask.items():
         print(f"{name:42s} {micros:7.2f} {micros / flask['bare']:14.3f}")
+    starlette = starlette_times(flask_n, repeat)
+    print(
+        f"\n{'Starlette hello (ASGI), GET / from 127.0.0.1':42s} {'us':>7s} {'ratio to bare':>14s}"
+    )
+    for name, micros in starlette.items():
+        print(f"{name:42s} {micros:7.2f} {micros / starlette['bare']:14.3f}")
 
 
 if __name__ == "__main__":

@@ -56,17 +56,19 @@ def forget_everything() -> None:
     for memory in list(_memories):
         memory.remotes.clear()
         memory.hosts.clear()
+        memory.raw_hosts.clear()
 
 
 class AcceptedRequests:
     """Remembered grants for the common request, per :class:`Options`."""
 
-    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remotes")
+    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "raw_hosts", "remotes")
 
     def __init__(self, allowed_hosts: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
         self.remotes: dict[str, Decision] = {}
         self.hosts: set[str] = set()
+        self.raw_hosts: set[bytes] = set()  # the same Host values, as ASGI's bytes
         _memories.add(self)
 
     def remember(self, facts: RequestFacts, decision: Decision) -> None:
@@ -94,3 +96,4 @@ class AcceptedRequests:
             and judge_host(host, self.allowed_hosts) is None
         ):
             self.hosts.add(host)
+            self.raw_hosts.add(host.encode("latin-1"))

@@ -210,11 +210,43 @@ def rewritten_by_server(facts: RequestFacts) -> bool:
 
 def evaluate_scope(scope: Scope, options: Options) -> Decision:
     """The decision for an ASGI scope: :func:`flask_selfhost.guard.judge`,
-    after the one thing only ASGI servers do (rewriting the client)."""
+    after the one thing only ASGI servers do (rewriting the client). An HTTP
+    grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
     facts = facts_from_scope(scope)
     if options.trusted_proxies and rewritten_by_server(facts):
         return Decision(False, forwarded.RULE, REWRITTEN_CLIENT, facts.remote, None)
-    return judge(facts, options)
+    decision = judge(facts, options)
+    if decision.allowed and scope.get("type") == "http":
+        options.accepted.remember(facts, decision)
+    return decision
+
+
+#: Request headers that no rule reads (lowercase, as ASGI requires). The
+#: common path takes a request only when every header but one Host is one of
+#: these: any other name, in any case, goes to the full rules.
+UNJUDGED_HEADERS = frozenset(
+    {
+        b"accept",
+        b"accept-encoding",
+        b"accept-language",
+        b"authorization",
+        b"cache-control",
+        b"connection",
+        b"content-length",
+        b"content-type",
+        b"cookie",
+        b"dnt",
+        b"if-modified-since",
+        b"if-none-match",
+        b"pragma",
+        b"priority",
+        b"range",
+        b"referer",
+        b"te",
+        b"upgrade-insecure-requests",
+        b"user-agent",
+    }
+)
 
 
 #: Whether this process has looked at its server yet.
@@ -227,8 +259,33 @@ class SelfHostASGIMiddleware:
     def __init__(self, app: ASGIApp, **options: Any) -> None:
         self.app = app
         self.options = Options.from_mapping(options)
+        self._remotes = self.options.accepted.remotes
+        self._hosts = self.options.accepted.raw_hosts
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not ``async``: the common request returns the app's own awaitable,
+        # with no coroutine of ours around it. The common request, answered
+        # from what the full rules granted before (as in guard_wsgi_app).
+        try:
+            grant = self._remotes.get(scope["client"][0]) if scope["type"] == "http" else None
+            if grant is not None:
+                host = None
+                for name, value in scope["headers"]:
+                    if name == b"host" and host is None:
+                        host = value
+                    elif name not in UNJUDGED_HEADERS:
+                        break
+                else:
+                    if host in self._hosts:
+                        if is_enabled_for(DEBUG):
+                            log_decision(grant, scope.get("method"), scope.get("path"))
+                        return self.app(scope, receive, send)
+        except (KeyError, TypeError, ValueError, IndexError):
+            pass  # absent, odd or unhashable: not the common request
+        return self.judged(scope, receive, send)
+
+    async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request the common path does not take: the full rules."""
         kind = scope.get("type")
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)  # lifespan, and anything newer

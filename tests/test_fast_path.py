@@ -10,6 +10,7 @@ memory cold and warm, DEBUG logging on and off, and odd values anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from flask_selfhost import Options, SelfHost, SelfHostMiddleware
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
+from flask_selfhost.asgi import SelfHostASGIMiddleware
 from flask_selfhost.environ import FORWARDING_HEADERS
 
 
@@ -215,3 +217,138 @@ def test_each_header_takes_the_full_rules_after_warm_up(key, value):
             call(fast, environ), call(full, environ)
         environ = {**COMMON[0], key: value}
         assert call(fast, environ) == call(full, environ), (options, environ)
+
+
+# The ASGI front: the same differential test on scopes ----------------------
+
+
+async def asgi_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"the app"})
+
+
+def asgi_call(front, scope) -> list:
+    """Every message the front sends for ``scope`` (the app's or the refusal's)."""
+    sent: list = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(front(dict(scope), receive, send))
+    return sent
+
+
+#: Header names as servers send them, and as a careless one might: the rules
+#: read some of them, any case variant must take the full rules too.
+HEADER_NAMES = [
+    b"host",
+    b"Host",
+    b"user-agent",
+    b"accept",
+    b"origin",
+    b"Origin",
+    b"sec-fetch-site",
+    b"x-forwarded-for",
+    b"X-Forwarded-For",
+    b"forwarded",
+    b"x-real-ip",
+    b"referer",
+    b"x-custom",
+]
+HEADER_VALUES = [
+    b"127.0.0.1:8000",
+    b"localhost:8000",
+    b"evil.example",
+    b"127.0.0.1",
+    b"cross-site",
+    b"http://evil.example",
+    b"for=127.0.0.1",
+    b"",
+]
+header_values = st.one_of(st.sampled_from(HEADER_VALUES), st.binary(max_size=6))
+pairs = st.one_of(
+    st.tuples(st.sampled_from(HEADER_NAMES), header_values),
+    st.just((b"host",)),  # malformed: not a pair
+    st.tuples(st.just(b"host"), st.just("127.0.0.1:8000")),  # str, not bytes
+)
+random_scopes = st.builds(
+    lambda kind, client, headers: {
+        "type": kind,
+        "method": "GET",
+        "path": "/admin",
+        "scheme": "ws" if kind == "websocket" else "http",
+        "server": ("127.0.0.1", 8000),
+        "client": client,
+        "headers": headers,
+    },
+    st.sampled_from(["http", "http", "websocket"]),
+    st.one_of(st.tuples(remotes, st.integers(0, 65535)), odd),
+    st.one_of(st.lists(pairs, max_size=5), odd),
+)
+ASGI_COMMON = [
+    {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": (remote, 40000),
+        "headers": [(b"host", host), (b"user-agent", b"curl/8"), (b"accept", b"*/*")],
+    }
+    for remote in ("127.0.0.1", "::1", "127.0.0.2")
+    for host in (b"127.0.0.1:8000", b"localhost:8000", b"[::1]:8000")
+]
+
+
+# The common request plus a header or two, anywhere in the list: where a
+# fast path that skipped a header would answer differently.
+near_common = st.builds(
+    lambda scope, extra, at: {
+        **scope,
+        "headers": scope["headers"][:at] + extra + scope["headers"][at:],
+    },
+    st.sampled_from(ASGI_COMMON),
+    st.lists(pairs, min_size=1, max_size=2),
+    st.integers(0, 3),
+)
+scopes = st.one_of(random_scopes, near_common)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=range(len(OPTIONS)))
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(scopes, min_size=1, max_size=6), debug=st.booleans(), warm=st.booleans())
+def test_the_asgi_common_path_answers_as_the_full_rules(options, batch, debug, warm, log_lines):
+    logger, handler = log_lines
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    fast = SelfHostASGIMiddleware(asgi_app, **options)
+    full = SelfHostASGIMiddleware(asgi_app, **options)
+    forgetful(full.options)
+    if warm:
+        for scope in ASGI_COMMON:
+            asgi_call(fast, scope), asgi_call(full, scope)
+        assert fast.options.accepted.remotes  # the memory is warm
+    for scope in batch * 2:  # each twice: the first may teach the memory
+        handler.lines.clear()
+        fast_answer = asgi_call(fast, scope)
+        fast_lines = list(handler.lines)
+        handler.lines.clear()
+        assert fast_answer == asgi_call(full, scope), scope
+        assert fast_lines == handler.lines, scope
+
+
+@pytest.mark.parametrize("name", [name for name in HEADER_NAMES if name != b"user-agent"])
+@pytest.mark.parametrize("value", HEADER_VALUES)
+def test_each_asgi_header_takes_the_full_rules_after_warm_up(name, value):
+    """Each header name (in either case) and value, after a warm-up: the
+    common request plus that header answers as the full rules do."""
+    for options in OPTIONS:
+        fast = SelfHostASGIMiddleware(asgi_app, **options)
+        full = SelfHostASGIMiddleware(asgi_app, **options)
+        forgetful(full.options)
+        for scope in ASGI_COMMON:
+            asgi_call(fast, scope), asgi_call(full, scope)
+        scope = {**ASGI_COMMON[0], "headers": [*ASGI_COMMON[0]["headers"], (name, value)]}
+        assert asgi_call(fast, scope) == asgi_call(full, scope), (options, scope)

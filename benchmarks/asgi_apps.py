@@ -1,0 +1,58 @@
+"""The ASGI side of the benchmarks: a Starlette hello app, bare or guarded,
+and a loop that serves it requests without a server (the scope uvicorn
+builds for ``curl http://127.0.0.1:8000/``)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+
+
+def starlette_hello(guarded: bool) -> Starlette:
+    async def hello(request):  # type: ignore[no-untyped-def]
+        return PlainTextResponse("Hello, World!")
+
+    app = Starlette(routes=[Route("/", hello)])
+    if guarded:
+        app.add_middleware(SelfHostASGIMiddleware)
+    return app
+
+
+def uvicorn_like_scope() -> dict:
+    """What uvicorn 0.54 puts in the scope of ``curl http://127.0.0.1:8000/``."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"curl/7.88.1"),
+            (b"accept", b"*/*"),
+        ],
+        "state": {},
+    }
+
+
+async def serve(app, count: int) -> None:
+    """Serve ``count`` requests to ``app``, one after another, as a server would."""
+    scope = uvicorn_like_scope()
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    for _ in range(count):
+        await app(dict(scope, state={}), receive, send)
