@@ -47,7 +47,15 @@ from flask_selfhost.middleware import log_decision
 from .apps import APACHE
 from .conftest import require_commands, require_root
 from .nginx import nginx, require_nginx
-from .servers import ROOT, free_port, gunicorn, request, stop_process_group, wait_for_port
+from .servers import (
+    ROOT,
+    free_port,
+    gunicorn,
+    request,
+    server_process,
+    stop_process_group,
+    wait_for_port,
+)
 
 BIN = Path(sys.executable).parent  # this venv's scripts: flask-selfhost, flask, gunicorn
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -212,6 +220,14 @@ def check_demo_gunicorn(line: str, tmp_path: Path) -> None:
         assert request("127.0.0.1", port, "/admin").status == 200
 
 
+def check_demo_uvicorn(line: str, tmp_path: Path) -> None:
+    port = free_port("::")
+    command = [sys.executable, *shlex.split(line)[1:]]
+    with server_process(command, ("127.0.0.1", port), tmp_path, env={"DEMO_PORT": str(port)}):
+        assert request("127.0.0.1", port, "/admin").status == 200
+        assert request("::1", port, "/api/status").status == 200
+
+
 #: The app that shell lines naming ``myapp:app`` serve: a guarded app behind
 #: a proxy on this host, as docs/deployment.md describes.
 MYAPP = """\
@@ -307,6 +323,7 @@ COMMANDS: list[tuple[str, Callable[[str, Path], None]]] = [
     (r"pip install .*", check_install),
     (r"python -m pytest", check_pytest),
     (r"gunicorn -c demo_app/gunicorn_\w+\.py", check_demo_gunicorn),
+    (r"python -m demo_app\.uvicorn_\w+", check_demo_uvicorn),
     (r"waitress-serve --listen=127\.0\.0\.1:8000 .* myapp:app", check_waitress),
     (
         r'(sudo "\$\(command -v flask-selfhost\)"|flask-selfhost|flask --app \S+ selfhost)'
