@@ -262,10 +262,12 @@ class SelfHostASGIMiddleware:
         self._remotes = self.options.accepted.remotes
         self._hosts = self.options.accepted.raw_hosts
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # Not ``async``: the common request returns the app's own awaitable,
-        # with no coroutine of ours around it. The common request, answered
-        # from what the full rules granted before (as in guard_wsgi_app).
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # ``async``, though the common path awaits one thing only: servers
+        # (uvicorn, hypercorn, daphne) tell ASGI 3 apps by a coroutine __call__.
+        # The common request, answered from what the full rules granted
+        # before (as in guard_wsgi_app).
+        common = False
         try:
             grant = self._remotes.get(scope["client"][0]) if scope["type"] == "http" else None
             if grant is not None:
@@ -276,13 +278,15 @@ class SelfHostASGIMiddleware:
                     elif name not in UNJUDGED_HEADERS:
                         break
                 else:
-                    if host in self._hosts:
-                        if is_enabled_for(DEBUG):
-                            log_decision(grant, scope.get("method"), scope.get("path"))
-                        return self.app(scope, receive, send)
+                    common = host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
-        return self.judged(scope, receive, send)
+        if common:  # the app is awaited outside the try: its errors are its own
+            if is_enabled_for(DEBUG) and grant is not None:
+                log_decision(grant, scope.get("method"), scope.get("path"))
+            await self.app(scope, receive, send)
+            return
+        await self.judged(scope, receive, send)
 
     async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every request the common path does not take: the full rules."""

@@ -7,6 +7,12 @@ import os
 import shutil
 
 import pytest
+from hypothesis import settings
+
+# No deadline: a slow or busy machine must not fail a property test by its
+# timing (speed is measured by benchmarks/, never by tests).
+settings.register_profile("selfhost", deadline=None)
+settings.load_profile("selfhost")
 
 NO_SKIP = os.environ.get("SELFHOST_NO_SKIP") == "1"
 
@@ -43,3 +49,33 @@ def _fresh_proxy_protocol_memory():
     environ.proxy_protocol_seen = False
     environ.proxy_connections.clear()
     accepted._remembering = True
+
+
+# Headless Chromium for the browser tests (tests/browser.py) ----------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from .browser import chromium
+
+    require_commands("chromium")
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+    with chromium() as context:
+        yield context
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def evil():
+    """The attacker's site, ``http://evil.test:PORT``."""
+    from .browser import attacker_site
+
+    with attacker_site() as site:
+        yield site

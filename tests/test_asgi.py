@@ -252,3 +252,12 @@ def test_a_fastapi_route_guarded_by_a_dependency():
     assert (b"cache-control", b"no-store") in refused[0]["headers"]
     assert status(get("/admin", "127.0.0.1", origin="http://evil.example")) == 403
     assert status(get("/healthz", "10.0.0.2")) == 200  # unguarded route
+
+
+def test_servers_see_an_asgi3_app():
+    """uvicorn, hypercorn and daphne tell an ASGI 3 app from an ASGI 2 one by
+    a coroutine ``__call__``: without it they call the guard as ASGI 2 and
+    answer 500 (tests/test_asgi_hosts.py wraps apps directly under each)."""
+    import inspect
+
+    assert inspect.iscoroutinefunction(SelfHostASGIMiddleware(lambda *a: None).__call__)

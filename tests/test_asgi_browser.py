@@ -22,38 +22,15 @@ import time
 
 import pytest
 
-from .browser import asgi_demo_server, attacker_site, chromium, rebinding_switch
-from .conftest import require_commands
+from .browser import asgi_demo_server, rebinding_switch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_commands("chromium")
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    with chromium() as context:
-        yield context
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    page.close()
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["guarded", "unguarded"])
 def app(request, tmp_path_factory):
     with asgi_demo_server(request.param, tmp_path_factory.mktemp("uvicorn")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def evil():
-    with attacker_site() as site:
-        yield site
 
 
 #: Opens a WebSocket, sends "act" once open, and says what happened: whether

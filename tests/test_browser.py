@@ -29,38 +29,15 @@ from string import Template
 
 import pytest
 
-from .browser import attacker_site, chromium, demo_server, rebinding_switch
-from .conftest import require_commands
+from .browser import demo_server, rebinding_switch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_commands("chromium")
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    with chromium() as context:
-        yield context
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    page.close()
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["guarded", "unguarded"])
 def app(request, tmp_path_factory):
     with demo_server(request.param, tmp_path_factory.mktemp("gunicorn")) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def evil():
-    with attacker_site() as site:
-        yield site
 
 
 def access_statuses(log: str, method: str, path: str) -> list[int]:
