@@ -32,7 +32,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve(app: str, hosts: list[str], guarded: bool) -> None:
     port = int(os.environ.get("DEMO_PORT", "8000"))
-    config = uvicorn.Config(app, proxy_headers=False, log_level="info")  # sets up logging
+    # wsproto: with uvicorn's "websockets" implementation every refused
+    # handshake also logs a false ERROR (Kludex/uvicorn PR 3138).
+    config = uvicorn.Config(app, proxy_headers=False, ws="wsproto", log_level="info")
     error_log = logging.getLogger("uvicorn.error")
     # The guard's lines in uvicorn's log, in its format (else stderr, bare):
     # uvicorn's handler sits on "uvicorn", which "uvicorn.error" propagates to.

@@ -133,7 +133,7 @@ def asgi_demo_server(guarded: bool, log_dir: Path) -> Iterator[DemoServer]:
     port = free_port()
     target = "demo_app.asgi:app" if guarded else "demo_app.asgi:unguarded_app"
     command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--no-proxy-headers", target]
+    command += ["--no-proxy-headers", "--ws", "wsproto", target]
     with server_process(command, ("127.0.0.1", port), log_dir, name="uvicorn") as server:
         yield DemoServer(port, guarded, server)
 

@@ -101,6 +101,7 @@ def test_a_dns_rebinding_page_cannot_read_act_or_open_the_websocket(app, evil, p
 
         if app.guarded:
             log = wait_for_log(app, mark, "rule=host", 4)
+            assert "ERROR" not in log, log
             assert app.actions() == before
             assert result["readStatus"] == 403 and '"actions"' not in result["readBody"]
             assert result["actStatus"] == 403
