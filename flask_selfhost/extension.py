@@ -65,10 +65,38 @@ CONFIG_PREFIX = "SELFHOST_"
 
 @dataclass(frozen=True)
 class SelfHostState:
-    """What :meth:`SelfHost.init_app` puts in ``app.extensions["selfhost"]``."""
+    """What ``SelfHost.init_app`` (Flask's or Quart's) puts in
+    ``app.extensions["selfhost"]``: the key the doctor and ``local_only`` read."""
 
-    extension: SelfHost
+    extension: Any
     options: Options
+
+
+class ExtensionBase:
+    """What the Flask and Quart extensions share: options checked at once,
+    merged with the app's ``SELFHOST_*`` config in :meth:`register`.
+
+    :param app: The app to guard now; or call ``init_app`` later.
+    :param options: See :class:`~flask_selfhost.options.Options`. Checked
+        here and again, merged with the app's config, in ``init_app``.
+    """
+
+    def __init__(self, app: Any = None, **options: Any) -> None:
+        Options.from_mapping(options)
+        self.options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:  # each front installs its own guard
+        raise NotImplementedError
+
+    def register(self, app: Any) -> Options:
+        """The options for ``app`` (the config wins), recorded in its extensions."""
+        if EXTENSION_NAME in app.extensions:
+            raise RuntimeError("flask_selfhost: SelfHost is already registered on this app")
+        options = Options.from_mapping({**self.options, **config_options(app.config)})
+        app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
+        return options
 
 
 def config_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,7 +233,7 @@ def refuse_unless_exempt(app: Flask, refuse: Refuse) -> Refuse:
     return refuse_or_serve
 
 
-class SelfHost:
+class SelfHost(ExtensionBase):
     """Flask extension: refuse every request that does not come from this host.
 
     :param app: The app to guard now; or call :meth:`init_app` later.
@@ -213,17 +241,8 @@ class SelfHost:
         here and again, merged with the app's config, in :meth:`init_app`.
     """
 
-    def __init__(self, app: Flask | None = None, **options: Any) -> None:
-        Options.from_mapping(options)
-        self.options = options
-        if app is not None:
-            self.init_app(app)
-
     def init_app(self, app: Flask) -> None:
-        if EXTENSION_NAME in app.extensions:
-            raise RuntimeError("flask_selfhost: SelfHost is already registered on this app")
-        options = Options.from_mapping({**self.options, **config_options(app.config)})
-        app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
+        options = self.register(app)
         # Outermost, so that the guard sees the environ as the server made it,
         # before any other middleware (ProxyFix, say) rewrites it. An allowed
         # request goes straight on: the guard adds no request-context work.

@@ -38,7 +38,7 @@ Needs Quart; the rest of the package does not import it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import wraps
 from types import MethodType
 from typing import Any
@@ -60,18 +60,9 @@ from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
-from .extension import EXTENSION_NAME, config_options
+from .extension import EXTENSION_NAME, ExtensionBase
 from .middleware import DEBUG, is_enabled_for, log_decision
 from .options import Options
-
-
-@dataclass(frozen=True)
-class SelfHostState:
-    """What :meth:`SelfHost.init_app` puts in ``app.extensions["selfhost"]``
-    (the key the doctor and :func:`local_only` read, as for Flask)."""
-
-    extension: SelfHost
-    options: Options
 
 
 class QuartGuard(SelfHostASGIMiddleware):
@@ -128,7 +119,7 @@ def exempt_views(app: Quart) -> list[str]:
     return sorted(endpoint for endpoint, view in app.view_functions.items() if is_exempt(view))
 
 
-class SelfHost:
+class SelfHost(ExtensionBase):
     """Quart extension: refuse every request and WebSocket handshake that
     does not come from this host.
 
@@ -137,18 +128,8 @@ class SelfHost:
         here and again, merged with the app's config, in :meth:`init_app`.
     """
 
-    def __init__(self, app: Quart | None = None, **options: Any) -> None:
-        Options.from_mapping(options)
-        self.options = options
-        if app is not None:
-            self.init_app(app)
-
     def init_app(self, app: Quart) -> None:
-        if EXTENSION_NAME in app.extensions:
-            raise RuntimeError("flask_selfhost: SelfHost is already registered on this app")
-        # The Flask extension's reading of SELFHOST_* keys: same names, same checks.
-        options = Options.from_mapping({**self.options, **config_options(app.config)})
-        app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
+        options = self.register(app)  # the Flask extension's SELFHOST_* keys and checks
         # Outermost, so that the guard sees the scope as the server made it.
         guard = QuartGuard(app.asgi_app, app, options)  # type: ignore[arg-type]
         app.asgi_app = guard  # type: ignore[method-assign,assignment]
