@@ -11,13 +11,28 @@ from starlette.routing import Route
 from flask_selfhost.asgi import SelfHostASGIMiddleware
 
 
-def starlette_hello(guarded: bool) -> Starlette:
+class PassThrough:
+    """The least an ASGI middleware can be: it awaits the app. Its cost is the
+    floor under any guard written as ASGI middleware (servers and Starlette
+    call ``__call__`` as a coroutine)."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await self.app(scope, receive, send)
+
+
+def starlette_hello(guarded: bool, middleware: type | None = None) -> Starlette:
+    """The hello app; with ``guarded``, SelfHostASGIMiddleware added, as the
+    docs show (or ``middleware`` in its place)."""
+
     async def hello(request):  # type: ignore[no-untyped-def]
         return PlainTextResponse("Hello, World!")
 
     app = Starlette(routes=[Route("/", hello)])
     if guarded:
-        app.add_middleware(SelfHostASGIMiddleware)
+        app.add_middleware(middleware or SelfHostASGIMiddleware)
     return app
 
 

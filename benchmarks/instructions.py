@@ -14,7 +14,8 @@ callgrind; the difference divided by EXTRA is the cost of one request,
 start-up excluded. Printed side by side: bare Flask, Flask with SelfHost,
 a trivial WSGI app bare and behind SelfHostMiddleware, and a Starlette hello
 app bare and with SelfHostASGIMiddleware (served by an asyncio loop, as
-uvicorn would call it, without the server).
+uvicorn would call it, without the server), beside the same app with a
+middleware that only awaits the app: the floor under any ASGI guard.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from flask_selfhost import SelfHost, SelfHostMiddleware
 variant, count = sys.argv[1], int(sys.argv[2])
 if variant.startswith("starlette"):
     import asyncio
-    from asgi_apps import serve, starlette_hello
+    from asgi_apps import PassThrough, serve, starlette_hello
     import gc
-    app = starlette_hello(variant == "starlette guarded")
+    app = starlette_hello(variant != "starlette bare", PassThrough if "pass" in variant else None)
     gc.collect()
     gc.disable()
     asyncio.run(serve(app, count))
@@ -120,6 +121,12 @@ def main() -> None:
             print(
                 f"{label:24s} {tree[-14:]:>14s} {bare:10.0f} {guarded:10.0f} "
                 f"{guarded - bare:8.0f} {guarded / bare:7.3f}"
+            )
+        if name == "starlette":  # the floor: a middleware that only awaits the app
+            floor = per_request("starlette pass-through")
+            print(
+                f"{'  pass-through middleware':24s} {'(the floor)':>14s} {bare:10.0f} "
+                f"{floor:10.0f} {floor - bare:8.0f} {floor / bare:7.3f}"
             )
 
 

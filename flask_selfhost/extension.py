@@ -108,14 +108,47 @@ def config_options(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def refusal(decision: Decision, options: Options) -> HTTPException:
-    """The exception a Flask front raises for a refused request."""
+def refusal(
+    decision: Decision, options: Options, response_class: type[Any] = Response
+) -> HTTPException:
+    """The exception a Flask (or, with Quart's ``Response``, a Quart) front
+    raises for a refused request: rendered through the app's error handlers
+    (``errorhandler(403)``), else as this plain text."""
     body = options.body_for(decision)
-    response = Response(body, options.refuse_status, mimetype="text/plain")
+    response = response_class(body, options.refuse_status, content_type="text/plain; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
     error = default_exceptions[options.refuse_status](description=body, response=response)
     error.selfhost_decision = decision  # type: ignore[attr-defined]
     return error
+
+
+class ViewOptions:
+    """The options of one ``local_only`` view (Flask's or Quart's): the
+    app's extension options with the view's own on top, or the view's own
+    alone where no extension is registered. Checked when the view is
+    decorated; merged once per app.
+
+    :param overrides: The options given to ``local_only``.
+    """
+
+    __slots__ = ("_merged", "overrides", "own")
+
+    def __init__(self, overrides: Mapping[str, Any]) -> None:
+        self.own = Options.from_mapping(overrides)  # fail at import time, not per request
+        self.overrides = dict(overrides)
+        self._merged: dict[Options, Options] = {}  # extension options -> with ours on top
+
+    def for_app(self, extensions: Mapping[str, Any]) -> Options:
+        """The options in force under an app with these ``app.extensions``."""
+        state = extensions.get(EXTENSION_NAME)
+        if state is None:
+            return self.own
+        merged = self._merged.get(state.options)
+        if merged is None:
+            merged = self._merged.setdefault(
+                state.options, replace(state.options, **self.overrides)
+            )
+        return merged
 
 
 def _check(options: Options) -> Decision:
@@ -260,20 +293,12 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
     preflights: it answers a granted preflight itself and any other
     ``OPTIONS`` as Flask's automatic handler would (the view is not called).
     """
-    own = Options.from_mapping(options)  # fail at import time, not per request
-    merged: dict[Options, Options] = {}  # extension options -> with ours on top
+    view_options = ViewOptions(options)
 
     def decorate(view: View) -> View:
         @wraps(view)
         def guarded_view(*args: Any, **kwargs: Any) -> Any:
-            state = current_app.extensions.get(EXTENSION_NAME)
-            if state is None:
-                effective = own
-            else:
-                effective = merged.get(state.options) or merged.setdefault(
-                    state.options, replace(state.options, **options)
-                )
-            decision = _check(effective)
+            decision = _check(view_options.for_app(current_app.extensions))
             if decision.answers_preflight:
                 return Response(status=204, headers=list(decision.headers))
             if request.method == "OPTIONS":

@@ -38,7 +38,6 @@ Needs Quart; the rest of the package does not import it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from functools import wraps
 from types import MethodType
 from typing import Any
@@ -53,14 +52,13 @@ from quart import (
     websocket,
 )
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException, default_exceptions
 
 from .asgi import ASGIApp, Scope, SelfHostASGIMiddleware, evaluate_scope
 from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
-from .extension import EXTENSION_NAME, ExtensionBase
+from .extension import ExtensionBase, ViewOptions, refusal
 from .middleware import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
@@ -135,17 +133,6 @@ class SelfHost(ExtensionBase):
         app.asgi_app = guard  # type: ignore[method-assign,assignment]
 
 
-def refusal(decision: Decision, options: Options) -> HTTPException:
-    """The exception :func:`local_only` raises: Quart renders it through the
-    app's error handlers (``errorhandler(403)``), else as this plain text."""
-    body = options.body_for(decision)
-    response = Response(body, options.refuse_status, content_type="text/plain; charset=utf-8")
-    response.headers["Cache-Control"] = "no-store"
-    error = default_exceptions[options.refuse_status](description=body, response=response)
-    error.selfhost_decision = decision  # type: ignore[attr-defined]
-    return error
-
-
 def _check(options: Options) -> Decision:
     """Judge the current request or WebSocket handshake (inside a view); log
     it; raise if refused. The decision's headers (``Vary``, CORS) are added
@@ -168,7 +155,7 @@ def _check(options: Options) -> Decision:
             log_decision(decision, connection.method, connection.path)
         return decision
     log_decision(decision, connection.method, connection.path)
-    raise refusal(decision, options)
+    raise refusal(decision, options, Response)
 
 
 def local_only(view: View | None = None, /, **options: Any) -> Any:
@@ -184,20 +171,12 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
     ``OPTIONS`` as Quart's automatic handler would (the view is not called).
     A refused WebSocket handshake gets 403 before it is accepted.
     """
-    own = Options.from_mapping(options)  # fail at import time, not per request
-    merged: dict[Options, Options] = {}  # extension options -> with ours on top
+    view_options = ViewOptions(options)
 
     def decorate(view: View) -> View:
         @wraps(view)
         async def guarded_view(*args: Any, **kwargs: Any) -> Any:
-            state = current_app.extensions.get(EXTENSION_NAME)
-            if state is None:
-                effective = own
-            else:
-                effective = merged.get(state.options) or merged.setdefault(
-                    state.options, replace(state.options, **options)
-                )
-            decision = _check(effective)
+            decision = _check(view_options.for_app(current_app.extensions))
             if decision.answers_preflight:
                 return Response("", 204, headers=Headers(list(decision.headers)))
             if not has_websocket_context() and request.method == "OPTIONS":
