@@ -30,6 +30,7 @@ from .extension import EXTENSION_NAME, exempt_views
 from .facts import KnownConnection, RequestFacts
 from .forwarded import TrustedProxies
 from .guard import judge
+from .middleware import log_field
 from .options import Options
 
 CHECK_HELP = """\
@@ -89,7 +90,8 @@ def check(remote: str, local: str | None, app_spec: str | None = None) -> int:
     decision = judge(facts, options)
     verdict = "allowed" if decision.allowed else "refused"
     answer = "" if decision.allowed or not whose else f"; it answers {options.refuse_status}"
-    print(f"{verdict}: {decision.reason} (remote={remote}, local={local}{whose}){answer}")
+    pair = f"remote={log_field(remote)}, local={log_field(local)}"  # as the log writes them
+    print(f"{verdict}: {decision.reason} ({pair}{whose}){answer}")
     return 0 if decision.allowed else 1
 
 

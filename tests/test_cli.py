@@ -33,9 +33,11 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     ("remote", "local", "status", "words"),
     [
         ("127.0.0.1", None, 0, "allowed: the client is loopback"),
+        ("127.0.0.1", None, 0, "(remote=127.0.0.1, local=-)"),  # absent: '-', as in the log
         ("192.168.0.13", "192.168.0.13", 0, "allowed: the client is the address"),
         ("10.0.0.2", "127.0.0.1", 1, "refused: the client is another host"),
         ("", None, 1, "refused: the client address is missing"),
+        ("10.0.0.2 x", None, 1, "(remote='10.0.0.2 x', local=-)"),  # escaped, as in the log
     ],
 )
 def test_check(remote, local, status, words):
