@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from flask_selfhost import Options, SelfHost, SelfHostMiddleware
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
 from flask_selfhost.asgi import SelfHostASGIMiddleware
-from flask_selfhost.environ import FORWARDING_HEADERS
+from flask_selfhost.environ import FORWARDING_HEADERS, GUNICORN_HTTP2
 
 
 class NeverRemember(AcceptedRequests):
@@ -205,7 +205,7 @@ def test_what_is_never_remembered(environ):
         assert not accepted.remotes  # a request with other headers teaches nothing
 
 
-@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL"])
+@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL", GUNICORN_HTTP2])
 @pytest.mark.parametrize("value", ["127.0.0.1", "same-origin", "http://localhost:8000", ""])
 def test_each_header_takes_the_full_rules_after_warm_up(key, value):
     """The fast path's list of headers, one by one: a warm memory and a
