@@ -97,3 +97,9 @@ class AcceptedRequests:
         ):
             self.hosts.add(host)
             self.raw_hosts.add(host.encode("latin-1"))
+        if not _remembering:
+            # Another thread forgot everything since the check above (the
+            # process's first PROXY header): what was just added must go too.
+            self.remotes.clear()
+            self.hosts.clear()
+            self.raw_hosts.clear()
