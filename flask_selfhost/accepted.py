@@ -18,8 +18,8 @@ What may be remembered, and why it is safe:
 - a Host value, only when the host rule accepts it without the connection's
   local address (loopback literals, ``localhost``, ``allowed_hosts``);
 - nothing at all for a request that carried a forwarding header, a PROXY
-  protocol mark or a browser's headers: the fast path tests for each of
-  those itself, on every request;
+  protocol mark, gunicorn's HTTP/2 mark or a browser's headers: the fast
+  path tests for each of those itself, on every request;
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
   shows no mark of it (see :mod:`flask_selfhost.environ`).
@@ -97,3 +97,9 @@ class AcceptedRequests:
         ):
             self.hosts.add(host)
             self.raw_hosts.add(host.encode("latin-1"))
+        if not _remembering:
+            # Another thread forgot everything since the check above (the
+            # process's first PROXY header): what was just added must go too.
+            self.remotes.clear()
+            self.hosts.clear()
+            self.raw_hosts.clear()

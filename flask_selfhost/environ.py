@@ -18,6 +18,12 @@ to the environ that the rules must undo:
   shows the proxy itself as a plain client. The connection is remembered
   (weakly, so it is forgotten when closed) and every later request on it
   is judged as relayed by the same header.
+- **gunicorn's cleartext HTTP/2** (h2c, ``--http2-cleartext``) drops a PROXY
+  protocol header's client altogether: an HTTP/2 request shows the relay
+  itself (loopback, say) as a plain client, and the HTTP/1.1 request that
+  carried the header never reaches the app, so nothing can be remembered.
+  gunicorn accepts h2c only from the peers it trusts as proxies, so such a
+  request is marked :data:`H2C`, and the client rule refuses it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,12 @@ FORWARDING_HEADERS = (
     "HTTP_X_REAL_IP",
 )
 _FORWARDING_KEYS = frozenset(FORWARDING_HEADERS)
+
+#: A key gunicorn sets in the environ of HTTP/2 requests only.
+GUNICORN_HTTP2 = "gunicorn.http2.priority_weight"
+#: The ``proxy_protocol`` fact of gunicorn's cleartext HTTP/2 request: relayed
+#: by a proxy (maybe through a PROXY header) whose client cannot be known.
+H2C = "h2c"
 
 #: Connections (gunicorn's socket objects) that carried a PROXY protocol
 #: header, with what it said: (client, kind, proxy_addr). Weak keys, so an
@@ -110,6 +122,10 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
             get("gunicorn.socket"), remote, proxy_protocol, proxy_addr
         )
 
+    if GUNICORN_HTTP2 in environ and not _is_tls(get("gunicorn.socket")):
+        # Over TLS gunicorn reads no PROXY header at all (it wraps the socket first).
+        proxy_protocol = H2C
+
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
@@ -149,6 +165,12 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
     )
 
 
+def _is_tls(sock: Any) -> bool:
+    """True for a TLS socket: the standard library's or gevent's (which is
+    no ``ssl.SSLSocket``); both have ``getpeercert``, plain sockets do not."""
+    return callable(getattr(sock, "getpeercert", None))
+
+
 def _proxy_protocol(
     sock: Any, remote: str | None, kind: Any, proxy_addr: Any
 ) -> tuple[str | None, Any, Any]:
@@ -172,4 +194,4 @@ def _proxy_protocol(
     return remembered
 
 
-__all__ = ["FORWARDING_HEADERS", "EnvironConnection", "facts_from_environ"]
+__all__ = ["FORWARDING_HEADERS", "GUNICORN_HTTP2", "H2C", "EnvironConnection", "facts_from_environ"]

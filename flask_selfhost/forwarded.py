@@ -373,6 +373,11 @@ PROXY_AND_HEADERS = (
     "the request carries both a PROXY protocol header and Forwarded or X-Forwarded-For; "
     "flask_selfhost reads one of them, not both"
 )
+H2C_CLIENT_UNKNOWN = (
+    "gunicorn serves cleartext HTTP/2 (h2c) to proxies only and does not pass on a PROXY "
+    "protocol header's client with it, so the client is unknown; let the proxy speak "
+    "HTTP/1.1 or TLS to gunicorn"
+)
 PROXY_UNKNOWN_SENDER = "the sender of the PROXY protocol header is unknown (no connection socket)"
 REWRITTEN = (
     "REMOTE_ADDR was rewritten before the guard ran and its original does not match the "

@@ -22,7 +22,9 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       header (on any request of that connection) is a proxy relaying someone
       else's request. Refused, even from loopback, unless the witnessed peer
       is in ``trusted_proxies``; then the client that the proxy names is
-      judged instead (:mod:`flask_selfhost.forwarded`).
+      judged instead (:mod:`flask_selfhost.forwarded`). gunicorn's cleartext
+      HTTP/2 is refused even then: gunicorn drops the PROXY header's client
+      there (see :mod:`flask_selfhost.environ`).
    b. Otherwise a request whose peer is in ``trusted_proxies`` is refused:
       a proxy that sends no forwarding header (or a server that deleted
       them) would pass everyone it relays as itself.
@@ -80,6 +82,10 @@ def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decis
     """Rule 1: the client, as witnessed or as a trusted proxy names it."""
     trusted = options.trusted_proxies
     if facts.relayed or facts.proxy_protocol is not None:
+        if facts.proxy_protocol == wsgi.H2C:  # even a trusted proxy cannot name the client
+            local = facts.connection.local_address()
+            reason = forwarded.H2C_CLIENT_UNKNOWN
+            return Decision(False, forwarded.RULE, reason, None, local, facts.remote)
         if trusted:
             return judge_relayed(facts, trusted, options.proxy_hops)
         proxy = facts.proxy_protocol is not None

@@ -170,6 +170,7 @@ def guard_wsgi_app(next_app: WSGIApplication, options: Options, refuse: Refuse) 
             and "HTTP_X_FORWARDED_SCHEME" not in environ
             and "HTTP_X_FORWARDED_SSL" not in environ
             and "PROXY_PROTOCOL" not in environ
+            and "gunicorn.http2.priority_weight" not in environ  # environ.GUNICORN_HTTP2
         ):
             if is_enabled_for(DEBUG):
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))

@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_selfhost import Options, SelfHost, SelfHostMiddleware
+from flask_selfhost import accepted as memory
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
 from flask_selfhost.asgi import SelfHostASGIMiddleware
-from flask_selfhost.environ import FORWARDING_HEADERS
+from flask_selfhost.environ import FORWARDING_HEADERS, GUNICORN_HTTP2
 
 
 class NeverRemember(AcceptedRequests):
@@ -205,7 +206,7 @@ def test_what_is_never_remembered(environ):
         assert not accepted.remotes  # a request with other headers teaches nothing
 
 
-@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL"])
+@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL", GUNICORN_HTTP2])
 @pytest.mark.parametrize("value", ["127.0.0.1", "same-origin", "http://localhost:8000", ""])
 def test_each_header_takes_the_full_rules_after_warm_up(key, value):
     """The fast path's list of headers, one by one: a warm memory and a
@@ -352,3 +353,25 @@ def test_each_asgi_header_takes_the_full_rules_after_warm_up(name, value):
             asgi_call(fast, scope), asgi_call(full, scope)
         scope = {**ASGI_COMMON[0], "headers": [*ASGI_COMMON[0]["headers"], (name, value)]}
         assert asgi_call(fast, scope) == asgi_call(full, scope), (options, scope)
+
+
+class ForgetWhileChecking(int):
+    """:data:`LIMIT` for one call of ``remember``: the first PROXY protocol
+    header arrives (on another thread) just as the size check runs."""
+
+    def __gt__(self, other):
+        memory.forget_everything()
+        return int(self) > other
+
+
+def test_a_grant_remembered_while_everything_is_forgotten_is_forgotten(monkeypatch):
+    """gthread: one thread remembers a loopback grant while another thread
+    reads the process's first PROXY header and forgets everything. The
+    grant must not survive: the later requests of a PROXY connection show
+    the relay (127.0.0.1) as a plain client, and the common path would
+    answer them from it."""
+    front = SelfHostMiddleware(app)
+    monkeypatch.setattr(memory, "LIMIT", ForgetWhileChecking(LIMIT))
+    call(front, COMMON[0])
+    assert not front.options.accepted.remotes
+    assert not front.options.accepted.hosts

@@ -324,3 +324,45 @@ def test_a_green_socket_is_a_witness():
     with accepted_connection("127.0.0.2", gevent_socket) as server_side:
         assert local_address({"gunicorn.socket": server_side}) == "127.0.0.2"
         assert peer_address(server_side) == "127.0.0.1"
+
+
+# Finding 8: gunicorn's cleartext HTTP/2 drops the PROXY header's client -------
+
+
+class FakeTLSSocket:
+    """Stands for an ``ssl.SSLSocket`` (or gevent's): it has ``getpeercert``."""
+
+    def getpeercert(self):
+        return None
+
+
+def the_app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"the app"]
+
+
+@pytest.mark.parametrize("options", [{}, {"trusted_proxies": ["127.0.0.1"]}])
+def test_gunicorn_h2c_is_refused_even_from_loopback(options):
+    """An HTTP/2 request under gunicorn over a plain socket (h2c): gunicorn
+    accepts it from its proxies only and never passes on a PROXY header's
+    client, so REMOTE_ADDR may be a relay on this host. Refused, by the
+    common path (warm) as by the full rules, whatever the headers say; over
+    TLS (where gunicorn reads no PROXY header) it is an ordinary request."""
+    front = SelfHostMiddleware(the_app, **options)
+    common = {"REMOTE_ADDR": "::1", "HTTP_HOST": "localhost:8000", "REQUEST_METHOD": "GET"}
+    h2 = {**common, "SERVER_PROTOCOL": "HTTP/2.0", "gunicorn.http2.priority_weight": 16}
+
+    def status(environ) -> list[str]:
+        seen: list[str] = []
+        front(environ, lambda status, headers, exc_info=None: seen.append(status))
+        return seen
+
+    assert status(common) == ["200 OK"]
+    assert front.options.accepted.remotes  # the common path would answer ::1
+    with accepted_connection() as plain:
+        for extra in ({}, {"HTTP_X_FORWARDED_FOR": "::1"}, {"gunicorn.socket": plain}):
+            environ = {**h2, **extra}
+            decision = evaluate(environ, front.options)
+            assert not decision.allowed and "h2c" in decision.reason, decision
+            assert status(environ) == ["403 Forbidden"], extra
+    assert evaluate({**h2, "gunicorn.socket": FakeTLSSocket()}, front.options).allowed
