@@ -13,10 +13,11 @@ import pytest
 
 pytest.importorskip("fastapi", reason="needs fastapi (the test extra installs it)")
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 
 from flask_selfhost import allow_remote
 from flask_selfhost.asgi import SelfHostASGIMiddleware
+from flask_selfhost.fastapi import local_only
 
 from .test_asgi_exempt import THIS_HOST, body, call, request, status
 
@@ -59,3 +60,26 @@ def test_a_function_middleware_cannot_reroute_an_exempt_request():
     # This host's requests still go through the app's middleware.
     sent = call(api, request("/items", client=THIS_HOST, x_http_method_override="DELETE"))
     assert json.loads(body(sent)) == "deleted" and ran == ["delete"]
+
+
+def test_local_only_guards_websocket_routes():
+    """``Depends(local_only())`` on a router's WebSocket route (the docs'
+    ``APIRouter(dependencies=[...])``): this host's handshake is accepted,
+    another host's refused, and never an error."""
+    api, router = FastAPI(), APIRouter(dependencies=[Depends(local_only())])
+
+    @router.websocket("/ws")
+    async def socket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    api.include_router(router)
+    denial = {"websocket.http.response": {}}
+    for client in (THIS_HOST, "127.0.0.1"):
+        scope = {**request("/ws", client=client, kind="websocket"), "extensions": denial}
+        assert status(call(api, scope)) == "websocket.accept"
+    scope = {**request("/ws", kind="websocket"), "extensions": denial}
+    assert status(call(api, scope)) == 403
+    assert call(api, request("/ws", kind="websocket")) == [
+        {"type": "websocket.close", "code": 1008, "reason": ""}
+    ]
