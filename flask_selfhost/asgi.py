@@ -144,22 +144,30 @@ def _host(pair: Any) -> str | None:
 
 def facts_from_scope(scope: Scope) -> RequestFacts:
     """The facts of an HTTP request or WebSocket handshake; never raises."""
-    seen: dict[bytes, list[bytes]] = {}
-    headers = scope.get("headers")
-    for pair in headers if isinstance(headers, (list, tuple)) else ():
+    seen: dict[bytes, list[bytes | None]] = {}
+    headers = scope.get("headers", ())
+    # Headers that cannot be read may hold any header, the Host included (an
+    # app may read a deque or a (str, bytes) pair): the Host is then unusable.
+    readable = isinstance(headers, (list, tuple))
+    for pair in headers if readable else ():
         try:
             name, value = pair
-            seen.setdefault(bytes(name).lower(), []).append(bytes(value))
+            values = seen.setdefault(bytes(name).lower(), [])
         except (TypeError, ValueError):
-            seen.setdefault(b"", []).append(b"")  # a malformed pair: nothing to read
+            readable = False
+            continue
+        try:
+            values.append(bytes(value))
+        except (TypeError, ValueError):
+            values.append(None)  # present but not bytes: the header is unusable
 
     def header(name: bytes) -> str | None:
         values = seen.get(name)
         if values is None:
             return None
-        if len(values) > 1 and name in SINGLE:
-            return ""  # twice: unusable, refused by the rule that reads it
-        return ", ".join(value.decode("latin-1") for value in values)
+        if (len(values) > 1 and name in SINGLE) or None in values:
+            return ""  # twice, or not bytes: unusable, refused by the rule that reads it
+        return ", ".join(value.decode("latin-1") for value in values)  # type: ignore[union-attr]
 
     remote = _host(scope.get("client"))
     scheme = scope.get("scheme")
@@ -168,7 +176,7 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     return RequestFacts(
         remote,
         ScopeConnection(scope),
-        header(b"host"),
+        header(b"host") if readable else "",
         scheme,
         method if type(method) is str else None,
         header(b"origin"),
@@ -267,18 +275,24 @@ class SelfHostASGIMiddleware:
         # (uvicorn, hypercorn, daphne) tell ASGI 3 apps by a coroutine __call__.
         # The common request, answered from what the full rules granted
         # before (as in guard_wsgi_app).
-        common = False
+        common, grant = False, None
         try:
-            grant = self._remotes.get(scope["client"][0]) if scope["type"] == "http" else None
+            client, headers = scope["client"][0], scope["headers"]
+            # Exact types only: a subclass of str or bytes may hash and compare
+            # as it likes, while the full rules read what it holds.
+            if type(client) is str and type(headers) is list and scope["type"] == "http":
+                grant = self._remotes.get(client)
             if grant is not None:
                 host = None
-                for name, value in scope["headers"]:
+                for name, value in headers:
+                    if type(name) is not bytes:
+                        break
                     if name == b"host" and host is None:
                         host = value
                     elif name not in UNJUDGED_HEADERS:
                         break
                 else:
-                    common = host in self._hosts
+                    common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
         if common:  # the app is awaited outside the try: its errors are its own
