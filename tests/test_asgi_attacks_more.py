@@ -8,7 +8,9 @@ network namespace are at the end.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import sys
 
 import pytest
 
@@ -187,3 +189,140 @@ def test_an_unreadable_value_spoils_the_whole_header():
     assert evaluate_scope({**COMMON, "headers": good}, options).allowed
     odd = [*good, (b"x-forwarded-for", "10.0.0.2")]
     assert not evaluate_scope({**COMMON, "headers": odd}, options).allowed
+
+
+# Client headers: a server may be told to take the client from any of them.
+
+CLIENT_HEADERS = ["X-Real-IP", "CF-Connecting-IP", "True-Client-IP", "X-Client-IP"]
+CLIENT_HEADERS += ["X-Cluster-Client-IP", "Fastly-Client-IP"]
+
+
+@pytest.mark.parametrize("name", CLIENT_HEADERS)
+def test_a_client_header_is_a_forwarding_header_on_every_front(name):
+    """daphne --proxy-headers --proxy-headers-host NAME puts that header's
+    address in the client: a loopback client with it is a relayed request,
+    refused without trusted proxies, on the ASGI and the WSGI fronts alike."""
+    from flask_selfhost.guard import evaluate
+
+    scope = {**COMMON, "headers": [*COMMON["headers"], (name.lower().encode(), b"127.0.0.1")]}
+    assert guard_answer(scope) == 403
+    environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000"}
+    environ["HTTP_" + name.upper().replace("-", "_")] = "127.0.0.1"
+    assert not evaluate(environ, Options()).allowed
+
+
+@pytest.mark.parametrize("name", CLIENT_HEADERS)
+def test_a_client_the_server_took_from_a_client_header_is_not_the_proxy(name):
+    """trusted_proxies=['127.0.0.1'] and daphne told to read NAME: another
+    host sends NAME: 127.0.0.1 (daphne's client) and X-Forwarded-For: ::1
+    (the client the "proxy" names). The client was the server's doing."""
+    options = Options(trusted_proxies=("127.0.0.1",))
+    headers = [(b"host", b"127.0.0.1:8000"), (b"x-forwarded-for", b"::1")]
+    scope = {**COMMON, "headers": headers}
+    assert evaluate_scope(scope, options).allowed  # a real proxy on this host
+    value = b" 127.0.0.1 , 10.0.0.2"  # daphne takes the first entry, stripped
+    scope = {**COMMON, "headers": [*headers, (name.lower().encode(), value)]}
+    decision = evaluate_scope(scope, options)
+    assert not decision.allowed and "daphne" in decision.reason
+
+
+# Real servers, attacked from another network namespace ---------------------
+
+APP_PORT = 8000
+#: The app the real servers run: the guard over a FastAPI app whose /admin
+#: counts the requests that reached it; options from SELFHOST_TEST_OPTIONS.
+SERVED_APP = """
+import json, os
+from fastapi import FastAPI
+from flask_selfhost import allow_remote
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+
+ran = []
+api = FastAPI()
+
+@api.get("/healthz")
+@allow_remote
+def healthz():
+    return "ok"
+
+@api.get("/admin")
+def admin():
+    ran.append("admin")
+    return "admin"
+
+@api.get("/ran")
+def what_ran():
+    return ran
+
+api.add_middleware(SelfHostASGIMiddleware, **json.loads(os.environ["SELFHOST_TEST_OPTIONS"]))
+app = api
+"""
+
+
+def raw(first: str, *headers: str) -> bytes:
+    return (first + "\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode("latin-1")
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Run a server on SERVED_APP in one namespace; yield a function that
+    sends raw requests to it from the other, and one that reads /ran."""
+    from .netns import http_get, raw_exchange, require_netns, server_in, two_hosts
+
+    require_netns()
+    (tmp_path / "served_app.py").write_text(SERVED_APP)
+
+    @contextlib.contextmanager
+    def serve(command: list[str], **options):
+        with two_hosts() as hosts:
+            env = {"SELFHOST_TEST_OPTIONS": json.dumps(options)}
+            with server_in(hosts.server_ns, command, tmp_path, command[2], **env):
+
+                def attack(*payloads: bytes, pipelined: bool = False) -> list[int]:
+                    statuses, _ = raw_exchange(
+                        hosts.client_ns, hosts.server_ip4, APP_PORT, payloads, pipelined, 0.3
+                    )
+                    return statuses
+
+                def ran() -> list[str]:
+                    # This host by its own address: 127.0.0.1 may be the trusted proxy.
+                    status, body = http_get(hosts.server_ns, hosts.server_ip4, APP_PORT, "/ran")
+                    assert status == 200, body
+                    return json.loads(body)
+
+                yield hosts, attack, ran
+
+    return serve
+
+
+def daphne(*args: str) -> list[str]:
+    pytest.importorskip("daphne", reason="needs daphne")
+    return [sys.executable, "-m", "daphne", "-b", "0.0.0.0", "-p", str(APP_PORT), *args]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_daphne_told_to_read_a_cdn_client_header(served):
+    """daphne --proxy-headers --proxy-headers-host CF-Connecting-IP, as
+    behind Cloudflare: another host that reaches daphne directly and sends
+    CF-Connecting-IP: 127.0.0.1 is not this host."""
+    command = daphne("--proxy-headers", "--proxy-headers-host", "CF-Connecting-IP")
+    with served([*command, "served_app:app"]) as (hosts, attack, ran):
+        host = f"Host: {hosts.server_ip4}:{APP_PORT}"
+        assert attack(raw("GET /healthz HTTP/1.1", host)) == [200]
+        assert attack(raw("GET /admin HTTP/1.1", host, "CF-Connecting-IP: 127.0.0.1")) == [403]
+        assert ran() == []
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_daphne_told_to_read_x_real_ip_with_a_trusted_proxy(served):
+    """daphne --proxy-headers-host X-Real-IP and trusted_proxies=['127.0.0.1']
+    (nginx on this host): another host sends X-Real-IP: 127.0.0.1, which
+    daphne makes the client, and X-Forwarded-For: ::1 for the "proxy" to name."""
+    command = daphne("--proxy-headers", "--proxy-headers-host", "X-Real-IP", "served_app:app")
+    with served(command, trusted_proxies=["127.0.0.1"]) as (hosts, attack, ran):
+        host = f"Host: {hosts.server_ip4}:{APP_PORT}"
+        relayed = ("X-Real-IP: 127.0.0.1", "X-Forwarded-For: ::1")
+        assert attack(raw("GET /admin HTTP/1.1", host, *relayed)) == [403]
+        assert ran() == []
