@@ -326,3 +326,30 @@ def test_daphne_told_to_read_x_real_ip_with_a_trusted_proxy(served):
         relayed = ("X-Real-IP: 127.0.0.1", "X-Forwarded-For: ::1")
         assert attack(raw("GET /admin HTTP/1.1", host, *relayed)) == [403]
         assert ran() == []
+
+
+def test_the_quart_guard_answers_the_common_request_from_its_own_memory(monkeypatch):
+    """The Quart extension's guard takes the common path from the memory of
+    the options it judges with (not of a default it replaced), so that a
+    grant under one set of options never answers for another."""
+    pytest.importorskip("quart", reason="needs quart (the test extra installs it)")
+    from quart import Quart
+
+    import flask_selfhost.asgi
+    from flask_selfhost.quart import SelfHost
+
+    app = Quart(__name__)
+    SelfHost(app, allowed_hosts=["mybox"])
+
+    @app.get("/")
+    async def index() -> str:
+        return "index"
+
+    scope = {**request("/", client="127.0.0.1"), "headers": [(b"host", b"mybox:8000")]}
+    assert status(call(app, scope)) == 200  # judged, and remembered
+
+    def no_full_rules(*args):
+        raise AssertionError("the common request took the full rules")
+
+    monkeypatch.setattr(flask_selfhost.asgi, "evaluate_scope", no_full_rules)
+    assert status(call(app, scope)) == 200
