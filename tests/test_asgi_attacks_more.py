@@ -278,10 +278,13 @@ def served(tmp_path):
             env = {"SELFHOST_TEST_OPTIONS": json.dumps(options)}
             with server_in(hosts.server_ns, command, tmp_path, command[2], **env):
 
-                def attack(*payloads: bytes, pipelined: bool = False) -> list[int]:
-                    statuses, _ = raw_exchange(
-                        hosts.client_ns, hosts.server_ip4, APP_PORT, payloads, pipelined, 0.3
-                    )
+                def attack(*payloads: bytes, pipelined: bool = False, local=False) -> list[int]:
+                    """From the other host; or ``local``: from this host's
+                    loopback, as a hostile page in this host's browser."""
+                    ns, address = hosts.client_ns, hosts.server_ip4
+                    if local:
+                        ns, address = hosts.server_ns, "127.0.0.1"
+                    statuses, _ = raw_exchange(ns, address, APP_PORT, payloads, pipelined, 0.15)
                     return statuses
 
                 def ran() -> list[str]:
@@ -353,3 +356,69 @@ def test_the_quart_guard_answers_the_common_request_from_its_own_memory(monkeypa
 
     monkeypatch.setattr(flask_selfhost.asgi, "evaluate_scope", no_full_rules)
     assert status(call(app, scope)) == 200
+
+
+WS = (
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+)
+LOCAL = "Host: 127.0.0.1:8000"
+EVIL = "Origin: http://evil.example"
+
+
+def servers() -> list:
+    py = [sys.executable, "-m"]
+    port = str(APP_PORT)
+    return [
+        pytest.param([*py, "uvicorn", "--host", "0.0.0.0", "--port", port], id="uvicorn"),
+        pytest.param(
+            [*py, "uvicorn", "--host", "0.0.0.0", "--port", port, "--forwarded-allow-ips", "*"],
+            id="uvicorn-forwarded-all",
+        ),
+        pytest.param([*py, "hypercorn", "--bind", f"0.0.0.0:{port}"], id="hypercorn"),
+        pytest.param([*py, "daphne", "-b", "0.0.0.0", "-p", port, "--proxy-headers"], id="daphne"),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.parametrize("command", servers())
+def test_raw_attacks_on_real_servers(served, command):
+    """Raw requests a server may parse in its own way: another host's
+    claims to be local, and a hostile page's requests from this host's
+    browser (rebinding Host, cross-site Origin, WebSocket). Each is refused,
+    by the guard (403) or by the server (400); none reaches /admin."""
+    pytest.importorskip(command[2], reason=f"needs {command[2]}")
+    with served([*command, "served_app:app"]) as (hosts, attack, ran):
+        own = f"Host: {hosts.server_ip4}:{APP_PORT}"
+        refused = {403, 400}
+        for payload in (
+            raw("GET http://127.0.0.1:8000/admin HTTP/1.1", LOCAL),  # absolute form
+            raw("GET /admin HTTP/1.0"),  # no Host at all
+            raw("GET /admin HTTP/1.1", own, "X-Forwarded-For: 127.0.0.1"),
+            raw("GET /admin HTTP/1.1", own, "Forwarded: for=127.0.0.1"),
+            raw("GET /admin HTTP/1.1", own, "X-Real-IP: 127.0.0.1"),
+            raw("GET /admin HTTP/1.1", own, *WS),
+        ):
+            statuses = attack(payload)
+            assert statuses and set(statuses) <= refused, (payload, statuses)
+        exempt_then_admin = (raw("GET /healthz HTTP/1.1", own), raw("GET /admin HTTP/1.1", own))
+        for pipelined in (False, True):
+            assert attack(*exempt_then_admin, pipelined=pipelined) == [200, 403]
+        for payload in (
+            raw("GET /admin HTTP/1.1", "Host: evil.example:8000"),  # DNS rebinding
+            raw("GET /admin HTTP/1.1", LOCAL, "Host: evil.example"),
+            raw("GET /admin HTTP/1.1", "HOST: evil.example"),
+            raw("GET /admin HTTP/1.1", LOCAL, EVIL),
+            raw("GET /admin HTTP/1.1", LOCAL, "Origin: http://127.0.0.1:8000", EVIL),
+            raw("GET /admin HTTP/1.1", LOCAL, EVIL, *WS),
+            raw("GET /admin HTTP/1.1", LOCAL, "Origin: null", *WS),
+        ):
+            statuses = attack(payload, local=True)
+            assert statuses and set(statuses) <= refused, (payload, statuses)
+        rebound = (raw("GET /healthz HTTP/1.1", LOCAL), raw("GET /admin HTTP/1.1", "Host: evil"))
+        for pipelined in (False, True):
+            assert attack(*rebound, pipelined=pipelined, local=True) == [200, 403]
+        assert ran() == []
