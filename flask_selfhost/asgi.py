@@ -27,7 +27,10 @@ Where the facts come from, and what ASGI servers do to them:
   ``scope["client"]`` with an address taken from ``X-Forwarded-For`` and
   keep no original: the peer is then unknowable. A relayed request whose
   client equals an entry of its own forwarding headers is refused, with a
-  reason that names the server setting to change;
+  reason that names the server setting to change. daphne's
+  ``--proxy-headers-host`` may name any header: those of
+  :data:`CLIENT_HEADERS` are forwarding headers too, any other name is one
+  the guard cannot know of (so do not use it);
 - a WebSocket handshake's ``Origin`` is judged by the cross-site rule (a
   cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
   scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
@@ -64,6 +67,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: Headers that name the client alone (nginx's X-Real-IP, CDNs' own):
+#: daphne's ``--proxy-headers-host`` takes the client from the one it is told,
+#: its first entry verbatim, and keeps no original.
+CLIENT_HEADERS = (
+    b"x-real-ip",
+    b"cf-connecting-ip",
+    b"true-client-ip",
+    b"x-client-ip",
+    b"x-cluster-client-ip",
+    b"fastly-client-ip",
+)
 #: Header names (lowercase bytes) that say "a proxy forwarded this".
 FORWARDING_HEADERS = frozenset(
     {
@@ -76,7 +90,7 @@ FORWARDING_HEADERS = frozenset(
         b"x-forwarded-server",
         b"x-forwarded-scheme",
         b"x-forwarded-ssl",
-        b"x-real-ip",
+        *CLIENT_HEADERS,
     }
 )
 #: Headers a request may carry once: twice is malformed (refused), never a guess.
@@ -144,22 +158,30 @@ def _host(pair: Any) -> str | None:
 
 def facts_from_scope(scope: Scope) -> RequestFacts:
     """The facts of an HTTP request or WebSocket handshake; never raises."""
-    seen: dict[bytes, list[bytes]] = {}
-    headers = scope.get("headers")
-    for pair in headers if isinstance(headers, (list, tuple)) else ():
+    seen: dict[bytes, list[bytes | None]] = {}
+    headers = scope.get("headers", ())
+    # Headers that cannot be read may hold any header, the Host included (an
+    # app may read a deque or a (str, bytes) pair): the Host is then unusable.
+    readable = isinstance(headers, (list, tuple))
+    for pair in headers if readable else ():
         try:
             name, value = pair
-            seen.setdefault(bytes(name).lower(), []).append(bytes(value))
+            values = seen.setdefault(bytes(name).lower(), [])
         except (TypeError, ValueError):
-            seen.setdefault(b"", []).append(b"")  # a malformed pair: nothing to read
+            readable = False
+            continue
+        try:
+            values.append(bytes(value))
+        except (TypeError, ValueError):
+            values.append(None)  # present but not bytes: the header is unusable
 
     def header(name: bytes) -> str | None:
         values = seen.get(name)
         if values is None:
             return None
-        if len(values) > 1 and name in SINGLE:
-            return ""  # twice: unusable, refused by the rule that reads it
-        return ", ".join(value.decode("latin-1") for value in values)
+        if (len(values) > 1 and name in SINGLE) or None in values:
+            return ""  # twice, or not bytes: unusable, refused by the rule that reads it
+        return ", ".join(value.decode("latin-1") for value in values)  # type: ignore[union-attr]
 
     remote = _host(scope.get("client"))
     scheme = scope.get("scheme")
@@ -168,7 +190,7 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     return RequestFacts(
         remote,
         ScopeConnection(scope),
-        header(b"host"),
+        header(b"host") if readable else "",
         scheme,
         method if type(method) is str else None,
         header(b"origin"),
@@ -189,11 +211,13 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     )
 
 
-def rewritten_by_server(facts: RequestFacts) -> bool:
+def rewritten_by_server(facts: RequestFacts, scope: Scope) -> bool:
     """True when the client address is one of the request's own forwarded
     entries: the server (not a witness) put it there."""
     if not facts.relayed or facts.remote is None:
         return False
+    if facts.remote in _client_entries(scope):
+        return True
     client = parse_ip(facts.remote)
     entries: list[str] = []
     for parse, value in (
@@ -208,12 +232,26 @@ def rewritten_by_server(facts: RequestFacts) -> bool:
     return any(parse_ip(entry) == client for entry in entries)
 
 
+def _client_entries(scope: Scope) -> set[str]:
+    """The entries of the request's :data:`CLIENT_HEADERS`, as text."""
+    entries: set[str] = set()
+    headers = scope.get("headers")
+    for pair in headers if isinstance(headers, (list, tuple)) else ():
+        try:
+            name, value = pair
+            if bytes(name).lower() in CLIENT_HEADERS:
+                entries.update(entry.strip() for entry in bytes(value).decode("latin-1").split(","))
+        except (TypeError, ValueError):
+            continue  # unreadable: the host rule refuses the request
+    return entries
+
+
 def evaluate_scope(scope: Scope, options: Options) -> Decision:
     """The decision for an ASGI scope: :func:`flask_selfhost.guard.judge`,
     after the one thing only ASGI servers do (rewriting the client). An HTTP
     grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
     facts = facts_from_scope(scope)
-    if options.trusted_proxies and rewritten_by_server(facts):
+    if options.trusted_proxies and rewritten_by_server(facts, scope):
         return Decision(False, forwarded.RULE, REWRITTEN_CLIENT, facts.remote, None)
     decision = judge(facts, options)
     if decision.allowed and scope.get("type") == "http":
@@ -267,18 +305,24 @@ class SelfHostASGIMiddleware:
         # (uvicorn, hypercorn, daphne) tell ASGI 3 apps by a coroutine __call__.
         # The common request, answered from what the full rules granted
         # before (as in guard_wsgi_app).
-        common = False
+        common, grant = False, None
         try:
-            grant = self._remotes.get(scope["client"][0]) if scope["type"] == "http" else None
+            client, headers = scope["client"][0], scope["headers"]
+            # Exact types only: a subclass of str or bytes may hash and compare
+            # as it likes, while the full rules read what it holds.
+            if type(client) is str and type(headers) is list and scope["type"] == "http":
+                grant = self._remotes.get(client)
             if grant is not None:
                 host = None
-                for name, value in scope["headers"]:
+                for name, value in headers:
+                    if type(name) is not bytes:
+                        break
                     if name == b"host" and host is None:
                         host = value
                     elif name not in UNJUDGED_HEADERS:
                         break
                 else:
-                    common = host in self._hosts
+                    common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
         if common:  # the app is awaited outside the try: its errors are its own

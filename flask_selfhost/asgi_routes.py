@@ -28,9 +28,10 @@ routes below it), router-level middleware, a router class of the app's own.
 
 The request is passed to the innermost stretch of layers, above the router,
 that are the framework's own (Starlette's and FastAPI's classes); middleware
-of the app's own between the guard and the router is skipped for it, as the
-Flask extension skips WSGI middleware: such middleware could rewrite the path
-or method and so run another endpoint than the one that was checked.
+of the app's own between the guard and the router (``@app.middleware("http")``
+functions too) is skipped for it, as the Flask extension skips WSGI
+middleware: such middleware could rewrite the path or method and so run
+another endpoint than the one that was checked.
 
 Starlette is never imported here: an app whose modules are not loaded is no
 Starlette app.
@@ -46,11 +47,20 @@ from .exempt import is_exempt
 #: How many layers (middleware, apps) are followed down to the router.
 MAX_LAYERS = 32
 _FRAMEWORKS = frozenset({"starlette", "fastapi"})
+#: Framework classes that run the app's own function on the request before
+#: routing: ``@app.middleware("http")`` is a ``BaseHTTPMiddleware`` whose
+#: ``dispatch`` is the app's, and could reroute (rewrite the path, override
+#: the method). Such a layer is the app's own code.
+_RUNS_APP_CODE = frozenset({"starlette.middleware.base.BaseHTTPMiddleware"})
 
 
 def _is_framework(layer: object) -> bool:
-    """A class of Starlette's or FastAPI's own (not a subclass of the app's)."""
-    return type(layer).__module__.partition(".")[0] in _FRAMEWORKS
+    """A class of Starlette's or FastAPI's own (not a subclass of the app's)
+    that runs no function of the app's before the router."""
+    kind = type(layer)
+    if f"{kind.__module__}.{kind.__qualname__}" in _RUNS_APP_CODE:
+        return False
+    return kind.__module__.partition(".")[0] in _FRAMEWORKS
 
 
 def starlette_exempt_app(app: Any, scope: Any) -> Any | None:

@@ -50,6 +50,13 @@ FORWARDING_HEADERS = (
     "HTTP_X_FORWARDED_SCHEME",
     "HTTP_X_FORWARDED_SSL",
     "HTTP_X_REAL_IP",
+    # The client address as CDNs and balancers name it. A server may be told
+    # to take the client from any of them (daphne --proxy-headers-host).
+    "HTTP_CF_CONNECTING_IP",
+    "HTTP_TRUE_CLIENT_IP",
+    "HTTP_X_CLIENT_IP",
+    "HTTP_X_CLUSTER_CLIENT_IP",
+    "HTTP_FASTLY_CLIENT_IP",
 )
 _FORWARDING_KEYS = frozenset(FORWARDING_HEADERS)
 

@@ -75,8 +75,9 @@ class RequestFacts(NamedTuple):
     :param forwarded: The ``Forwarded`` header.
     :param x_forwarded_for: The ``X-Forwarded-For`` header.
     :param relayed: Any forwarding header is present (``Forwarded``,
-        ``X-Forwarded-*``, ``X-Real-IP``): a proxy relays someone else's
-        request, or a client pretends that one does.
+        ``X-Forwarded-*``, ``X-Real-IP``, ``CF-Connecting-IP`` and the like):
+        a proxy relays someone else's request, or a client pretends that one
+        does.
     :param proxy_protocol: The server read a PROXY protocol header on this
         connection (its kind, such as ``TCP4`` or ``LOCAL``), so ``remote``
         is the header's client; ``None`` otherwise.

@@ -21,6 +21,9 @@ through any handler the app registered).
 
     # or every route of a router: APIRouter(dependencies=[Depends(local_only())])
 
+A refused WebSocket handshake gets an HTTP 403 where the server supports the
+denial-response extension, else a close before accept.
+
 Needs FastAPI (or Starlette); the rest of the package does not.
 """
 
@@ -29,28 +32,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.exceptions import HTTPException, WebSocketException
+from starlette.requests import HTTPConnection
 
 from .asgi import evaluate_scope
 from .middleware import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
 
-def local_only(**options: Any) -> Callable[[Request], None]:
+def local_only(**options: Any) -> Callable[[HTTPConnection], None]:
     """A dependency that refuses requests that do not come from this host.
 
     :param options: See :class:`~flask_selfhost.options.Options`; checked now.
     """
     checked = Options.from_mapping(options)
 
-    def refuse_other_hosts(request: Request) -> None:
-        decision = evaluate_scope(request.scope, checked)
+    # HTTPConnection, not Request: FastAPI gives a Request parameter nothing
+    # on a WebSocket route, and the dependency would fail for every client.
+    def refuse_other_hosts(connection: HTTPConnection) -> None:
+        scope = connection.scope
+        decision = evaluate_scope(scope, checked)
+        method = scope.get("method", "GET")  # a WebSocket handshake is a GET
         if decision.allowed:
             if is_enabled_for(DEBUG):
-                log_decision(decision, request.method, request.url.path)
+                log_decision(decision, method, connection.url.path)
             return
-        log_decision(decision, request.method, request.url.path)
+        log_decision(decision, method, connection.url.path)
+        if scope.get("type") == "websocket" and "websocket.http.response" not in (
+            scope.get("extensions") or {}
+        ):
+            # The server cannot answer the handshake with HTTP: a close before
+            # accept, which it answers with 403 (as the middleware does).
+            raise WebSocketException(code=1008)
         raise HTTPException(
             status_code=checked.refuse_status,
             detail=checked.body_for(decision).strip(),

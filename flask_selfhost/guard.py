@@ -18,7 +18,8 @@ response headers added) or a refusal; :data:`RULES` is the list, and
 1. **client** - who sent this?
 
    a. A request that carries a forwarding header (``Forwarded``,
-      ``X-Forwarded-*``, ``X-Real-IP``) or came through a PROXY protocol
+      ``X-Forwarded-*``, ``X-Real-IP``, or a CDN's client header such as
+      ``CF-Connecting-IP``) or came through a PROXY protocol
       header (on any request of that connection) is a proxy relaying someone
       else's request. Refused, even from loopback, unless the witnessed peer
       is in ``trusted_proxies``; then the client that the proxy names is

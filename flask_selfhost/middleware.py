@@ -169,6 +169,11 @@ def guard_wsgi_app(next_app: WSGIApplication, options: Options, refuse: Refuse) 
             and "HTTP_X_FORWARDED_SERVER" not in environ
             and "HTTP_X_FORWARDED_SCHEME" not in environ
             and "HTTP_X_FORWARDED_SSL" not in environ
+            and "HTTP_CF_CONNECTING_IP" not in environ
+            and "HTTP_TRUE_CLIENT_IP" not in environ
+            and "HTTP_X_CLIENT_IP" not in environ
+            and "HTTP_X_CLUSTER_CLIENT_IP" not in environ
+            and "HTTP_FASTLY_CLIENT_IP" not in environ
             and "PROXY_PROTOCOL" not in environ
             and "gunicorn.http2.priority_weight" not in environ  # environ.GUNICORN_HTTP2
         ):

@@ -70,6 +70,8 @@ class QuartGuard(SelfHostASGIMiddleware):
     def __init__(self, app: ASGIApp, quart_app: Quart, options: Options) -> None:
         super().__init__(app)
         self.options = options
+        # The common path reads these options' memory, not the default's.
+        self._remotes, self._hosts = options.accepted.remotes, options.accepted.raw_hosts
         self.quart_app = quart_app
         # Quart's own asgi_app, under any middleware that was there before us.
         self.quart_asgi_app: ASGIApp = MethodType(type(quart_app).asgi_app, quart_app)
