@@ -28,6 +28,12 @@ Where the facts come from, and what ASGI servers do to them:
   keep no original: the peer is then unknowable. A relayed request whose
   client equals an entry of its own forwarding headers is refused, with a
   reason that names the server setting to change;
+- gunicorn's ASGI worker (``gunicorn -k asgi``) gives an HTTP/2 request the
+  transport's peer even behind ``--proxy-protocol``: after an ``Upgrade: h2c``
+  through a PROXY protocol relay on this host, every stream names the relay
+  (loopback). The scope cannot tell such a stream from a local one, nor h2c
+  from TLS, so gunicorn's HTTP/2 is refused, with a reason that names the
+  setting to change;
 - a WebSocket handshake's ``Origin`` is judged by the cross-site rule (a
   cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
   scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
@@ -44,6 +50,7 @@ Where the facts come from, and what ASGI servers do to them:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -90,6 +97,12 @@ REWRITTEN_CLIENT = (
     "let trusted_proxies judge the headers. A proxy on this host that relays this host's "
     "client over TCP looks the same: connect it over a unix socket, "
     "trusted_proxies=['unix']"
+)
+GUNICORN_HTTP2 = (
+    "gunicorn's ASGI worker gives HTTP/2 requests the connection's peer, not a PROXY protocol "
+    "header's client (behind a relay on this host, cleartext h2c names the relay), and the "
+    "request cannot tell h2c from TLS, so the client is unknown; serve HTTP/1.1 only "
+    "(--http-protocols h1, gunicorn's default)"
 )
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
@@ -208,11 +221,24 @@ def rewritten_by_server(facts: RequestFacts) -> bool:
     return any(parse_ip(entry) == client for entry in entries)
 
 
+#: A module that only gunicorn's ASGI worker loads (``gunicorn.workers.gasgi`` imports it).
+GUNICORN_ASGI = "gunicorn.asgi.protocol"
+
+
+def gunicorn_http2(scope: Scope) -> bool:
+    """True for an HTTP/2 request (or WebSocket) in gunicorn's ASGI worker:
+    its client may be a PROXY protocol relay's address (see the module's doc).
+    The version first: an HTTP/1.1 request pays one dict look-up."""
+    return scope.get("http_version") == "2" and GUNICORN_ASGI in sys.modules
+
+
 def evaluate_scope(scope: Scope, options: Options) -> Decision:
     """The decision for an ASGI scope: :func:`flask_selfhost.guard.judge`,
-    after the one thing only ASGI servers do (rewriting the client). An HTTP
-    grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
+    after the things only ASGI servers do (rewriting the client, gunicorn's
+    HTTP/2). An HTTP grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
     facts = facts_from_scope(scope)
+    if gunicorn_http2(scope):  # even a trusted proxy's header: its sender is unknown
+        return Decision(False, forwarded.RULE, GUNICORN_HTTP2, facts.remote, None)
     if options.trusted_proxies and rewritten_by_server(facts):
         return Decision(False, forwarded.RULE, REWRITTEN_CLIENT, facts.remote, None)
     decision = judge(facts, options)
@@ -270,7 +296,7 @@ class SelfHostASGIMiddleware:
         common = False
         try:
             grant = self._remotes.get(scope["client"][0]) if scope["type"] == "http" else None
-            if grant is not None:
+            if grant is not None and not gunicorn_http2(scope):  # the client may be a relay
                 host = None
                 for name, value in scope["headers"]:
                     if name == b"host" and host is None:

@@ -14,18 +14,25 @@ gunicorn runs in one network namespace, the other host in another
 - cleartext HTTP/2 (h2c; only from peers in ``--forwarded-allow-ips``): an
   ``Upgrade: h2c`` through a PROXY protocol relay on this host gives every
   stream the relay's address (loopback) as ``client``: the PROXY header is
-  dropped, and such a peer may also claim ``:scheme https``. This was the
-  hole; with prior knowledge a PROXY header ends the connection instead.
+  dropped, and such a peer may also claim ``:scheme https``. The other host
+  got 200 there; the guard now refuses every HTTP/2 request under this
+  worker (the scope cannot tell h2c from TLS). With prior knowledge, a
+  PROXY header ends the connection instead.
+
+The guard's answers: (a) loopback 200, (b) own address 200, (c) another
+host 403, (d) unix socket 200; the other host 403 through the relay,
+over HTTP/1.1 or HTTP/2, and with any forwarding header.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import types
 
 import pytest
 
-from flask_selfhost.asgi import SelfHostASGIMiddleware
+from flask_selfhost.asgi import GUNICORN_ASGI, GUNICORN_HTTP2, SelfHostASGIMiddleware
 
 from .apps import asgi_whoami
 from .netns import (
@@ -38,8 +45,13 @@ from .netns import (
     two_hosts,
 )
 from .servers import gunicorn_command, unix_request
+from .test_asgi import run, scope, status
 
-pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+def real(test):
+    """A test against real servers in network namespaces."""
+    return pytest.mark.slow(pytest.mark.root(test))
+
 
 PORT, PORT6, RELAY_PORT = 8000, 8001, 8100
 ANOTHER_HOST = "the client is another host"
@@ -69,9 +81,43 @@ def client_of(body: str) -> list | None:
     return json.loads(body)["client"]
 
 
+# 0. The rule, without a server ------------------------------------------------
+
+
+@pytest.mark.parametrize("in_gunicorn", [True, False], ids=["gunicorn", "hypercorn"])
+@pytest.mark.parametrize(
+    ("options", "headers"),
+    [({}, {}), ({"trusted_proxies": ["127.0.0.1"]}, {"x_forwarded_for": "127.0.0.2"})],
+    ids=["default", "trusted"],
+)
+def test_gunicorns_http2_is_refused_even_after_a_loopback_grant(
+    monkeypatch, in_gunicorn, options, headers
+):
+    """The relay's HTTP/2 stream, as gunicorn's ASGI worker gives it:
+    refused by the full rules and not taken by the common path, which a
+    loopback HTTP/1.1 request has just taught. Without gunicorn's worker
+    (hypercorn's HTTP/2 names the real peer) the same scope passes."""
+    if in_gunicorn:
+        monkeypatch.setitem(sys.modules, GUNICORN_ASGI, types.ModuleType(GUNICORN_ASGI))
+    else:
+        monkeypatch.delitem(sys.modules, GUNICORN_ASGI, raising=False)
+    guard = SelfHostASGIMiddleware(asgi_whoami, **options)
+    warm = scope(host="localhost", **({"x_forwarded_for": "127.0.0.2"} if options else {}))
+    assert status(run(guard, warm)) == 200  # HTTP/1.1: never affected
+    relayed = {**scope(host="localhost", **headers), "http_version": "2"}
+    sent = run(guard, relayed)
+    if in_gunicorn:
+        assert status(sent) == 403
+        assert GUNICORN_HTTP2.encode() in sent[1]["body"]
+        assert H2_SETTING in GUNICORN_HTTP2
+    else:
+        assert status(sent) == 200
+
+
 # 1. The four ways in -----------------------------------------------------------
 
 
+@real
 def test_the_four_ways_in(hosts, tmp_path):
     """(a) loopback, (b) this host's own address, (c) another host, (d) a
     unix socket (unix_socket_is_local=True): 200, 200, 403, 200, on IPv4
@@ -108,6 +154,7 @@ def get(*headers: str) -> bytes:
     return "".join(f"{line}\r\n" for line in lines).encode()
 
 
+@real
 @pytest.mark.parametrize("options", ["", "trusted_proxies='127.0.0.1'"], ids=["default", "trusted"])
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_proxy_protocol_relay_keeps_the_other_host_out(hosts, tmp_path, version, options):
@@ -223,6 +270,7 @@ def streams(claim: str) -> list:
     ]
 
 
+@real
 @pytest.mark.parametrize(
     ("options", "claim"),
     [("", "127.0.0.1"), ("trusted_proxies='127.0.0.1'", "127.0.0.2")],
@@ -260,6 +308,7 @@ def test_h2c_through_a_proxy_protocol_relay_is_refused(hosts, tmp_path, options,
         assert not answer["streams"], answer  # no answer at all
 
 
+@real
 @pytest.mark.parametrize("allowed", ["127.0.0.1,::1", "*"])
 def test_h2c_directly_from_the_other_host_is_refused(hosts, tmp_path, allowed):
     """No relay: gunicorn speaks h2c only to the peers in
@@ -284,6 +333,7 @@ def test_h2c_directly_from_the_other_host_is_refused(hosts, tmp_path, allowed):
         assert not prior["streams"], prior
 
 
+@real
 def test_h2c_from_this_host_is_refused_with_the_setting(hosts, tmp_path):
     """The price of the fix: the scope cannot tell h2c from HTTP/2 over TLS,
     nor a relayed stream from a local one, so gunicorn's HTTP/2 is refused
@@ -305,6 +355,7 @@ def test_h2c_from_this_host_is_refused_with_the_setting(hosts, tmp_path):
 # 4. Forwarding headers ---------------------------------------------------------
 
 
+@real
 @pytest.mark.parametrize("allowed", ["127.0.0.1,::1", "*"])
 def test_forwarding_headers_never_rewrite_the_client(hosts, tmp_path, allowed):
     """The other host sends X-Forwarded-For (and Forwarded, X-Real-IP)
