@@ -31,6 +31,12 @@ Where the facts come from, and what ASGI servers do to them:
   ``--proxy-headers-host`` may name any header: those of
   :data:`CLIENT_HEADERS` are forwarding headers too, any other name is one
   the guard cannot know of (so do not use it);
+- gunicorn's ASGI worker (``gunicorn -k asgi``) gives an HTTP/2 request the
+  transport's peer even behind ``--proxy-protocol``: after an ``Upgrade: h2c``
+  through a PROXY protocol relay on this host, every stream names the relay
+  (loopback). The scope cannot tell such a stream from a local one, nor h2c
+  from TLS, so gunicorn's HTTP/2 is refused, with a reason that names the
+  setting to change;
 - a WebSocket handshake's ``Origin`` is judged by the cross-site rule (a
   cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
   scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
@@ -47,6 +53,7 @@ Where the facts come from, and what ASGI servers do to them:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -104,6 +111,12 @@ REWRITTEN_CLIENT = (
     "let trusted_proxies judge the headers. A proxy on this host that relays this host's "
     "client over TCP looks the same: connect it over a unix socket, "
     "trusted_proxies=['unix']"
+)
+GUNICORN_HTTP2 = (
+    "gunicorn's ASGI worker gives HTTP/2 requests the connection's peer, not a PROXY protocol "
+    "header's client (behind a relay on this host, cleartext h2c names the relay), and the "
+    "request cannot tell h2c from TLS, so the client is unknown; serve HTTP/1.1 only "
+    "(--http-protocols h1, gunicorn's default)"
 )
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
@@ -246,11 +259,24 @@ def _client_entries(scope: Scope) -> set[str]:
     return entries
 
 
+#: A module that only gunicorn's ASGI worker loads (``gunicorn.workers.gasgi`` imports it).
+GUNICORN_ASGI = "gunicorn.asgi.protocol"
+
+
+def gunicorn_http2(scope: Scope) -> bool:
+    """True for an HTTP/2 request (or WebSocket) in gunicorn's ASGI worker:
+    its client may be a PROXY protocol relay's address (see the module's doc).
+    The version first: an HTTP/1.1 request pays one dict look-up."""
+    return scope.get("http_version") == "2" and GUNICORN_ASGI in sys.modules
+
+
 def evaluate_scope(scope: Scope, options: Options) -> Decision:
     """The decision for an ASGI scope: :func:`flask_selfhost.guard.judge`,
-    after the one thing only ASGI servers do (rewriting the client). An HTTP
-    grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
+    after the things only ASGI servers do (rewriting the client, gunicorn's
+    HTTP/2). An HTTP grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
     facts = facts_from_scope(scope)
+    if gunicorn_http2(scope):  # even a trusted proxy's header: its sender is unknown
+        return Decision(False, forwarded.RULE, GUNICORN_HTTP2, facts.remote, None)
     if options.trusted_proxies and rewritten_by_server(facts, scope):
         return Decision(False, forwarded.RULE, REWRITTEN_CLIENT, facts.remote, None)
     decision = judge(facts, options)
@@ -309,8 +335,14 @@ class SelfHostASGIMiddleware:
         try:
             client, headers = scope["client"][0], scope["headers"]
             # Exact types only: a subclass of str or bytes may hash and compare
-            # as it likes, while the full rules read what it holds.
-            if type(client) is str and type(headers) is list and scope["type"] == "http":
+            # as it likes, while the full rules read what it holds. HTTP/2
+            # never: under gunicorn's ASGI worker its client may be a relay.
+            if (
+                type(client) is str
+                and type(headers) is list
+                and scope["type"] == "http"
+                and scope["http_version"] != "2"
+            ):
                 grant = self._remotes.get(client)
             if grant is not None:
                 host = None
