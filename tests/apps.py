@@ -61,3 +61,15 @@ async def asgi_whoami(scope, receive, send):
 
 #: The server matrix's ASGI app, guarded as unix_local_app is.
 asgi_app = SelfHostASGIMiddleware(asgi_whoami, unix_socket_is_local=True)
+
+
+class MethodOverride:
+    """Middleware that lets a header change the method (as some apps do)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if "HTTP_X_HTTP_METHOD_OVERRIDE" in environ:
+            environ["REQUEST_METHOD"] = environ["HTTP_X_HTTP_METHOD_OVERRIDE"].upper()
+        return self.app(environ, start_response)

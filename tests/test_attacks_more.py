@@ -88,16 +88,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_selfhost import SelfHost, SelfHostMiddleware, allow_remote, local_only
-
-
-class MethodOverride:
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        if "HTTP_X_HTTP_METHOD_OVERRIDE" in environ:
-            environ["REQUEST_METHOD"] = environ["HTTP_X_HTTP_METHOD_OVERRIDE"].upper()
-        return self.app(environ, start_response)
+from tests.apps import MethodOverride
 
 
 def build():

@@ -8,6 +8,8 @@ from werkzeug.test import EnvironBuilder
 
 from flask_selfhost import SelfHost, allow_remote, local_only
 
+from .apps import MethodOverride
+
 THIS_HOST = {"REMOTE_ADDR": "127.0.0.1"}
 OTHER_HOST = {"REMOTE_ADDR": "10.0.0.2", "SERVER_ADDR": "127.0.0.1", "mod_wsgi.version": (4, 9, 0)}
 
@@ -223,18 +225,6 @@ def test_demo_app_pages():
     assert get(app, "/admin", THIS_HOST).status_code == 200
     unguarded = create_app(guarded=False)
     assert get(unguarded, "/admin", OTHER_HOST).status_code == 200
-
-
-class MethodOverride:
-    """Middleware that lets a header change the method (as some apps do)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    def __call__(self, environ, start_response):
-        if "HTTP_X_HTTP_METHOD_OVERRIDE" in environ:
-            environ["REQUEST_METHOD"] = environ["HTTP_X_HTTP_METHOD_OVERRIDE"].upper()
-        return self.app(environ, start_response)
 
 
 def test_exempt_view_is_not_a_way_past_inner_middleware_that_reroutes():
