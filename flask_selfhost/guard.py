@@ -147,6 +147,10 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
     for rule in RULES:
         decision = rule(facts, options, decision)
         if not decision.allowed:
+            if decision.local_addr is None:
+                # Logged with every refusal (remote, local, request line), even
+                # where the refusing rule had no need to ask the connection.
+                decision = decision._replace(local_addr=facts.connection.local_address())
             break
     return decision
 

@@ -61,6 +61,29 @@ def test_other_host_judged_against_the_socket(tcp_connection):
     assert (refused.rule, refused.local_addr) == ("source", "127.0.0.2")
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_HOST": "rebound.example:8000"},  # the host rule refuses
+        {"HTTP_HOST": "127.0.0.2:8000", "HTTP_SEC_FETCH_SITE": "cross-site"},  # cross-site
+    ],
+)
+def test_a_loopback_client_refused_by_a_later_rule_is_logged_with_the_local_address(
+    tcp_connection, headers, caplog
+):
+    # The source rule grants a loopback client without asking the connection;
+    # the refusal of a later rule must still name the local address in the log.
+    environ = {"REMOTE_ADDR": "127.0.0.1", "gunicorn.socket": tcp_connection, **headers}
+    refused = evaluate(environ)
+    assert not refused.allowed and refused.rule != "source"
+    assert refused.local_addr == "127.0.0.2"
+    caplog.set_level("WARNING", logger="flask_selfhost")
+    statuses = []
+    SelfHostMiddleware(lambda e, s: [])(environ, lambda status, headers: statuses.append(status))
+    assert statuses == ["403 Forbidden"]
+    assert "remote=127.0.0.1 local=127.0.0.2 " in caplog.records[-1].getMessage()
+
+
 def test_client_equal_to_local_address_passes():
     decision = evaluate({"REMOTE_ADDR": "192.168.0.13", "SERVER_ADDR": "192.168.0.13", **APACHE})
     assert decision.allowed
