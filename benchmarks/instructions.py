@@ -12,7 +12,9 @@ callgrind's instruction counts repeat exactly. Each variant serves N and then
 N + EXTRA Flask hello-world requests (the same loop as overhead.py) under
 callgrind; the difference divided by EXTRA is the cost of one request,
 start-up excluded. Printed side by side: bare Flask, Flask with SelfHost,
-a trivial WSGI app bare and behind SelfHostMiddleware, and a Starlette hello
+a trivial WSGI app bare and behind SelfHostMiddleware (beside two floors
+under it, from benchmarks/wsgi_floors.py: a closure that only calls the app,
+and the same after the common path's absence tests), and a Starlette hello
 app bare and with SelfHostASGIMiddleware (served by an asyncio loop, as
 uvicorn would call it, without the server), beside the same app with a
 middleware that only awaits the app: the floor under any ASGI guard.
@@ -28,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from wsgi_floors import absent_keys  # beside this script
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -55,6 +59,9 @@ if variant.startswith("flask"):
     if variant == "flask guarded":
         SelfHost(flask_app)
     app = flask_app.wsgi_app
+elif variant in ("wsgi pass-through", "wsgi absence tests"):
+    from wsgi_floors import pass_through, with_absence_tests
+    app = (pass_through if variant == "wsgi pass-through" else with_absence_tests)(trivial_app)
 else:
     app = SelfHostMiddleware(trivial_app) if variant == "wsgi guarded" else trivial_app
 environ = gunicorn_like_environ("127.0.0.1", None)
@@ -134,6 +141,16 @@ def main() -> None:
                 f"{label:24s} {tree[-14:]:>14s} {bare:10.0f} {guarded:10.0f} "
                 f"{guarded - bare:8.0f} {guarded / bare:7.3f}"
             )
+        if name == "wsgi":  # the floors: a closure that only calls the app; plus the tests
+            for variant, row in (
+                ("wsgi pass-through", "  pass-through closure"),
+                ("wsgi absence tests", f"  + {len(absent_keys())} absence tests"),
+            ):
+                floor = per_request(variant)
+                print(
+                    f"{row:24s} {'(a floor)':>14s} {bare:10.0f} "
+                    f"{floor:10.0f} {floor - bare:8.0f} {floor / bare:7.3f}"
+                )
         if name == "starlette":  # the floor: a middleware that only awaits the app
             floor = per_request("starlette pass-through")
             print(

@@ -1,0 +1,54 @@
+"""What any WSGI guard's common path costs at least, for instructions.py.
+
+- :func:`pass_through`: a closure that only calls the app, the floor under
+  any WSGI middleware.
+- :func:`with_absence_tests`: the same, after the ``"KEY" not in environ``
+  tests of SelfHostMiddleware's common path, written out as it writes them.
+  The keys are read from that path's source, so the two cannot drift apart.
+  Each test is there for a rule (a forwarding header, a browser's header, a
+  PROXY or HTTP/2 mark); what the guard adds above this row is the two
+  memory lookups and the DEBUG check.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+from flask_selfhost import middleware
+
+
+def absent_keys() -> list[str]:
+    """The environ keys whose absence the WSGI common path tests."""
+    tree = ast.parse(inspect.getsource(middleware.guard_wsgi_app).lstrip())
+    return [
+        node.left.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Compare)
+        and isinstance(node.ops[0], ast.NotIn)
+        and isinstance(node.left, ast.Constant)
+    ]
+
+
+def pass_through(app):  # type: ignore[no-untyped-def]
+    def passed(environ, start_response):  # type: ignore[no-untyped-def]
+        return app(environ, start_response)
+
+    return passed
+
+
+def with_absence_tests(app):  # type: ignore[no-untyped-def]
+    # Generated, because a loop over the keys costs more per key than the
+    # guard's written-out chain (measured: any(map(...)) and set operations).
+    tests = " and ".join(f"{key!r} not in environ" for key in absent_keys())
+    source = (
+        "def make(app):\n"
+        "    def tested(environ, start_response):\n"
+        f"        if {tests}:\n"
+        "            return app(environ, start_response)\n"
+        "        return app(environ, start_response)\n"
+        "    return tested\n"
+    )
+    namespace: dict = {}
+    exec(source, namespace)
+    return namespace["make"](app)
