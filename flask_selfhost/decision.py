@@ -24,10 +24,10 @@ class Decision(NamedTuple):
     ``reason`` is a short sentence that names no address, so it may be shown
     to the client; ``remote_addr`` and ``local_addr`` are the raw addresses
     the rule used (``local_addr`` is ``None`` when it was not needed or not
-    known; a refusal always asks the connection for it, for the log). For a request relayed by a proxy, ``remote_addr`` is the client
-    address judged and ``peer_addr`` the immediate peer (the proxy's address
-    as the server reported it, or ``"unix"``); otherwise ``peer_addr`` is
-    ``None``.
+    known; a refusal always asks the connection for it, for the log). For a
+    request relayed by a proxy, ``remote_addr`` is the client address judged
+    and ``peer_addr`` the immediate peer (the proxy's address as the server
+    reported it, or ``"unix"``); otherwise ``peer_addr`` is ``None``.
     """
 
     allowed: bool
