@@ -6,6 +6,14 @@ Every rule in this package, pure functions of strings, returns a
 :class:`Decision`; :func:`flask_selfhost.guard.evaluate` returns the first
 refusal or the source rule's grant. Decisions for common inputs are cached
 and shared, so a decision is immutable.
+
+A decision speaks twice. Its :attr:`~Decision.reason` is for the operator:
+the log, ``flask-selfhost check`` and the doctor. It may name the server, a
+proxy line or an option to change. The client is told only
+:attr:`~Decision.public_reason`, one fixed text per rule, which names no
+server, flag or setting: how the host is configured is no business of a
+client that is refused (Go's CrossOriginProtection and Starlette's
+TrustedHostMiddleware answer with a fixed text too).
 """
 
 from __future__ import annotations
@@ -15,19 +23,40 @@ from typing import NamedTuple
 #: Response headers as (name, value) pairs, in WSGI's form.
 Headers = tuple[tuple[str, str], ...]
 
+#: The rules' names, as decisions and log lines carry them.
+SOURCE = "source"
+FORWARDED = "forwarded"
+HOST = "host"
+CROSS_SITE = "cross-site"
+PREFLIGHT = "preflight"
+
+#: What a refused client is told, per rule: short, and the same whatever the
+#: server or the options (the operator's reason goes to the log).
+PUBLIC_REASONS = {
+    SOURCE: "not from this host",
+    FORWARDED: "relayed request not accepted",
+    HOST: "Host not allowed",
+    CROSS_SITE: "cross-site request",
+    PREFLIGHT: "cross-site request",
+}
+#: For a rule without a text of its own.
+PUBLIC_REASON = "not from this host"
+
 
 class Decision(NamedTuple):
     """The outcome of :func:`evaluate`.
 
     ``rule`` names the rule that decided (``"source"``, ``"forwarded"``,
     ``"host"``, ``"cross-site"`` or ``"preflight"``);
-    ``reason`` is a short sentence that names no address, so it may be shown
-    to the client; ``remote_addr`` and ``local_addr`` are the raw addresses
-    the rule used (``local_addr`` is ``None`` when it was not needed or not
-    known; a refusal always asks the connection for it, for the log). For a
-    request relayed by a proxy, ``remote_addr`` is the client address judged
-    and ``peer_addr`` the immediate peer (the proxy's address as the server
-    reported it, or ``"unix"``); otherwise ``peer_addr`` is ``None``.
+    ``reason`` is a sentence for the operator (the log, the CLI, the
+    doctor) that names no address but may name the server and the setting
+    to change; the client sees :attr:`public_reason` only. ``remote_addr``
+    and ``local_addr`` are the raw addresses the rule used (``local_addr`` is
+    ``None`` when it was not needed or not known; a refusal always asks the
+    connection for it, for the log). For a request relayed by a proxy,
+    ``remote_addr`` is the client address judged and ``peer_addr`` the
+    immediate peer (the proxy's address as the server reported it, or
+    ``"unix"``); otherwise ``peer_addr`` is ``None``.
     """
 
     allowed: bool
@@ -42,10 +71,15 @@ class Decision(NamedTuple):
     headers: Headers = ()
 
     @property
+    def public_reason(self) -> str:
+        """What the client is told: a fixed text per rule (:data:`PUBLIC_REASONS`)."""
+        return PUBLIC_REASONS.get(self.rule, PUBLIC_REASON)
+
+    @property
     def answers_preflight(self) -> bool:
         """A granted CORS preflight: the front answers it itself (204 with
         :attr:`headers`) and does not call the app."""
-        return self.allowed and self.rule == "preflight"
+        return self.allowed and self.rule == PREFLIGHT
 
     def __bool__(self) -> bool:
         # A tuple is always truthy: ``if evaluate(...)`` would let everyone in.

@@ -55,7 +55,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 RULE = "forwarded"
 
-# Reasons: short sentences that name no address, so they may be shown.
+# Reasons, for the log: sentences that name no address (a client is told
+# only Decision.public_reason).
 UNTRUSTED = (
     "the request carries forwarding headers, so a proxy is relaying another client's "
     "request, and its sender is not in trusted_proxies"

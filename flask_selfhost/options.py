@@ -30,8 +30,10 @@ class Options:
     :param refuse_status: HTTP status of a refusal, 403 by default. Use 404
         to hide that the endpoint exists; any 4xx or 5xx that Werkzeug knows.
     :param refuse_body: Plain-text body of a refusal. By default a 403 says
-        why (the reason names no address) and any other status says only its
-        name, so that a 404 looks like any other 404.
+        which rule refused, in a fixed text that names no address, server or
+        setting (:attr:`Decision.public_reason`; the full reason goes to the
+        log), and any other status says only its name, so that a 404 looks
+        like any other 404.
     :param trusted_proxies: Reverse proxies allowed to name the client:
         addresses or networks (``"127.0.0.1"``, ``"::1"``, ``"10.0.0.0/8"``)
         and the word ``"unix"`` for a unix-socket peer; a list, or one
@@ -146,6 +148,7 @@ class Options:
         name = HTTPStatus(self.refuse_status).phrase
         if self.refuse_status == 403:
             return (
-                f"{name}: only clients on this server's own host may use it ({decision.reason}).\n"
+                f"{name}: only clients on this server's own host may use it "
+                f"({decision.public_reason}).\n"
             )
         return f"{name}\n"

@@ -3,6 +3,7 @@ so that CI cannot pass by skipping what it was meant to prove."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
@@ -49,6 +50,14 @@ def _fresh_proxy_protocol_memory():
     environ.proxy_protocol_seen = False
     environ.proxy_connections.clear()
     accepted._remembering = True
+
+
+@pytest.fixture
+def logged(caplog):
+    """The guard's log so far, as one text: where a refusal's full reason is
+    read (the client is told only a fixed text per rule)."""
+    caplog.set_level(logging.WARNING, logger="flask_selfhost")
+    return lambda: "\n".join(r.getMessage() for r in caplog.records if r.name == "flask_selfhost")
 
 
 # Headless Chromium for the browser tests (tests/browser.py) ----------------

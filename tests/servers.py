@@ -107,6 +107,18 @@ class Server:
 Gunicorn = Server
 
 
+def logs_in(log_dir: Path) -> str:
+    """Every server log that :func:`server_process` wrote in ``log_dir``:
+    where a refusal's full reason is read (the client is told a fixed text)."""
+    return "\n".join(path.read_text(errors="replace") for path in sorted(log_dir.glob("*.log")))
+
+
+def last_refusal(log_dir: Path) -> str:
+    """The guard's latest refusal line in the logs of ``log_dir`` (``""`` if none)."""
+    refusals = [line for line in logs_in(log_dir).splitlines() if "refused" in line]
+    return refusals[-1] if refusals else ""
+
+
 def gunicorn_command(*args: str) -> list[str]:
     # --no-control-socket: gunicorn 27 instances would otherwise share one path.
     return [sys.executable, "-m", "gunicorn", "--no-control-socket", *args]

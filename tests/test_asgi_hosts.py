@@ -35,6 +35,7 @@ from .netns import (
     wait_for_port_in,
 )
 from .nginx import X_FORWARDED_FOR, nginx, require_nginx
+from .servers import last_refusal
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -275,4 +276,5 @@ def test_nginx_in_front_of_uvicorn(hosts, tmp_path, upstream, setting, options):
             ("127.0.0.1", hosts.server_ip4), expected, strict=True
         ):
             got, body = http_get(ns, address, NGINX_PORT, "/")
-            assert got == status and (reason is None or reason in body), (address, body)
+            logged = last_refusal(tmp_path)
+            assert got == status and (reason is None or reason in logged), (address, body, logged)

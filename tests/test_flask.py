@@ -73,7 +73,7 @@ def test_refusal_is_plain_text_by_default():
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_custom_403_handler_renders_the_refusal():
+def test_custom_403_handler_renders_the_refusal(logged):
     app = make_app()
     seen = []
 
@@ -91,7 +91,8 @@ def test_custom_403_handler_renders_the_refusal():
     response = get(app, "/admin", OTHER_HOST)
     assert response.status_code == 403
     assert response.json["error"] == "forbidden"
-    assert "another host" in response.json["why"]
+    assert "(not from this host)" in response.json["why"]
+    assert "another host" in logged()
     assert response.headers["X-App"] == "demo"  # after_request hooks still apply
     assert seen[0].remote_addr == "10.0.0.2" and seen[0].local_addr == "127.0.0.1"
 
