@@ -56,7 +56,7 @@ from .netns import (
     wait_for_port_in,
 )
 from .nginx import nginx_command, require_nginx
-from .servers import gunicorn_command, last_refusal, stop_process_group, unix_request
+from .servers import gunicorn_command, last_refusal, logs_in, stop_process_group, unix_request
 from .test_asgi import run, scope, status
 
 
@@ -330,8 +330,7 @@ def test_h2c_through_a_proxy_protocol_relay_is_refused(hosts, tmp_path, options,
         assert answer["head"].startswith("HTTP/1.1 101"), answer  # gunicorn switched
         statuses = [stream.get("status") for stream in answer["streams"].values()]
         assert statuses == [403, 403, 403], answer
-        for stream in answer["streams"].values():
-            assert H2_SETTING in stream["body"], answer
+        assert logs_in(tmp_path).count(H2_SETTING) >= 3, answer  # in the log, not the body
         answer = h2_exchange(hosts.client_ns, *listen, "prior", streams(claim))
         assert not answer["streams"], answer  # no answer at all
 
@@ -357,7 +356,7 @@ def test_h2c_directly_from_the_other_host_is_refused(hosts, tmp_path, allowed):
             assert '"client"' not in json.dumps(answer), answer
     else:
         assert upgraded["head"].startswith("HTTP/1.1 403"), upgraded
-        assert ANOTHER_HOST in upgraded["rest"], upgraded
+        assert ANOTHER_HOST in last_refusal(tmp_path), upgraded
         assert not prior["streams"], prior
 
 
@@ -376,8 +375,7 @@ def test_h2c_from_this_host_is_refused_with_the_setting(hosts, tmp_path):
             answer = h2_exchange(hosts.server_ns, "127.0.0.1", PORT, mode, streams("127.0.0.1"))
             statuses = [stream.get("status") for stream in answer["streams"].values()]
             assert statuses == [403, 403, 403], answer
-            for stream in answer["streams"].values():
-                assert H2_SETTING in stream["body"], answer
+            assert H2_SETTING in last_refusal(tmp_path), answer
 
 
 # 4. Forwarding headers ---------------------------------------------------------
