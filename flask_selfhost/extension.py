@@ -47,7 +47,7 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
-from .exempt import allow_remote as allow_remote  # the Flask front's name for it, as before
+from .exempt import allow_remote as allow_remote  # the Flask front's name for it
 from .guard import evaluate
 from .middleware import (
     Refuse,

@@ -59,7 +59,7 @@ def log_field(value: object) -> str:
 
 
 def log_decision(decision: Decision, method: object, path: object) -> None:
-    """Log one decision, in the fields the first article logged.
+    """Log one decision: the request line, both addresses, the rule and its reason.
 
     Every field is escaped (:func:`log_field`): the client address may be a
     header's text rewritten by a proxy middleware, and the request line is
@@ -214,8 +214,8 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
     def refuse(decision: Decision, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         return refuse_plainly(decision, checked, environ, start_response)
 
-    # Around a Flask app, @allow_remote views answer anyone, as under SelfHost
-    # (issue 11: they were silently refused). Imported here: extension imports us.
+    # Around a Flask app, @allow_remote views answer anyone, as under SelfHost.
+    # Imported here: extension imports us.
     from .extension import find_flask_app, refuse_unless_exempt
 
     flask_app = find_flask_app(app)

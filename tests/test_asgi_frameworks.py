@@ -1,4 +1,4 @@
-"""Issue 10 against real servers: exempt routes and the Quart extension, from
+"""Against real servers: exempt routes and the Quart extension, from
 another host.
 
 The threat: an exemption (``allow_remote``) that lets another host reach

@@ -1,7 +1,7 @@
-"""Issue 8, against real servers: the ways in that an attack found, closed.
+"""Against real servers: the ways in that an attack found, closed.
 
 Each test here let another host in, forged the log, or let a page of another
-site act, on the code before the fix (commit 8c2effd); the pure forms of the
+site act, on the code before its fix; the pure forms of the
 same attacks are in ``test_ways_in.py``. The other host is a real network
 namespace joined by a veth pair (:mod:`tests.netns`); requests are raw
 sockets, so keep-alive, pipelining and odd headers are what a client sends.

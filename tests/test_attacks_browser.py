@@ -1,4 +1,4 @@
-"""Issue 8, finding 1, in a real browser: a page of another site cannot act
+"""In a real browser: a page of another site cannot act
 through this host's own LAN URL.
 
 Debian's headless Chromium runs inside the server namespace, so that the

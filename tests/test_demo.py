@@ -98,8 +98,8 @@ def worker_pids(arbiter: int) -> set[int]:
 
 @pytest.mark.parametrize("level", ["info", "debug"])
 def test_refusals_go_to_gunicorns_error_log(tmp_path, level):
-    """Issue 11: under gunicorn the guard's lines went to stderr through
-    Python's last-resort handler (no time, level or pid) and never reached
+    """Under gunicorn the guard's lines would go to stderr through Python's
+    last-resort handler (no time, level or pid) and never reach
     --error-logfile. The demo configs' post_worker_init fixes that."""
     port = free_port("::")
     error_log = tmp_path / "error.log"

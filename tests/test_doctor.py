@@ -742,8 +742,8 @@ def test_dnat_trap_to_a_guarded_app_reads_as_refused_not_exposed(hosts, tmp_path
 
 
 def test_port_is_not_failed_by_another_ports_unreadable_listener(hosts, tmp_path):
-    """Issue 11: ``--port 8000`` exited 2 because the owner of a listener on
-    another port could not be read. Here the doctor and the app run in a PID
+    """``--port 8000`` must not exit 2 because the owner of a listener on
+    another port cannot be read. Here the doctor and the app run in a PID
     namespace of their own (as in a container), so a listener outside it on
     port 9000 has no visible owner: unknown without --port, a note with it."""
     require_commands("unshare")

@@ -1,4 +1,4 @@
-"""Issue 12: the common path answers exactly as the full rules do.
+"""The common path answers exactly as the full rules do.
 
 The WSGI fronts answer the common request from grants that the full rules
 remembered (:mod:`flask_selfhost.accepted`). This differential test sends

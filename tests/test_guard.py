@@ -189,7 +189,7 @@ def test_proxy_fix_before_the_guard_cannot_launder_the_host(loopback_connection)
 
 @pytest.mark.parametrize("layers", [1, 2])
 def test_a_proxy_fix_original_without_a_witness_never_grants(layers):
-    """Issue 8, finding 4: with no connection socket in the environ
+    """With no connection socket in the environ
     (gevent_pywsgi, waitress), ProxyFix's saved original cannot be checked;
     two layers overwrite it with the first layer's output (127.0.0.1)."""
     from werkzeug.middleware.proxy_fix import ProxyFix

@@ -141,14 +141,14 @@ def flask_app_with_public_health_check():
     ],
 )
 def test_allow_remote_works_under_the_middleware(wrap):
-    """Issue 11: a Flask app wrapped in the middleware refused its
-    @allow_remote views to remote clients, silently."""
+    """A Flask app wrapped in the middleware serves its @allow_remote views
+    to remote clients, as under SelfHost."""
     guarded = wrap(flask_app_with_public_health_check())
     remote = get(guarded, "/healthz", remote="10.0.0.2")
     assert (remote.status_code, remote.text) == (200, "ok")
     refused = get(guarded, "/admin", remote="10.0.0.2")
     assert refused.status_code == 403
-    assert refused.mimetype == "text/plain"  # the middleware's plain refusal, as before
+    assert refused.mimetype == "text/plain"  # the middleware's plain refusal
     assert get(guarded, "/nothing", remote="10.0.0.2").status_code == 403
     assert get(guarded, "/admin").text == "admin"
 

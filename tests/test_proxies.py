@@ -449,7 +449,7 @@ def test_without_trusted_proxies_forwarding_headers_are_refused():
 
 
 def test_trusted_proxy_without_forwarding_headers_is_refused():
-    """Issue 8, finding 3: a trusted proxy whose headers are missing (forgotten,
+    """A trusted proxy whose headers are missing (forgotten,
     or deleted by waitress) would pass everyone it relays as itself."""
     options = Options(trusted_proxies="127.0.0.1")
     decision = evaluate({"REMOTE_ADDR": "127.0.0.1"}, options)

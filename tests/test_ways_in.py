@@ -1,4 +1,4 @@
-"""Issue 8: the ways past the guard that an attack on real servers found,
+"""The ways past the guard that an attack on real servers found,
 each as a test that fails on the code before the fix, and the invariant
 that closes their common cause: a grant never skips a later rule.
 
