@@ -454,11 +454,18 @@ class SelfHostASGIMiddleware:
         except Exception:  # an odd scope, a router we misread: refused, never a 500
             return None
 
+    def refusal_options(self, scope: Scope) -> Options:
+        """The options a refusal is answered with (its status and body):
+        here the guard's own; the Quart extension's are those of the view
+        the request is routed to, where that view says."""
+        return self.options
+
     async def refuse(self, decision: Decision, scope: Scope, send: Send) -> None:
         """The same plain-text refusal as the WSGI fronts; for a WebSocket,
         an HTTP 403 where the server can send one, else a close."""
-        status = self.options.refuse_status
-        body = self.options.body_for(decision).encode("utf-8")
+        options = self.refusal_options(scope)
+        status = options.refuse_status
+        body = options.body_for(decision).encode("utf-8")
         headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),
