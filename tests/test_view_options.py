@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import textwrap
 
 import pytest
 from flask import Flask
@@ -194,11 +193,11 @@ def test_quart_the_views_options_answer_the_extensions_refusal():
 # A real server, another host -------------------------------------------------
 
 APP = """
-from flask import Flask
+from {framework} import {cls}
 
-from flask_selfhost import SelfHost, local_only
+from {front} import SelfHost, local_only
 
-app = Flask(__name__)
+app = {cls}(__name__)
 SelfHost(app)
 
 
@@ -213,19 +212,31 @@ def other():
     return "other"
 """
 
+#: The app's source, and the server that serves it, per front.
+SERVERS = {
+    "flask-gunicorn": (
+        {"framework": "flask", "cls": "Flask", "front": "flask_selfhost"},
+        ["gunicorn", "--no-control-socket", "-b", "0.0.0.0:8000"],
+    ),
+    "quart-hypercorn": (
+        {"framework": "quart", "cls": "Quart", "front": "flask_selfhost.quart"},
+        ["hypercorn", "-b", "0.0.0.0:8000"],
+    ),
+}
+
 
 @pytest.mark.slow
 @pytest.mark.root
-def test_another_host_gets_the_views_status_from_gunicorn(tmp_path):
+@pytest.mark.parametrize("case", list(SERVERS))
+def test_another_host_gets_the_views_status_from_a_real_server(tmp_path, case):
     from .netns import http_get, require_netns, server_in, two_hosts
 
     require_netns()
-    (tmp_path / "hidden_app.py").write_text(textwrap.dedent(APP))
-    command = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-b", "0.0.0.0:8000"]
-    with (
-        two_hosts() as hosts,
-        server_in(hosts.server_ns, [*command, "hidden_app:app"], tmp_path, "gunicorn"),
-    ):
+    source, server = SERVERS[case]
+    pytest.importorskip(source["framework"], reason="the test extra installs it")
+    (tmp_path / "hidden_app.py").write_text(APP.format(**source))
+    command = [sys.executable, "-m", *server, "hidden_app:app"]
+    with two_hosts() as hosts, server_in(hosts.server_ns, command, tmp_path, server[0]):
         assert http_get(hosts.client_ns, hosts.server_ip4, 8000, "/hidden")[0] == 404
         assert http_get(hosts.client_ns, hosts.server_ip4, 8000, "/other")[0] == 403
         assert http_get(hosts.server_ns, "127.0.0.1", 8000, "/hidden") == (200, "hidden")
