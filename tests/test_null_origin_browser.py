@@ -7,8 +7,8 @@ for its own form POST: exactly what a sandboxed page sends, so the guard
 refuses it, and the logged reason names the referrer policy to change.
 (Chromium's ``fetch`` POST from the same page carries the page's origin.)
 With the browsers' default policy, or ``same-origin``, the same form works.
-On ``127.0.0.1`` the browser also sends ``Sec-Fetch-Site: same-origin``,
-and no-referrer does no harm there.
+On ``127.0.0.1`` and ``localhost`` the browser also sends
+``Sec-Fetch-Site: same-origin``, and no-referrer does no harm there.
 
 Real pieces: Debian's Chromium (``tests/browser.py``, which maps
 ``mybox.test`` to 127.0.0.1 and nothing else leaves this host), the Flask
@@ -131,12 +131,13 @@ def test_another_referrer_policy_lets_the_own_form_through(browser, page, caplog
     assert refusals(caplog) == []
 
 
-def test_no_referrer_on_loopback_is_same_origin(browser, page, caplog):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_no_referrer_on_loopback_is_same_origin(browser, page, caplog, host):
     caplog.set_level(logging.WARNING, logger="flask_selfhost")
     app, seen, actions = own_app("no-referrer")
     with werkzeug_server(app) as port:
-        statuses = submit(page, f"http://127.0.0.1:{port}/form")
-    own = f"http://127.0.0.1:{port}"
+        statuses = submit(page, f"http://{host}:{port}/form")
+    own = f"http://{host}:{port}"
     assert seen == [
         {"origin": "null", "site": "same-origin"},
         {"origin": own, "site": "same-origin"},
