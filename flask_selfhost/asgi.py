@@ -37,6 +37,9 @@ Where the facts come from, and what ASGI servers do to them:
   (loopback). The scope cannot tell such a stream from a local one, nor h2c
   from TLS, so gunicorn's HTTP/2 is refused, with a reason that names the
   setting to change;
+- a key that a server leaves out means what the ASGI spec says it means
+  (:data:`SPEC_DEFAULTS`): daphne's WebSocket scope has no ``scheme``,
+  which is ``ws``;
 - a WebSocket handshake's ``Origin`` is judged by the cross-site rule (a
   cross-site WebSocket is the WebSocket form of CSRF), its ``ws``/``wss``
   scheme read as ``http``/``https``. A refused handshake gets an HTTP 403
@@ -104,6 +107,27 @@ FORWARDING_HEADERS = frozenset(
 SINGLE = (b"host", b"origin", b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest")
 SCHEMES = {"ws": "http", "wss": "https"}
 
+#: What a missing scope key means, per scope type, as the ASGI HTTP and
+#: WebSocket spec says. A server may leave any of these out (daphne's
+#: WebSocket scope has no ``scheme``), and a key read as unknown instead
+#: would refuse this host's own pages: an unknown scheme matches no Origin.
+#: Keys with no default (an HTTP scope's ``http_version``, ``method``) stay
+#: unknown when missing.
+SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
+    "http": {"scheme": "http", "root_path": "", "raw_path": None, "client": None, "server": None},
+    "websocket": {
+        "scheme": "ws",
+        "http_version": "1.1",
+        "root_path": "",
+        "raw_path": None,
+        "query_string": b"",
+        "client": None,
+        "server": None,
+        "subprotocols": (),
+    },
+}
+NO_DEFAULTS: dict[str, Any] = {}
+
 REWRITTEN_CLIENT = (
     "the client address is one its own forwarding headers name: the server may have put it "
     "there and kept no original, so the proxy cannot be checked; turn that off (uvicorn: "
@@ -129,14 +153,25 @@ BIND_ADDRESS = (
 )
 
 
+def scope_value(scope: Scope, key: str) -> Any:
+    """``scope[key]``, or what the ASGI spec says its absence means
+    (:data:`SPEC_DEFAULTS`), or ``None`` where the spec gives no default."""
+    try:
+        return scope[key]
+    except KeyError:
+        kind = scope.get("type")
+        defaults = SPEC_DEFAULTS.get(kind, NO_DEFAULTS) if type(kind) is str else NO_DEFAULTS
+        return defaults.get(key)
+
+
 class ScopeConnection:
     """:class:`~flask_selfhost.facts.Connection` from an ASGI scope."""
 
     __slots__ = ("_client", "_server")
 
     def __init__(self, scope: Scope) -> None:
-        self._server = scope.get("server")
-        self._client = scope.get("client")
+        self._server = scope_value(scope, "server")
+        self._client = scope_value(scope, "client")
 
     def local_address(self) -> str | None:
         host = _host(self._server)
@@ -172,11 +207,12 @@ def _host(pair: Any) -> str | None:
 def facts_from_scope(scope: Scope) -> RequestFacts:
     """The facts of an HTTP request or WebSocket handshake; never raises."""
     seen: dict[bytes, list[bytes | None]] = {}
-    headers = scope.get("headers", ())
+    headers = scope.get("headers")
     # Headers that cannot be read may hold any header, the Host included (an
     # app may read a deque or a (str, bytes) pair): the Host is then unusable.
+    # So are missing headers: the spec gives them no default.
     readable = isinstance(headers, (list, tuple))
-    for pair in headers if readable else ():
+    for pair in headers if isinstance(headers, (list, tuple)) else ():
         try:
             name, value = pair
             values = seen.setdefault(bytes(name).lower(), [])
@@ -196,9 +232,15 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
             return ""  # twice, or not bytes: unusable, refused by the rule that reads it
         return ", ".join(value.decode("latin-1") for value in values)  # type: ignore[union-attr]
 
-    remote = _host(scope.get("client"))
-    scheme = scope.get("scheme")
-    scheme = SCHEMES.get(scheme, scheme) if type(scheme) is str else None
+    remote = _host(scope_value(scope, "client"))
+    scheme = scope_value(scope, "scheme")
+    # The spec: never empty. Any value that is not a string is unknown, and
+    # then no Origin is this request's own.
+    if type(scheme) is str and scheme:
+        scheme = scheme.lower()
+        scheme = SCHEMES.get(scheme, scheme)
+    else:
+        scheme = None
     method = "GET" if scope.get("type") == "websocket" else scope.get("method")
     return RequestFacts(
         remote,
@@ -267,7 +309,7 @@ def gunicorn_http2(scope: Scope) -> bool:
     """True for an HTTP/2 request (or WebSocket) in gunicorn's ASGI worker:
     its client may be a PROXY protocol relay's address (see the module's doc).
     The version first: an HTTP/1.1 request pays one dict look-up."""
-    return scope.get("http_version") == "2" and GUNICORN_ASGI in sys.modules
+    return scope_value(scope, "http_version") == "2" and GUNICORN_ASGI in sys.modules
 
 
 def evaluate_scope(scope: Scope, options: Options) -> Decision:
@@ -412,11 +454,18 @@ class SelfHostASGIMiddleware:
         except Exception:  # an odd scope, a router we misread: refused, never a 500
             return None
 
+    def refusal_options(self, scope: Scope) -> Options:
+        """The options a refusal is answered with (its status and body):
+        here the guard's own; the Quart extension's are those of the view
+        the request is routed to, where that view says."""
+        return self.options
+
     async def refuse(self, decision: Decision, scope: Scope, send: Send) -> None:
         """The same plain-text refusal as the WSGI fronts; for a WebSocket,
         an HTTP 403 where the server can send one, else a close."""
-        status = self.options.refuse_status
-        body = self.options.body_for(decision).encode("utf-8")
+        options = self.refusal_options(scope)
+        status = options.refuse_status
+        body = options.body_for(decision).encode("utf-8")
         headers = [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(body))),

@@ -37,8 +37,12 @@ The algorithm, in order; the first step that decides wins:
    ``Sec-Fetch-Site`` value is refused.
 6. no ``Sec-Fetch-Site`` (plain-http, non-loopback URLs and old browsers):
    ``Origin`` must equal the request's own origin, the scheme from the
-   server and host and port from the Host header; ``Origin: null``
-   (sandboxed frames, file: pages) and malformed origins are refused.
+   server and host and port from the Host header; ``Origin: null`` and
+   malformed origins are refused. Browsers send ``null`` from sandboxed
+   frames and file: pages, and from any page, this server's own included,
+   served with ``Referrer-Policy: no-referrer`` on such a URL: nothing in
+   the request tells these apart, so the reason names the referrer policy
+   to change.
 
 Every decision of this rule carries ``Vary`` headers for the front to add,
 because the same URL gets a different answer for other values of these
@@ -87,8 +91,11 @@ CROSS_SITE = (
 )
 BAD_FETCH_SITE = "the Sec-Fetch-Site header has an unknown value"
 NULL_ORIGIN = (
-    "the Origin header is null (a sandboxed or file: page), "
-    "which the trusted_origins option cannot name"
+    "the Origin header is null: a sandboxed or file: page sent it, or a page served with "
+    "Referrer-Policy: no-referrer on plain http under a name other than localhost or a "
+    "loopback address (browsers then send null from this server's own pages too); "
+    "trusted_origins cannot name null: if this server's own form was refused, serve its "
+    "pages with another referrer policy (strict-origin-when-cross-origin, the browsers' default)"
 )
 OTHER_ORIGIN = (
     "the Origin header names another site (or is malformed); "

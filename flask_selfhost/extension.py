@@ -122,21 +122,36 @@ def refusal(
     return error
 
 
+#: Options that say how a refusal looks, not who is refused: a view's own
+#: win for that view even when the app-wide guard refuses the request.
+RESPONSE_OPTIONS = frozenset({"refuse_status", "refuse_body"})
+#: The attribute ``local_only`` sets on the view it returns: its ViewOptions.
+VIEW_OPTIONS = "_selfhost_view_options"
+
+
 class ViewOptions:
     """The options of one ``local_only`` view (Flask's or Quart's): the
     app's extension options with the view's own on top, or the view's own
     alone where no extension is registered. Checked when the view is
     decorated; merged once per app.
 
+    Under a guard that refuses before the view runs (the extension, or the
+    middleware around a Flask app), the view's verdict options cannot let in
+    what that guard refused: the request must pass both, so they can only
+    make the view stricter. Its response options (:data:`RESPONSE_OPTIONS`)
+    answer that guard's refusal too (:meth:`responding`), so that a view's
+    ``refuse_status=404`` hides it whoever refuses.
+
     :param overrides: The options given to ``local_only``.
     """
 
-    __slots__ = ("_merged", "overrides", "own")
+    __slots__ = ("_merged", "_responding", "overrides", "own")
 
     def __init__(self, overrides: Mapping[str, Any]) -> None:
         self.own = Options.from_mapping(overrides)  # fail at import time, not per request
         self.overrides = dict(overrides)
         self._merged: dict[Options, Options] = {}  # extension options -> with ours on top
+        self._responding: dict[Options, Options] = {}  # a guard's options -> our answer
 
     def for_app(self, extensions: Mapping[str, Any]) -> Options:
         """The options in force under an app with these ``app.extensions``."""
@@ -149,6 +164,25 @@ class ViewOptions:
                 state.options, replace(state.options, **self.overrides)
             )
         return merged
+
+    def responding(self, options: Options) -> Options:
+        """``options`` with this view's response options on top: how a
+        guard in front of the view answers a request it refuses."""
+        answer = self._responding.get(options)
+        if answer is None:
+            own = {name: self.overrides[name] for name in RESPONSE_OPTIONS & self.overrides.keys()}
+            answer = self._responding.setdefault(options, replace(options, **own))
+        return answer
+
+
+def refusal_options(view: object, options: Options) -> Options:
+    """How a guard with ``options`` answers a refused request routed to
+    ``view``: with the view's own response options if it is a ``local_only``
+    view, else with ``options``."""
+    view_options = getattr(view, VIEW_OPTIONS, None) if view is not None else None
+    if isinstance(view_options, ViewOptions):  # exactly: a mock's attribute is not
+        return view_options.responding(options)
+    return options
 
 
 def _check(options: Options) -> Decision:
@@ -188,9 +222,9 @@ def _routed_context(app: Flask, environ: Any) -> RequestContext | None:
     return context
 
 
-def _is_exempt(app: Flask, context: RequestContext) -> bool:
+def _routed_view(app: Flask, context: RequestContext) -> Any:
     endpoint = context.request.endpoint  # None for unknown paths and methods
-    return is_exempt(app.view_functions.get(endpoint) if endpoint else None)
+    return app.view_functions.get(endpoint) if endpoint else None
 
 
 def exempt_views(app: Flask) -> list[str]:
@@ -214,16 +248,18 @@ def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
         if context is None:
             # Refuse in plain text rather than let Werkzeug's error become a 500.
             return refuse_plainly(decision, options, environ, start_response)
-        if _is_exempt(app, context):
+        view = _routed_view(app, context)
+        if is_exempt(view):
             # Straight to Flask, past any middleware between it and the guard:
             # such middleware (ProxyFix's x_host, a method override, a mounted
             # app) could route the request elsewhere than this exempt view.
             return flask_wsgi_app(environ, start_response)
         log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+        answer = refusal_options(view, options)  # a local_only view's refuse_status
         with context:
             try:
                 response = app.finalize_request(
-                    app.handle_user_exception(refusal(decision, options))
+                    app.handle_user_exception(refusal(decision, answer))
                 )
             except Exception as error:  # an error handler that fails: Flask's 500 path
                 response = app.handle_exception(error)
@@ -248,20 +284,23 @@ def find_flask_app(app: object, depth: int = 6) -> Flask | None:
     return None
 
 
-def refuse_unless_exempt(app: Flask, refuse: Refuse) -> Refuse:
-    """``refuse``, except for a request routed to an :func:`allow_remote`
-    view of ``app``, which Flask then serves. For :func:`SelfHostMiddleware`
-    around a Flask app, so that ``allow_remote`` means the same there as
-    under the extension."""
+def refuse_unless_exempt(app: Flask, options: Options) -> Refuse:
+    """A plain-text refusal, except for a request routed to an
+    :func:`allow_remote` view of ``app``, which Flask then serves, and with
+    a ``local_only`` view's own response options for a request routed to
+    one. For :func:`SelfHostMiddleware` around a Flask app, so that both
+    decorators mean the same there as under the extension."""
     flask_wsgi_app = MethodType(type(app).wsgi_app, app)
 
     def refuse_or_serve(decision: Decision, environ: Any, start_response: Any) -> Any:
         context = _routed_context(app, environ)
-        if context is not None and _is_exempt(app, context):
+        view = None if context is None else _routed_view(app, context)
+        if is_exempt(view):
             if decision.headers:
                 start_response = with_headers(start_response, decision.headers)
             return flask_wsgi_app(environ, start_response)
-        return refuse(decision, environ, start_response)
+        answer = refusal_options(view, options)
+        return refuse_plainly(decision, answer, environ, start_response)
 
     return refuse_or_serve
 
@@ -288,6 +327,10 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
 
     With :class:`SelfHost` registered on the app, the extension's options
     apply, overridden by any given here; without it, the options given here.
+    ``refuse_status`` and ``refuse_body`` given here also answer a request
+    to this view that the extension or the middleware refuses; any other
+    option can only make the view stricter than that guard (see
+    :class:`ViewOptions`).
 
     The view receives ``OPTIONS`` requests, so that the guard sees CORS
     preflights: it answers a granted preflight itself and any other
@@ -308,6 +351,7 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
         # Route OPTIONS to the guarded view instead of Flask's automatic answer.
         guarded_view.required_methods = {"OPTIONS"}  # type: ignore[attr-defined]
         guarded_view.provide_automatic_options = False  # type: ignore[attr-defined]
+        setattr(guarded_view, VIEW_OPTIONS, view_options)  # for a guard's refusal
         return guarded_view  # type: ignore[return-value]
 
     return decorate if view is None else decorate(view)

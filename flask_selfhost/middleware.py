@@ -207,21 +207,23 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
     Around a Flask app (the app, its ``wsgi_app``, or middleware whose
     ``.app`` leads to it), a refused request routed to an
     :func:`~flask_selfhost.allow_remote` view is served by Flask, as under
-    :class:`~flask_selfhost.SelfHost`; refusals stay plain text.
+    :class:`~flask_selfhost.SelfHost`, and one routed to a
+    :func:`~flask_selfhost.local_only` view is refused with that view's
+    ``refuse_status`` and ``refuse_body``; refusals stay plain text.
     """
     checked = Options.from_mapping(options)
 
     def refuse(decision: Decision, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         return refuse_plainly(decision, checked, environ, start_response)
 
-    # Around a Flask app, @allow_remote views answer anyone, as under SelfHost.
-    # Imported here: extension imports us.
+    # Around a Flask app, @allow_remote and @local_only views mean what they
+    # mean under SelfHost. Imported here: extension imports us.
     from .extension import find_flask_app, refuse_unless_exempt
 
     flask_app = find_flask_app(app)
     if flask_app is None:
         return guard_wsgi_app(app, checked, refuse)
-    return guard_wsgi_app(app, checked, refuse_unless_exempt(flask_app, refuse))
+    return guard_wsgi_app(app, checked, refuse_unless_exempt(flask_app, checked))
 
 
 def is_guarded(app: object) -> Options | None:

@@ -58,7 +58,7 @@ from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
-from .extension import ExtensionBase, ViewOptions, refusal
+from .extension import VIEW_OPTIONS, ExtensionBase, ViewOptions, refusal, refusal_options
 from .middleware import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
@@ -82,6 +82,15 @@ class QuartGuard(SelfHostASGIMiddleware):
         except Exception:  # a scope Quart cannot read: refused, never a 500
             return None
         return self.quart_asgi_app if is_exempt(view) else None
+
+    def refusal_options(self, scope: Scope) -> Options:
+        """A ``local_only`` view's own ``refuse_status`` and ``refuse_body``
+        for a request routed to it (routed again: refusals only)."""
+        try:
+            view = routed_view(self.quart_app, scope)
+        except Exception:  # a scope Quart cannot read: the guard's own answer
+            return self.options
+        return refusal_options(view, self.options)
 
 
 async def _never_sent(message: Any) -> None:  # pragma: no cover - routing sends nothing
@@ -166,7 +175,11 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
 
     With :class:`SelfHost` registered on the app, the extension's options
     apply, overridden by any given here; without it, the options given here.
-    Put it under the route decorator, as with Flask.
+    ``refuse_status`` and ``refuse_body`` given here also answer a request
+    to this view that the extension refuses; any other option can only make
+    the view stricter than the extension (see
+    :class:`~flask_selfhost.extension.ViewOptions`). Put it under the route
+    decorator, as with Flask.
 
     An HTTP view receives ``OPTIONS`` requests, so that the guard sees CORS
     preflights: it answers a granted preflight itself and any other
@@ -189,6 +202,7 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
         # Route OPTIONS to the guarded view instead of Quart's automatic answer.
         guarded_view.required_methods = {"OPTIONS"}  # type: ignore[attr-defined]
         guarded_view.provide_automatic_options = False  # type: ignore[attr-defined]
+        setattr(guarded_view, VIEW_OPTIONS, view_options)  # for the guard's refusal
         return guarded_view  # type: ignore[return-value]
 
     return decorate if view is None else decorate(view)

@@ -37,6 +37,10 @@ CHROMIUM = "/usr/bin/chromium"
 ATTACKER_NAME = "evil.test"
 REBINDING_NAME = "rebind.test"
 REBINDING_ADDRESS = "127.0.0.2"
+#: A name of this host that is neither localhost nor an address, as a LAN
+#: name or an allowed_hosts entry is: the browser finds it at 127.0.0.1 but
+#: treats its plain-http URLs as not potentially trustworthy.
+OWN_NAME = "mybox.test"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -46,9 +50,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-quic",
     # evil.test is the attacker's site (on loopback, another port); rebind.test
-    # the rebinding attacker's name (see RebindingSwitch). Any other name
-    # fails, so that nothing leaves this host.
-    f"--host-resolver-rules=MAP {ATTACKER_NAME} 127.0.0.1, "
+    # the rebinding attacker's name (see RebindingSwitch); mybox.test a name
+    # of this host. Any other name fails, so that nothing leaves this host.
+    f"--host-resolver-rules=MAP {ATTACKER_NAME} 127.0.0.1, MAP {OWN_NAME} 127.0.0.1, "
     f"MAP {REBINDING_NAME} {REBINDING_ADDRESS}, MAP * ~NOTFOUND, "
     "EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
