@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import logfmtkv as logfmt
 import pytest
 from flask import Flask
 from werkzeug.test import Client
@@ -42,7 +43,7 @@ from flask_selfhost.doctor import (
     route_localnet_findings,
 )
 from flask_selfhost.gunicorn import classify_listener, describe_listener
-from flask_selfhost.middleware import log_decision
+from flask_selfhost.log import log_decision
 
 from .apps import APACHE
 from .conftest import require_commands, require_root
@@ -154,7 +155,8 @@ def test_gunicorn_configuration_block_starts_gunicorn(block, tmp_path):
         assert request("127.0.0.1", port, "/healthz").status == 200, server.log()
         refused = request("127.0.0.1", port, "/admin", headers={"X-Forwarded-For": "10.0.0.2"})
         assert refused.status == 403
-    assert "[WARNING] refused 'GET /admin'" in server.log()  # log_to_error_log, errorlog "-"
+    # log_to_error_log, errorlog "-"
+    assert "[WARNING] selfhost=refused method=GET path=/admin" in server.log()
 
 
 # sh -----------------------------------------------------------------------
@@ -407,10 +409,12 @@ def test_systemd_unit_block(block):
 
 # text (output samples) -------------------------------------------------------------
 
-LOG_LINE = re.compile(
-    r"(?P<verdict>refused|allowed) '(?P<method>\w+) (?P<path>\S+)' remote=(?P<remote>\S+) "
-    r"local=(?P<local>\S+) rule=(?P<rule>[\w-]+): (?P<reason>.*)$"
-)
+
+def log_fields(line: str) -> dict[str, str | bool] | None:
+    """The logfmt fields of a guard's line, from ``selfhost=`` on (a server's
+    format may put a time, pid and level before it); ``None`` for another line."""
+    start = line.find("selfhost=")
+    return None if start < 0 else logfmt.parse(line[start:], strict=True, duplicates="error")
 
 
 def logged(decision, method: str, path: str) -> str:
@@ -430,22 +434,24 @@ def logged(decision, method: str, path: str) -> str:
 
 
 def check_log_line(line: str) -> None:
-    match = LOG_LINE.search(line)
-    assert match, line
-    remote, local = match["remote"], match["local"]
+    fields = log_fields(line)
+    assert fields, line
+    remote, local, method, path = (
+        str(fields[key]) for key in ("remote", "local", "method", "path")
+    )
     environ = {
         **APACHE,  # a server that reports the local address: SERVER_ADDR is read
         "REMOTE_ADDR": remote,
         "SERVER_ADDR": local,
-        "REQUEST_METHOD": match["method"],
-        "PATH_INFO": match["path"],
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
     }
     candidates = [judge_source(remote, local)]
     from flask_selfhost import evaluate
 
     candidates.append(evaluate({**environ, "HTTP_X_FORWARDED_FOR": "10.0.0.2"}))
-    produced = [logged(decision, match["method"], match["path"]) for decision in candidates]
-    assert match[0] in produced, f"{line!r} is not what the guard logs: {produced}"
+    produced = [logged(decision, method, path) for decision in candidates]
+    assert line[line.find("selfhost=") :] in produced, f"{line!r} is not what the guard logs"
 
 
 def refusal_bodies() -> list[str]:
@@ -521,7 +527,7 @@ def test_output_sample_is_what_the_code_prints(block):
         check_doctor_sample(text)
     else:
         lines = text.splitlines()
-        assert lines and all(LOG_LINE.search(line) for line in lines), (
+        assert lines and all(log_fields(line) for line in lines), (
             f"{block.where}: an output sample no rule checks"
         )
         for line in lines:
