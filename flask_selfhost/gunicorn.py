@@ -4,8 +4,7 @@ gunicorn helpers: what listens, what protects it, and where refusals are logged
 
 A gunicorn configuration file picks the binding strategy; this module makes
 it visible, and puts every line of the guard, allowed requests included, in
-gunicorn's error log. In a
-config file (``gunicorn -c gunicorn.conf.py``):
+gunicorn's error log. In a config file (``gunicorn -c gunicorn.conf.py``):
 
 .. code-block:: python
 

@@ -262,32 +262,29 @@ import logging
 logging.basicConfig(filename="app.log", format="app %(levelname)s %(message)s")
 """
 
-#: Each server as docs/logging.md starts it, and where its error log is
-#: (``None``: its stderr).
+#: Each server as docs/logging.md starts it (a free port for ``{port}``).
 SERVERS = {
-    "gunicorn": (
-        "gunicorn -b 127.0.0.1:{port} --error-logfile error.log --no-control-socket"
-        " myadmin:create_app()",
-        "error.log",
-    ),
-    "uvicorn": ("uvicorn --host 127.0.0.1 --port {port} myasgi:app", None),
-    "hypercorn": (
-        "hypercorn -b 127.0.0.1:{port} --error-logfile error.log myasgi:app",
-        "error.log",
-    ),
-    "waitress": ("waitress-serve --listen=127.0.0.1:{port} --call myadmin:create_app", None),
-    "flask run": ("flask --app myadmin:create_app run --port {port}", None),
+    "gunicorn": "gunicorn -b 127.0.0.1:{port} --error-logfile error.log myadmin:create_app()",
+    "uvicorn": "uvicorn --host 127.0.0.1 --port {port} myasgi:app",
+    "hypercorn": "hypercorn -b 127.0.0.1:{port} --error-logfile error.log myasgi:app",
+    "waitress": "waitress-serve --listen=127.0.0.1:{port} --call myadmin:create_app",
+    "flask run": "flask --app myadmin:create_app run --port {port}",
 }
 
 
-def serve_and_refuse(command: str, directory: Path, prelude: str = "") -> str:
-    """Run ``command`` (a line of docs/logging.md, ``{port}`` free) in
-    ``directory`` with the two example apps; refuse one request; return
-    everything the server printed."""
-    (directory / "myadmin.py").write_text(prelude + MYADMIN)
-    (directory / "myasgi.py").write_text(prelude + MYASGI)
+def serve_and_refuse(command: str, directory: Path, modules: dict[str, str]) -> tuple[str, str]:
+    """Run ``command`` in ``directory`` beside ``modules`` (file name: source);
+    refuse one request (loopback, with another host's name as ``Host``).
+
+    Returns what the server printed, and its error log: the file named by
+    ``--error-logfile``, else what it printed.
+    """
+    for name, source in modules.items():
+        (directory / name).write_text(source)
     port = free_port()
     words = command.format(port=port).split()
+    if words[0] == "gunicorn":  # gunicorn 27 instances would otherwise share one path
+        words.append("--no-control-socket")
     env = {"PYTHONPATH": str(ROOT)}  # this checkout's flask_selfhost
     with server_process(
         [str(BIN / words[0]), *words[1:]], ("127.0.0.1", port), directory, env=env, cwd=directory
@@ -295,7 +292,22 @@ def serve_and_refuse(command: str, directory: Path, prelude: str = "") -> str:
         refused = request("127.0.0.1", port, "/admin", headers={"Host": "evil.example"})
         assert refused.status == 403, server.log()
         time.sleep(0.3)  # the worker writes its line after answering
-    return server.log()
+    printed = server.log()
+    if "--error-logfile" in words:
+        return printed, (directory / words[words.index("--error-logfile") + 1]).read_text()
+    return printed, printed
+
+
+def assert_one_timed_refusal(printed: str, error_log: str) -> None:
+    """The refusal is one line of the error log, with a time, a pid and a
+    level, whose fields a logfmt parser reads; and nowhere else."""
+    (line,) = error_log_lines(error_log)
+    assert TIMED.fullmatch(line + "\n"), line
+    fields = logfmt.parse(line[line.index("selfhost=") :], strict=True)
+    assert list(fields) == FIELDS and fields["rule"] == "host", line
+    if error_log is not printed:
+        assert "selfhost=" not in printed  # not also on stderr
+    assert "Traceback" not in printed, printed
 
 
 def error_log_lines(text: str) -> list[str]:
@@ -307,24 +319,15 @@ def error_log_lines(text: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SERVERS)
 def test_with_no_wiring_a_refusal_reaches_the_servers_error_log(name, tmp_path):
-    command, error_log = SERVERS[name]
-    printed = serve_and_refuse(command, tmp_path)
-    text = printed if error_log is None else (tmp_path / error_log).read_text()
-    (line,) = error_log_lines(text)
-    assert TIMED.fullmatch(line + "\n"), line
-    fields = logfmt.parse(line[line.index("selfhost=") :], strict=True)
-    assert list(fields) == FIELDS and fields["rule"] == "host", line
-    if error_log is not None:
-        assert "selfhost=" not in printed  # not also on stderr
-    assert "Traceback" not in printed, printed
+    modules = {"myadmin.py": MYADMIN, "myasgi.py": MYASGI}
+    assert_one_timed_refusal(*serve_and_refuse(SERVERS[name], tmp_path, modules))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SERVERS)
 def test_logging_the_app_set_up_takes_the_line(name, tmp_path):
-    command, error_log = SERVERS[name]
-    printed = serve_and_refuse(command, tmp_path, APP_LOGGING)
+    modules = {"myadmin.py": APP_LOGGING + MYADMIN, "myasgi.py": APP_LOGGING + MYASGI}
+    printed, error_log = serve_and_refuse(SERVERS[name], tmp_path, modules)
     (line,) = error_log_lines((tmp_path / "app.log").read_text())
     assert line.startswith("app WARNING selfhost=refused method=GET path=/admin "), line
-    others = printed + ("" if error_log is None else (tmp_path / error_log).read_text())
-    assert "selfhost=" not in others
+    assert "selfhost=" not in printed + error_log
