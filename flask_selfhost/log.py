@@ -4,7 +4,7 @@ The guard's log lines, and where they go
 
 Every decision is one line on the ``flask_selfhost`` logger, refusals at
 WARNING and allowed requests at DEBUG, in logfmt: ``key=value`` fields only,
-so that Loki's ``| logfmt``, Vector or any logfmt parser reads the same
+so that a logfmt parser (go-logfmt, Loki's ``| logfmt``) reads the same
 fields as a person::
 
     selfhost=refused method=GET path=/admin remote=10.0.0.2 local=127.0.0.1 rule=source
@@ -119,7 +119,7 @@ def place_lines() -> None:
                 handler = StderrHandler()
                 handler.setFormatter(logging.Formatter(STDERR_FORMAT, STDERR_DATE_FORMAT))
                 logger.addHandler(handler)
-            if any(_is_waitress_default(handler) for handler in logging.root.handlers):
+            if any(_is_waitress_default(root_handler) for root_handler in logging.root.handlers):
                 logger.propagate = False  # one line per record, and that one timed
         _placed = True
 
