@@ -211,6 +211,16 @@ def test_uvicorns_untimed_log_leaves_stderr_with_time(unplaced, capsys):
     assert untimed.lines == [] and TIMED.fullmatch(capsys.readouterr().err)
 
 
+def test_uvicorns_log_config_with_a_time_takes_the_line(unplaced, capsys):
+    bare_root()
+    timed = Lines()
+    timed.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("uvicorn").addHandler(timed)
+    logging.getLogger("uvicorn.error")
+    refuse()
+    assert len(timed.lines) == 1 and capsys.readouterr().err == ""
+
+
 def test_the_common_path_never_looks(unplaced):
     bare_root()
 
