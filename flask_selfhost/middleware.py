@@ -7,8 +7,8 @@ bound to ``127.0.0.1`` can still be reached from the LAN through a DNAT rule
 plus ``route_localnet=1``. This middleware refuses, in the application,
 every request that does not come from this host (see
 the rules in :mod:`flask_selfhost.guard`), and logs each
-decision on the ``flask_selfhost`` logger: refusals at WARNING, allowed
-requests at DEBUG.
+decision on the ``flask_selfhost`` logger (see :mod:`flask_selfhost.log`):
+refusals at WARNING, allowed requests at DEBUG.
 
 .. code-block:: python
 
