@@ -17,5 +17,5 @@ wsgi_app = "demo_app:app"
 workers = int(os.environ.get("DEMO_WORKERS", "2"))
 accesslog = "-"
 when_ready = announce(guarded=True)
-# Refusals in gunicorn's error log (--error-logfile), with time, level and pid.
+# The guard at gunicorn's --log-level: "debug" shows the allowed requests too.
 post_worker_init = log_to_error_log

@@ -68,7 +68,7 @@ from .decision import Decision
 from .exempt import allow_remote
 from .facts import UNIX, RequestFacts
 from .guard import judge
-from .middleware import DEBUG, is_enabled_for, log_decision, logger
+from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 
 Scope = MutableMapping[str, Any]
@@ -417,7 +417,7 @@ class SelfHostASGIMiddleware:
             _server_checked = True
             reason = ScopeConnection(scope).unknown_local_reason()
             if reason is not None:  # once per process: what the server cannot tell
-                logger.warning("flask_selfhost: %s", reason)
+                log_warning(reason)
         decision = evaluate_scope(scope, self.options)
         method, path = ("GET" if kind == "websocket" else scope.get("method")), scope.get("path")
         if not decision.allowed:

@@ -30,7 +30,7 @@ from .extension import EXTENSION_NAME, exempt_views
 from .facts import KnownConnection, RequestFacts
 from .forwarded import TrustedProxies
 from .guard import judge
-from .middleware import log_field
+from .log import log_field
 from .options import Options
 
 CHECK_HELP = """\

@@ -33,7 +33,6 @@ response and the decision as ``selfhost_decision``, so that an app's
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import wraps
@@ -49,14 +48,8 @@ from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the Flask front's name for it
 from .guard import evaluate
-from .middleware import (
-    Refuse,
-    guard_wsgi_app,
-    log_decision,
-    logger,
-    refuse_plainly,
-    with_headers,
-)
+from .log import DEBUG, is_enabled_for, log_decision
+from .middleware import Refuse, guard_wsgi_app, refuse_plainly, with_headers
 from .options import Options
 
 EXTENSION_NAME = "selfhost"
@@ -202,7 +195,7 @@ def _check(options: Options) -> Decision:
             return response
 
     if decision.allowed:
-        if logger.isEnabledFor(logging.DEBUG):
+        if is_enabled_for(DEBUG):
             log_decision(decision, request.method, request.path)
         return decision
     log_decision(decision, request.method, request.path)

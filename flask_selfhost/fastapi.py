@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException, WebSocketException
 from starlette.requests import HTTPConnection
 
 from .asgi import evaluate_scope
-from .middleware import DEBUG, is_enabled_for, log_decision
+from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
 

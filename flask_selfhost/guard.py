@@ -55,7 +55,6 @@ grants :func:`evaluate` remembered in ``options.accepted``
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -69,6 +68,7 @@ from .environ import facts_from_environ
 from .facts import RequestFacts
 from .forwarded import judge_relayed, judge_unix_socket, judge_unrelayed_peer
 from .hosts import judge_request_host
+from .log import log_warning
 from .options import Options
 
 DEFAULT_OPTIONS = Options()
@@ -164,7 +164,7 @@ def _warn_without_witness(environ: Mapping[str, Any]) -> None:
     no witness of the local address, so that only loopback clients can pass."""
     reason = witness.unknown_local_reason(environ)
     if reason is not None:
-        logging.getLogger("flask_selfhost").warning("flask_selfhost: %s", reason)
+        log_warning(reason)
 
 
 def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:

@@ -3,8 +3,8 @@ gunicorn helpers: what listens, what protects it, and where refusals are logged
 ===============================================================================
 
 A gunicorn configuration file picks the binding strategy; this module makes
-it visible, and sends the guard's log lines to gunicorn's error log. In a
-config file (``gunicorn -c gunicorn.conf.py``):
+it visible, and puts every line of the guard, allowed requests included, in
+gunicorn's error log. In a config file (``gunicorn -c gunicorn.conf.py``):
 
 .. code-block:: python
 
@@ -18,7 +18,9 @@ config file (``gunicorn -c gunicorn.conf.py``):
 :func:`announce` logs one line per listener, from the real sockets (not the
 config strings), with the strategy that protects it, and a warning when other
 hosts can connect and nothing in the app refuses them.
-:func:`log_to_error_log` makes each refusal a line of ``--error-logfile``.
+:func:`log_to_error_log` makes the guard's level gunicorn's ``--log-level``, so
+that ``--log-level debug`` shows allowed requests too (refusals reach
+``--error-logfile`` without it).
 """
 
 from __future__ import annotations
@@ -86,12 +88,13 @@ def announce(guarded: bool) -> Callable[[Any], None]:
 
 def log_to_error_log(worker: Any) -> None:
     """A ``post_worker_init`` hook: the ``flask_selfhost`` logger writes to
-    gunicorn's error log, in its format and at its ``--log-level``.
+    gunicorn's error log, in its format and at its ``--log-level``, the
+    allowed requests (DEBUG) included at ``--log-level debug``.
 
-    Without it, no handler takes the guard's records under gunicorn: refusals
-    reach stderr through Python's last-resort handler (no time, level or pid,
-    and never ``--error-logfile``), and allowed requests (DEBUG) nowhere. The
-    handlers are gunicorn's own objects, so ``--error-logfile``, ``kill -USR1``
+    Without it, refusals reach the error log all the same (see
+    :mod:`flask_selfhost.log`), but the guard's level stays WARNING: the
+    common path never pays for a DEBUG line nobody asked for. The handlers
+    are gunicorn's own objects, so ``--error-logfile``, ``kill -USR1``
     (reopen) and ``--log-syslog`` apply. With ``--log-config`` and no handler
     on ``gunicorn.error``, records propagate to whatever that config set up.
     Each record keeps ``extra={"selfhost_decision": ...}`` for structured

@@ -7,8 +7,8 @@ bound to ``127.0.0.1`` can still be reached from the LAN through a DNAT rule
 plus ``route_localnet=1``. This middleware refuses, in the application,
 every request that does not come from this host (see
 the rules in :mod:`flask_selfhost.guard`), and logs each
-decision on the ``flask_selfhost`` logger: refusals at WARNING, allowed
-requests at DEBUG.
+decision on the ``flask_selfhost`` logger (see :mod:`flask_selfhost.log`):
+refusals at WARNING, allowed requests at DEBUG.
 
 .. code-block:: python
 
@@ -22,8 +22,6 @@ requests at DEBUG.
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -31,56 +29,11 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from .crosssite import merge_headers
 from .decision import Decision, Headers
 from .guard import evaluate
+from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-logger = logging.getLogger("flask_selfhost")
-DEBUG = logging.DEBUG
-is_enabled_for = logger.isEnabledFor  # bound once: the common path asks on every request
-
-
-#: A field printed as it is: what an IP address, ``unix`` or a rule name
-#: looks like. Anything else (spaces, quotes, control characters, non-ASCII)
-#: is quoted and escaped, so that no value can forge a field or a line.
-_PLAIN_FIELD = re.compile(r"[0-9A-Za-z.:%_\[\]-]+")
-
-
-def log_field(value: object) -> str:
-    """One field of a log line: ``-`` when absent, bare when plain, else
-    quoted with every control and non-ASCII character escaped."""
-    if value is None:
-        return "-"
-    text = value if type(value) is str else repr(value)
-    if _PLAIN_FIELD.fullmatch(text):
-        return text
-    return ascii(text)
-
-
-def log_decision(decision: Decision, method: object, path: object) -> None:
-    """Log one decision: the request line, both addresses, the rule and its reason.
-
-    Every field is escaped (:func:`log_field`): the client address may be a
-    header's text rewritten by a proxy middleware, and the request line is
-    the client's own.
-    """
-    level = logging.DEBUG if decision.allowed else logging.WARNING
-    if logger.isEnabledFor(level):
-        # peer= only for a relayed request: the proxy, where remote= is its client.
-        relayed = "" if decision.peer_addr is None else f" peer={log_field(decision.peer_addr)}"
-        logger.log(
-            level,
-            "%s %s remote=%s local=%s%s rule=%s: %s",
-            "allowed" if decision.allowed else "refused",
-            ascii(f"{method} {path}"),
-            log_field(decision.remote_addr),
-            log_field(decision.local_addr),
-            relayed,
-            log_field(decision.rule),
-            ascii(decision.reason)[1:-1],
-            extra={"selfhost_decision": decision},
-        )
 
 
 def with_headers(start_response: StartResponse, headers: Headers) -> StartResponse:

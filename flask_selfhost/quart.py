@@ -59,7 +59,7 @@ from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
 from .extension import VIEW_OPTIONS, ExtensionBase, ViewOptions, refusal, refusal_options
-from .middleware import DEBUG, is_enabled_for, log_decision
+from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
 

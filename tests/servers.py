@@ -133,8 +133,10 @@ def server_process(
     prefix: Sequence[str] = (),
     wait: Callable[[subprocess.Popen], None] | None = None,
     name: str = "server",
+    cwd: Path = ROOT,
 ) -> Iterator[Server]:
-    """Start ``command`` (from the project root), wait until it listens, stop it after.
+    """Start ``command`` (from ``cwd``, the project root by default), wait
+    until it listens, stop it after.
 
     ``prefix`` runs it under another command (``ip netns exec NAME``). ``wait``
     replaces the wait for ``wait_on`` (called with the process), for a server
@@ -146,7 +148,7 @@ def server_process(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [*prefix, *command],
-            cwd=ROOT,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=environment,

@@ -176,7 +176,8 @@ def test_the_asgi_demo_configurations(hosts, tmp_path):
     log = (tmp_path / "demo-guarded.log").read_text()
     assert f"listening on 0.0.0.0:{PORT}: every interface (strategy 3)" in log
     assert f"listening on [::]:{PORT}: every interface (strategy 3)" in log
-    assert f"refused 'GET /admin' remote={hosts.client_ip4} local={hosts.server_ip4}" in log
+    refusal = f"method=GET path=/admin remote={hosts.client_ip4} local={hosts.server_ip4}"
+    assert f"selfhost=refused {refusal}" in log
 
     loopback = [PY, "-m", "demo_app.uvicorn_loopback"]
     with server_in(ns, loopback, tmp_path, "demo-loopback", PORT, **env):

@@ -37,7 +37,7 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
         ("192.168.0.13", "192.168.0.13", 0, "allowed: the client is the address"),
         ("10.0.0.2", "127.0.0.1", 1, "refused: the client is another host"),
         ("", None, 1, "refused: the client address is missing"),
-        ("10.0.0.2 x", None, 1, "(remote='10.0.0.2 x', local=-)"),  # escaped, as in the log
+        ("10.0.0.2 x", None, 1, '(remote="10.0.0.2 x", local=-)'),  # escaped, as in the log
     ],
 )
 def test_check(remote, local, status, words):

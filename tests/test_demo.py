@@ -82,7 +82,10 @@ def test_guarded_configuration(tmp_path):
     log = server.log()
     assert f"listening on [::]:{port}: every interface (strategy 3)" in log
     assert "flask_selfhost refuses them" in log
-    assert "refused 'GET /admin' remote=::ffff:127.0.0.1 local=::ffff:127.0.0.1" in log
+    assert (
+        "selfhost=refused method=GET path=/admin remote=::ffff:127.0.0.1 local=::ffff:127.0.0.1"
+        in log
+    )
 
 
 #: gunicorn's error-log format: "[2026-11-22 17:02:03 +0000] [1234] [WARNING] ..."
@@ -111,16 +114,20 @@ def test_refusals_go_to_gunicorns_error_log(tmp_path, level):
         assert request("127.0.0.1", port, "/admin").status == 200
         workers = worker_pids(server.process.pid)
         deadline = time.monotonic() + 10
-        while "refused 'GET /admin'" not in error_log.read_text():
+        while "selfhost=refused method=GET path=/admin" not in error_log.read_text():
             assert time.monotonic() < deadline, error_log.read_text()
             time.sleep(0.05)
     lines = ERROR_LOG_LINE.findall(error_log.read_text())  # (pid, level, message)
-    (refusal,) = [line for line in lines if line[2].startswith("refused 'GET /admin'")]
+    (refusal,) = [
+        line for line in lines if line[2].startswith("selfhost=refused method=GET path=/admin")
+    ]
     pid, severity, message = refusal
     assert severity == "WARNING"
     assert int(pid) in workers  # the worker that judged the request, not the arbiter
     assert "remote=::ffff:127.0.0.1 local=::ffff:127.0.0.1" in message
-    allowed = [line for line in lines if line[2].startswith("allowed 'GET /admin'")]
+    allowed = [
+        line for line in lines if line[2].startswith("selfhost=allowed method=GET path=/admin")
+    ]
     assert len(allowed) == (1 if level == "debug" else 0)  # DEBUG lines at --log-level debug
     # Not also on stderr through the last-resort handler (or the root logger).
-    assert "refused 'GET /admin'" not in server.log()
+    assert "selfhost=refused method=GET path=/admin" not in server.log()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import logfmtkv as logfmt
 import pytest
 from flask import Flask
 from werkzeug.test import Client
@@ -42,8 +43,9 @@ from flask_selfhost.doctor import (
     route_localnet_findings,
 )
 from flask_selfhost.gunicorn import classify_listener, describe_listener
-from flask_selfhost.middleware import log_decision
+from flask_selfhost.log import log_decision
 
+from . import test_logging
 from .apps import APACHE
 from .conftest import require_commands, require_root
 from .nginx import nginx, require_nginx
@@ -133,14 +135,68 @@ def run_python(code: str, **kw) -> subprocess.CompletedProcess:
 
 
 GUNICORN_CONFIG = "# gunicorn.conf.py\n"
-PYTHON = [block for block in by_language("python") if not block.text.startswith(GUNICORN_CONFIG)]
-GUNICORN_CONFIGS = [block for block in by_language("python") if block not in PYTHON]
+#: A block whose first line names a file (``# myadmin.py``) is that file:
+#: a module runs as pasted, a test file (``# test_myadmin.py``) under pytest.
+FILE_NAME = re.compile(r"# (\w+\.py)\b")
+
+
+def file_name(block: Block) -> str | None:
+    match = FILE_NAME.match(block.text)
+    return None if match is None or block.text.startswith(GUNICORN_CONFIG) else match[1]
+
+
+PYTHON = [
+    block
+    for block in by_language("python")
+    if not block.text.startswith(GUNICORN_CONFIG)
+    and not (file_name(block) or "").startswith("test_")
+]
+GUNICORN_CONFIGS = [
+    block for block in by_language("python") if block.text.startswith(GUNICORN_CONFIG)
+]
+MODULES = [block for block in PYTHON if file_name(block)]
+TEST_FILES = [
+    block for block in by_language("python") if (file_name(block) or "").startswith("test_")
+]
+
+
+def files_beside(block: Block) -> dict[str, str]:
+    """The file blocks of ``block``'s document, by file name."""
+    document = block.where.rsplit(":", 1)[0]
+    return {
+        file_name(other): other.text
+        for other in by_language("python")
+        if file_name(other) and other.where.rsplit(":", 1)[0] == document
+    }
 
 
 @pytest.mark.parametrize("block", PYTHON, ids=ids(PYTHON))
 def test_python_block_runs_as_pasted(block):
     done = run_python(block.text)
     assert done.returncode == 0, f"{block.where}\n{done.stderr}"
+
+
+@pytest.mark.parametrize("block", MODULES, ids=ids(MODULES))
+def test_a_module_a_server_imports_logs_nothing(block):
+    """A server imports the module: a request it makes at import (an assert
+    through the test client) would start the server's log with a refusal."""
+    done = run_python(block.text)
+    assert done.returncode == 0 and "selfhost=" not in done.stdout + done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("block", TEST_FILES, ids=ids(TEST_FILES))
+def test_a_test_file_block_passes_under_pytest(block, tmp_path):
+    for name, text in files_beside(block).items():
+        (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", file_name(block)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0 and " passed" in done.stdout, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("block", GUNICORN_CONFIGS, ids=ids(GUNICORN_CONFIGS))
@@ -154,7 +210,8 @@ def test_gunicorn_configuration_block_starts_gunicorn(block, tmp_path):
         assert request("127.0.0.1", port, "/healthz").status == 200, server.log()
         refused = request("127.0.0.1", port, "/admin", headers={"X-Forwarded-For": "10.0.0.2"})
         assert refused.status == 403
-    assert "[WARNING] refused 'GET /admin'" in server.log()  # log_to_error_log, errorlog "-"
+    # log_to_error_log, errorlog "-"
+    assert "[WARNING] selfhost=refused method=GET path=/admin" in server.log()
 
 
 # sh -----------------------------------------------------------------------
@@ -264,6 +321,18 @@ def check_waitress(line: str, tmp_path: Path) -> None:
         stop_process_group(process)
 
 
+def check_logged_refusal(line: str, tmp_path: Path) -> None:
+    """A server started as the docs start it, serving the README's
+    ``myadmin.py`` or tests/test_logging.py's ``myasgi.py``: a refusal is one
+    timed line of its error log, and the only line of the guard there."""
+    readme_module = next(b for b in MODULES if b.where.startswith("README.md"))
+    modules = {"myadmin.py": readme_module.text, "myasgi.py": test_logging.MYASGI}
+    command = re.sub(r"\b8000\b", "{port}", line)
+    test_logging.assert_one_timed_refusal(
+        *test_logging.serve_and_refuse(command, tmp_path, modules)
+    )
+
+
 def check_cli(line: str, tmp_path: Path) -> None:
     done = shell(line)
     assert done.returncode in (0, 1), done.stdout + done.stderr
@@ -325,6 +394,7 @@ COMMANDS: list[tuple[str, Callable[[str, Path], None]]] = [
     (r"gunicorn -c demo_app/gunicorn_\w+\.py", check_demo_gunicorn),
     (r"python -m demo_app\.uvicorn_\w+", check_demo_uvicorn),
     (r"waitress-serve --listen=127\.0\.0\.1:8000 .* myapp:app", check_waitress),
+    (r"(gunicorn|uvicorn|hypercorn) .*127\.0\.0\.1.* my(admin|asgi):app", check_logged_refusal),
     (
         r'(sudo "\$\(command -v flask-selfhost\)"|flask-selfhost|flask --app \S+ selfhost)'
         r" doctor.*",
@@ -407,10 +477,12 @@ def test_systemd_unit_block(block):
 
 # text (output samples) -------------------------------------------------------------
 
-LOG_LINE = re.compile(
-    r"(?P<verdict>refused|allowed) '(?P<method>\w+) (?P<path>\S+)' remote=(?P<remote>\S+) "
-    r"local=(?P<local>\S+) rule=(?P<rule>[\w-]+): (?P<reason>.*)$"
-)
+
+def log_fields(line: str) -> dict[str, str | bool] | None:
+    """The logfmt fields of a guard's line, from ``selfhost=`` on (a server's
+    format may put a time, pid and level before it); ``None`` for another line."""
+    start = line.find("selfhost=")
+    return None if start < 0 else logfmt.parse(line[start:], strict=True, duplicates="error")
 
 
 def logged(decision, method: str, path: str) -> str:
@@ -430,22 +502,24 @@ def logged(decision, method: str, path: str) -> str:
 
 
 def check_log_line(line: str) -> None:
-    match = LOG_LINE.search(line)
-    assert match, line
-    remote, local = match["remote"], match["local"]
+    fields = log_fields(line)
+    assert fields, line
+    remote, local, method, path = (
+        str(fields[key]) for key in ("remote", "local", "method", "path")
+    )
     environ = {
         **APACHE,  # a server that reports the local address: SERVER_ADDR is read
         "REMOTE_ADDR": remote,
         "SERVER_ADDR": local,
-        "REQUEST_METHOD": match["method"],
-        "PATH_INFO": match["path"],
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
     }
     candidates = [judge_source(remote, local)]
     from flask_selfhost import evaluate
 
     candidates.append(evaluate({**environ, "HTTP_X_FORWARDED_FOR": "10.0.0.2"}))
-    produced = [logged(decision, match["method"], match["path"]) for decision in candidates]
-    assert match[0] in produced, f"{line!r} is not what the guard logs: {produced}"
+    produced = [logged(decision, method, path) for decision in candidates]
+    assert line[line.find("selfhost=") :] in produced, f"{line!r} is not what the guard logs"
 
 
 def refusal_bodies() -> list[str]:
@@ -521,7 +595,7 @@ def test_output_sample_is_what_the_code_prints(block):
         check_doctor_sample(text)
     else:
         lines = text.splitlines()
-        assert lines and all(LOG_LINE.search(line) for line in lines), (
+        assert lines and all(log_fields(line) for line in lines), (
             f"{block.where}: an output sample no rule checks"
         )
         for line in lines:

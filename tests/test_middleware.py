@@ -90,7 +90,7 @@ def test_each_decision_is_logged_with_both_addresses(caplog):
     assert refused.levelno == logging.WARNING
     message = refused.getMessage()
     assert "remote=10.0.0.2 local=127.0.0.1" in message
-    assert "GET /admin" in message and "another host" in message
+    assert 'method=GET path="/admin' in message and "another host" in message
     assert "\n" not in message  # a hostile path cannot forge log lines
     assert refused.selfhost_decision.allowed is False
 

@@ -145,8 +145,8 @@ def test_dnat_trap_guarded_refuses_and_logs(hosts, tmp_path):
         assert http_get(hosts.client_ns, hosts.server_ip4, PORT, "/")[0] == 200
         assert http_get(hosts.server_ns, "127.0.0.1", PORT, "/admin")[0] == 200
     expected = (
-        f"[WARNING] flask_selfhost: refused 'GET /admin' remote={hosts.client_ip4} "
-        "local=127.0.0.1 rule=source: the client is another host"
+        "[WARNING] flask_selfhost: selfhost=refused method=GET path=/admin "
+        f'remote={hosts.client_ip4} local=127.0.0.1 rule=source reason="the client is another host"'
     )
     assert expected in server.log(), server.log()
 
