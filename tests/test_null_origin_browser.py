@@ -113,7 +113,7 @@ def test_no_referrer_on_a_lan_name_is_refused_with_the_fix_in_the_log(browser, p
     assert seen == [{"origin": "null", "site": None}, {"origin": own, "site": None}]
     assert statuses == (403, 200) and len(actions) == 1
     (line,) = refusals(caplog)
-    assert line.startswith("refused 'POST /act' remote=127.0.0.1 ")
+    assert line.startswith("selfhost=refused method=POST path=/act remote=127.0.0.1 ")
     assert "rule=cross-site" in line
     assert "Referrer-Policy: no-referrer" in line
     assert "strict-origin-when-cross-origin" in line

@@ -62,7 +62,9 @@ def test_the_views_status_answers_the_extensions_refusal(caplog):
     assert get(app, "/hidden", remote="127.0.0.1").status_code == 200
     # One refusal, logged once, by the app-wide guard.
     (record,) = [r for r in caplog.records if r.name == "flask_selfhost"]
-    assert record.getMessage().startswith("refused 'GET /hidden' remote=10.0.0.2 ")
+    assert record.getMessage().startswith(
+        "selfhost=refused method=GET path=/hidden remote=10.0.0.2 "
+    )
     assert "rule=source" in record.getMessage()
 
 
