@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -237,6 +238,12 @@ def test_an_app_the_port_does_not_serve_is_not_credited(hosts, tmp_path):
         assert "--app demo_app:app is not what port 8000 serves" in risky["app"]["message"]
         assert not [f for f in report["findings"] if f["details"].get(REFUSED_BY_GUARD)]
         assert "refuses them" not in result_line(hosts.server_ns, *APP)
+        # The Flask CLI front checks the app that `flask --app` loads the same way.
+        flask = Path(sys.executable).with_name("flask")
+        command = [str(flask), "--app", "demo_app:app", "selfhost", "doctor", "--port", str(PORT)]
+        done = ns_run(hosts.server_ns, *command)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "--app demo_app:app is not what port 8000 serves" in done.stdout
 
 
 def test_gunicorn_configuration_names_the_app(hosts, tmp_path):

@@ -21,14 +21,14 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
 
 Exit status: 0 nothing risky, 1 something risky, 2 something could not be
-inspected (and nothing risky was found). With ``--port``, the status is about
-that port: what leads only to other ports is a note (forwarders excepted,
-which may relay to any port). A guarded ``--app`` is credited (other hosts
-that reach the port are refused) only when the process on ``--port`` names
-it, and never while a source NAT rule makes other hosts look local. Every
-risky finding has a fix: the command or change that removes it. The parsers
-are pure (text in, findings out); the ``read_*`` functions and :func:`run`
-do the I/O around them.
+inspected, such as whether ``--port`` serves ``--app`` (and nothing risky
+was found). With ``--port``, the status is about that port: what leads only
+to other ports is a note (forwarders excepted, which may relay to any port).
+A guarded ``--app`` is credited (other hosts that reach the port are
+refused) only when the process on ``--port`` names it, and never while a
+source NAT rule makes other hosts look local. Every risky finding has a
+fix: the command or change that removes it. The parsers are pure (text in,
+findings out); the ``read_*`` functions and :func:`run` do the I/O around them.
 """
 
 from __future__ import annotations
