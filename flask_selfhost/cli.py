@@ -53,14 +53,17 @@ exit status:
 DOCTOR_HELP = """\
 Audit this host (this network namespace) for ways other hosts can reach what
 should be local: listeners, forwarders (ssh, socat, nginx, docker-proxy...),
-route_localnet=1, NAT rules that DNAT to loopback, and whether --app is
-guarded. Root reads every process and the NAT rules; from a venv, keep the
-venv's script under sudo:  sudo "$(command -v flask-selfhost)" doctor
+route_localnet=1, NAT rules that DNAT to loopback or SNAT other hosts to this
+host's own address, and whether --app is guarded and is what --port serves.
+Every risky finding comes with a fix line. Root reads every process and the
+NAT rules; from a venv, keep the venv's script under sudo:
+  sudo "$(command -v flask-selfhost)" doctor
 
 exit status:
   0  nothing risky (other hosts that reach a guarded app are refused by it)
   1  something risky: other hosts can reach what should be local
-  2  nothing risky found, but something could not be inspected
+  2  nothing risky found, but something could not be inspected (or --app
+     could not be checked against the process on --port)
 With --port, the status is about that port: NAT rules and unreadable
 listeners of other ports are notes; forwarders count on any port.
 """

@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import logfmtkv as logfmt
@@ -34,13 +34,18 @@ from werkzeug.test import Client
 
 from flask_selfhost import SelfHostMiddleware, judge_source
 from flask_selfhost.doctor import (
+    MAKES_REMOTE_LOCAL,
     REFUSED_BY_GUARD,
+    SNAT_BYPASS,
+    Listener,
+    Process,
     Scope,
     app_findings,
     nat_findings,
     parse_iptables_save,
     render_text,
     route_localnet_findings,
+    served_findings,
 )
 from flask_selfhost.gunicorn import classify_listener, describe_listener
 from flask_selfhost.log import log_decision
@@ -549,33 +554,57 @@ def check_announce(line: str) -> None:
 
 
 def check_doctor_sample(text: str) -> None:
-    """Each NAT, route_localnet and app line, and the result, is what the
-    doctor prints for the rule and app that the sample names."""
+    """Every line but the listener's, with its fix, and the result, is what
+    the doctor prints for the rules, app and processes that the sample
+    names; the listener line has its shape."""
+    lines = text.splitlines()
     app = re.search(r"(demo_app:\w+)", text)[1]
-    guarded = "refuses them (guarded)" in text
-    scope = Scope(8000, app, guarded)
+    guarded = f"app: {app} is guarded by flask_selfhost." in text
     findings = []
-    for line in text.splitlines():
-        rule = re.search(r"(-A PREROUTING .*)$", line)
-        if " nat: " in line and rule:
-            findings += nat_findings(
-                parse_iptables_save(f"*nat\n{rule[1]}\nCOMMIT\n", 4), scope=scope
+    for line in lines:
+        served = re.search(
+            r"served by gunicorn \(pid ([\d, ]+)\)|gunicorn \(pid (\d+)\) was started with (\S+)\.",
+            line,
+        )
+        if " app: " in line and served:
+            pids = [int(pid) for pid in (served[1] or served[2]).split(", ")]
+            argv = ("gunicorn", served[3] or app)
+            listener = Listener(
+                "127.0.0.1", 8000, 4, 1, "loopback", tuple((pid, "gunicorn") for pid in pids)
             )
-        elif " route_localnet: " in line:
+            processes = {pid: Process(pid, "gunicorn", argv) for pid in pids}
+            findings += served_findings(app, 8000, [listener], processes)[0]
+    served_elsewhere = any(f.severity == "risky" for f in findings)
+    scope = Scope(8000, app, None if served_elsewhere else guarded)
+    rules = [
+        re.search(r"(-A (?:PREROUTING|INPUT) .*)$", line)[1]
+        for line in lines
+        if " nat: -A" not in line and " nat: " in line
+    ]
+    nat = nat_findings(
+        parse_iptables_save("*nat\n" + "\n".join(rules) + "\nCOMMIT\n", 4), scope=scope
+    )
+    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in nat):
+        scope = replace(scope, bypass=SNAT_BYPASS)
+    findings += nat
+    for line in lines:
+        if " route_localnet: " in line:
             interface = re.search(r"on interface (\S+):", line)[1]
             findings += route_localnet_findings({interface: "1\n"}, scope)
-        elif " app: " in line:
+        elif re.search(r" app: demo_app:\w+ is (NOT )?guarded", line):
             wrapped = SelfHostMiddleware(Flask(app)) if guarded else Flask(app)
             findings += app_findings(app, wrapped)
     printed = render_text(findings).splitlines()
     for line in printed[:-1]:
-        assert line in text.splitlines(), f"the doctor prints {line!r}"
-    sample_result = text.splitlines()[-1]
+        assert line in lines, f"the doctor prints {line!r}"
+    for line in lines[:-1]:
+        assert line in printed or " listener: " in line, f"the doctor does not print {line!r}"
+    sample_result = lines[-1]
     assert sample_result == printed[-1] or (
         not any(f.details.get(REFUSED_BY_GUARD) for f in findings)
         and sample_result.split(" (exit")[0] == printed[-1].split(" (exit")[0]
     ), f"{sample_result!r} != {printed[-1]!r}"
-    listener = [line for line in text.splitlines() if " listener: " in line]
+    listener = [line for line in lines if " listener: " in line]
     for line in listener:
         shape = (
             r"ok {7}listener: 127\.0\.0\.1:8000 \(gunicorn, pid [\d, ]+\) listens on loopback .*"

@@ -13,21 +13,28 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.listeners`: listening TCP sockets, their
   owners, and the known forwarders among them;
 - :mod:`~flask_selfhost.doctor.sysctl`: ``route_localnet=1``;
-- :mod:`~flask_selfhost.doctor.nat`: rules that DNAT to loopback;
+- :mod:`~flask_selfhost.doctor.nat`: rules that DNAT to loopback, and rules
+  that SNAT other hosts' connections to this host's own address;
 - :mod:`~flask_selfhost.doctor.app`: the app of ``--app``, and whether
   flask_selfhost guards it;
+- :mod:`~flask_selfhost.doctor.served`: whether ``--port`` serves that app;
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
 
 Exit status: 0 nothing risky, 1 something risky, 2 something could not be
-inspected (and nothing risky was found). With ``--port``, the status is about
-that port: what leads only to other ports is a note (forwarders excepted,
-which may relay to any port). The parsers are pure (text in, findings out);
-the ``read_*`` functions and :func:`run` do the I/O around them.
+inspected, such as whether ``--port`` serves ``--app`` (and nothing risky
+was found). With ``--port``, the status is about that port: what leads only
+to other ports is a note (forwarders excepted, which may relay to any port).
+A guarded ``--app`` is credited (other hosts that reach the port are
+refused) only when the process on ``--port`` names it, and never while a
+source NAT rule makes other hosts look local. Every risky finding has a
+fix: the command or change that removes it. The parsers are pure (text in,
+findings out); the ``read_*`` functions and :func:`run` do the I/O around them.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from .app import app_findings, guard_of, is_factory, is_guarded, load_app, parse_spec
 from .listeners import (
@@ -41,8 +48,20 @@ from .listeners import (
     parse_proc_net_tcp,
     read_listeners,
 )
-from .nat import NatRule, nat_findings, parse_iptables_save, parse_nft_json, read_nat
+from .nat import (
+    MAKES_REMOTE_LOCAL,
+    SNAT_BYPASS,
+    NatRule,
+    nat_findings,
+    parse_fib_trie,
+    parse_if_inet6,
+    parse_iptables_save,
+    parse_nft_json,
+    read_nat,
+    read_own_addresses,
+)
 from .report import (
+    ASSUMED,
     NOTE,
     OK,
     REFUSED_BY_GUARD,
@@ -54,6 +73,7 @@ from .report import (
     render,
     render_text,
 )
+from .served import Process, app_specs_in, read_commands, same_app, served_findings
 from .sysctl import read_route_localnet, route_localnet_findings
 
 
@@ -79,28 +99,46 @@ def run(port: int | None = None, app_spec: str | None = None, as_json: bool = Fa
 
 
 def audit(scope: Scope) -> list[Finding]:
-    """Everything but the app check: listeners, forwarders, route_localnet, NAT."""
+    """Everything but loading the app: whether the port serves it, listeners,
+    forwarders, route_localnet, NAT.
+
+    The guard of a guarded ``--app`` is withdrawn from ``scope`` when the
+    port serves another app, and bypassed when a source NAT rule gives other
+    hosts this host's address: no finding then says that it refuses them.
+    """
     listeners, findings = read_listeners(scope)
-    findings += listener_findings(listeners, scope.port, scope.app, scope.guarded)
+    if scope.app is not None and scope.port is not None and scope.guarded:
+        claim, served = served_findings(scope.app, scope.port, listeners, read_commands(listeners))
+        findings += claim
+        if served is False:
+            scope = replace(scope, guarded=None)
+    nat = read_nat(scope=scope, is_root=os.geteuid() == 0, own_addresses=read_own_addresses())
+    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in nat):
+        scope = replace(scope, bypass=SNAT_BYPASS)
+    findings += listener_findings(listeners, scope.port, scope.app, scope.guarded, scope.bypass)
     findings += forwarder_findings(listeners)
     values, problems = read_route_localnet()
     findings += problems + route_localnet_findings(values, scope)
-    findings += read_nat(scope=scope, is_root=os.geteuid() == 0)
-    return findings
+    return findings + nat
 
 
 __all__ = [
+    "ASSUMED",
     "FORWARDERS",
+    "MAKES_REMOTE_LOCAL",
     "NOTE",
     "OK",
     "REFUSED_BY_GUARD",
     "RISKY",
+    "SNAT_BYPASS",
     "UNKNOWN",
     "Finding",
     "Listener",
     "NatRule",
+    "Process",
     "Scope",
     "app_findings",
+    "app_specs_in",
     "audit",
     "classify_address",
     "decode_proc_address",
@@ -113,15 +151,21 @@ __all__ = [
     "listener_findings",
     "load_app",
     "nat_findings",
+    "parse_fib_trie",
+    "parse_if_inet6",
     "parse_iptables_save",
     "parse_nft_json",
     "parse_proc_net_tcp",
     "parse_spec",
+    "read_commands",
     "read_listeners",
     "read_nat",
+    "read_own_addresses",
     "read_route_localnet",
     "render",
     "render_text",
     "route_localnet_findings",
     "run",
+    "same_app",
+    "served_findings",
 ]

@@ -96,14 +96,31 @@ def parse_proc_net_tcp(text: str, version: int, byteorder: str = sys.byteorder) 
     return listeners
 
 
+#: What to do about an app that other hosts can reach and nothing refuses.
+LISTENER_FIX = (
+    "bind it to loopback (127.0.0.1 or [::1]), or guard the app: SelfHost(app), "
+    "or SelfHostMiddleware / SelfHostASGIMiddleware around it"
+)
+FORWARDER_FIX = (
+    "bind it to loopback or stop it; a proxy must send X-Forwarded-For or Forwarded, "
+    "with its address in the app's trusted_proxies"
+)
+BYPASS_FIX = "delete the source NAT rule: its nat finding gives the command"
+
+
 def listener_findings(
-    listeners: Iterable[Listener], port: int | None, app: str | None, guarded: bool | None
+    listeners: Iterable[Listener],
+    port: int | None,
+    app: str | None,
+    guarded: bool | None,
+    bypass: str | None = None,
 ) -> list[Finding]:
     """Findings for the listeners (all of them, or those on ``port``).
 
     ``app``/``guarded`` describe the app given with ``--app`` (``None`` when
     none was given): a non-loopback listener on ``port`` is then risky
-    unless the app is guarded.
+    unless the app is guarded and nothing (``bypass``, see
+    :class:`~flask_selfhost.doctor.report.Scope`) stops the guard refusing.
     """
     findings = []
     selected = [item for item in listeners if port is None or item.port == port]
@@ -132,6 +149,16 @@ def listener_findings(
         if port is None or guarded is None:
             hint = " (pass --port and --app to check the app behind it)" if port is None else ""
             findings.append(Finding(NOTE, "listener", f"{text}{hint}.", details))
+        elif guarded and bypass:
+            findings.append(
+                Finding(
+                    RISKY,
+                    "listener",
+                    f"{text}; {app} is guarded, but {bypass}, so it does not refuse them.",
+                    details,
+                    BYPASS_FIX,
+                )
+            )
         elif guarded:
             details.update({REFUSED_BY_GUARD: True, "app": app})
             findings.append(
@@ -144,6 +171,7 @@ def listener_findings(
                     "listener",
                     f"{text}, and {app} is NOT guarded: nothing in the app refuses them.",
                     details,
+                    LISTENER_FIX,
                 )
             )
     return findings
@@ -169,9 +197,8 @@ def forwarder_findings(listeners: Iterable[Listener]) -> list[Finding]:
         )
         if severity == NOTE:
             message += " (sshd relays only for users who can log in: ssh -L.)"
-        findings.append(
-            Finding(severity, "forwarder", message, {**asdict(listener), "forwarders": names})
-        )
+        details = {**asdict(listener), "forwarders": names}
+        findings.append(Finding(severity, "forwarder", message, details, FORWARDER_FIX))
     return findings
 
 

@@ -1,10 +1,17 @@
-"""NAT rules that hand other hosts' packets to loopback (the DNAT trap), from
-``iptables-save -t nat``, ``ip6tables-save -t nat`` and ``nft -j list ruleset``.
+"""NAT rules that let other hosts in, from ``iptables-save -t nat``,
+``ip6tables-save -t nat`` and ``nft -j list ruleset``:
 
-``REDIRECT`` is not one of them: in ``PREROUTING`` Linux redirects to the
-incoming interface's own address, never to loopback. IPv6 has no
-``route_localnet``, and Linux drops packets DNAT'd to ``::1``: such a rule is
-a note. The parsers are pure; :func:`read_nat` runs the tools.
+- DNAT to loopback (the DNAT trap) hands other hosts' packets to apps bound
+  to loopback. ``REDIRECT`` is not one of them: in ``PREROUTING`` Linux
+  redirects to the incoming interface's own address, never to loopback.
+  IPv6 has no ``route_localnet``, and Linux drops packets DNAT'd to ``::1``:
+  such a rule is a note.
+- SNAT on the way in (the nat ``INPUT`` chain, an nft ``input`` hook) to
+  loopback or to one of this host's addresses rewrites the client's address
+  into this host's own: the app, guarded or not, sees a local client. No
+  guard can see through it, so it is risky whatever the app.
+
+The parsers are pure; :func:`read_nat` runs the tools.
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ import json
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Scope
 
@@ -31,8 +38,14 @@ class NatRule:
     destination: str | None  # the address part of the target, None when not shown
     text: str  # the rule as the tool printed it (nft: a summary)
     #: The loopback port the packets go to: the target's port, else the one
-    #: port the rule matches (DNAT keeps it). None when not one known port.
+    #: port the rule matches (DNAT keeps it; for SNAT, the matched port, as
+    #: its target's port is the new source port). None when not one known port.
     port: int | None = None
+    #: The command that deletes the rule, as the fix a finding gives.
+    remove: str = ""
+    #: The built-in hooks ("prerouting", "input", "output", "postrouting")
+    #: whose packets can reach the rule, through jumps from user chains.
+    hooks: tuple[str, ...] = ()
 
 
 # iptables-save ------------------------------------------------------------
@@ -87,12 +100,20 @@ def _option(words: Sequence[str], name: str) -> str | None:
     return None
 
 
-def parse_iptables_save(text: str, family: int) -> list[NatRule]:
-    """DNAT/REDIRECT rules in ``iptables-save`` (``family=4``) or
-    ``ip6tables-save`` (``family=6``) output, nat table only."""
-    rules = []
-    table = ""
+BUILTIN_CHAINS = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
+
+
+def parse_iptables_save(text: str, family: int, tool: str | None = None) -> list[NatRule]:
+    """DNAT, REDIRECT and SNAT rules in ``iptables-save`` (``family=4``) or
+    ``ip6tables-save`` (``family=6``) output, nat table only.
+
+    ``tool`` is the command that deletes a rule (``iptables-legacy``...);
+    by default ``iptables`` or ``ip6tables``.
+    """
     source = "iptables" if family == 4 else "ip6tables"
+    tool = tool or source
+    lines: list[tuple[str, list[str]]] = []
+    table = ""
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("*"):
@@ -104,60 +125,134 @@ def parse_iptables_save(text: str, family: int) -> list[NatRule]:
             words = shlex.split(line)
         except ValueError:
             words = line.split()
+        lines.append((line, words))
+    jumps: dict[str, set[str]] = {}
+    for _, words in lines:
+        chain = words[1] if len(words) > 1 else ""
+        target = _option(words, "-j") or _option(words, "--jump") or _option(words, "-g")
+        jumps.setdefault(chain, set()).add(target or "")
+    hooks_of = reaching_hooks(jumps, {name: name.lower() for name in BUILTIN_CHAINS})
+    rules = []
+    for line, words in lines:
         chain = words[1] if len(words) > 1 else ""
         target = _option(words, "-j") or _option(words, "--jump") or ""
-        if target not in ("DNAT", "REDIRECT"):
+        if target not in ("DNAT", "REDIRECT", "SNAT"):
             continue
-        to = _option(words, "--to-destination") or _option(words, "--to")
+        option = "--to-source" if target == "SNAT" else "--to-destination"
+        to = _option(words, option) or _option(words, "--to")
         destination = _destination_address(to) if to is not None else None
-        port_text = _destination_port(to) if to is not None else None
+        port_text = _destination_port(to) if to is not None and target != "SNAT" else None
         if port_text is None:  # DNAT without a port keeps the packet's own
             port_text = _option(words, "--dport") or _option(words, "--destination-port")
+        remove = f"{tool} -t nat -D {line[3:]}"
         rules.append(
-            NatRule(source, family, chain, target, destination, line, _single_port(port_text))
+            NatRule(
+                source,
+                family,
+                chain,
+                target,
+                destination,
+                line,
+                _single_port(port_text),
+                remove,
+                hooks_of.get(chain, ()),
+            )
         )
     return rules
+
+
+Chain = TypeVar("Chain", str, tuple[Any, Any, Any])
+
+
+def reaching_hooks(
+    jumps: Mapping[Chain, set[Chain]], roots: Mapping[Chain, str]
+) -> dict[Chain, tuple[str, ...]]:
+    """chain -> the hooks whose packets reach it: ``roots`` maps the chains
+    that hooks enter to the hook's name, ``jumps`` each chain to the chains
+    it jumps or goes to."""
+    found: dict[Chain, set[str]] = {}
+    for root, hook in roots.items():
+        pending = [root]
+        while pending:
+            chain = pending.pop()
+            if hook in found.setdefault(chain, set()):
+                continue
+            found[chain].add(hook)
+            pending += [target for target in jumps.get(chain, ()) if target]
+    return {chain: tuple(sorted(hooks)) for chain, hooks in found.items()}
 
 
 # nft ----------------------------------------------------------------------
 
 
 def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
-    """``dnat``/``redirect`` statements in ``nft -j list ruleset`` output.
+    """``dnat``, ``redirect`` and ``snat`` statements in ``nft -j list ruleset``
+    output.
 
     Returns the rules and how many iptables-nft targets (``xt``) nft could
-    not show: their destination is only visible to ``iptables-save``.
+    not show: their address is only visible to ``iptables-save``.
     """
     document = json.loads(text)
     items = document.get("nftables", []) if isinstance(document, dict) else []
-    hooks = {}
+    hooks: dict[tuple[Any, Any, Any], Any] = {}
+    jumps: dict[tuple[Any, Any, Any], set[tuple[Any, Any, Any]]] = {}
     for item in items:
         chain = item.get("chain") if isinstance(item, dict) else None
         if isinstance(chain, dict):
-            hooks[(chain.get("family"), chain.get("table"), chain.get("name"))] = chain.get("hook")
+            key = (chain.get("family"), chain.get("table"), chain.get("name"))
+            hooks[key] = chain.get("hook")
+    rule_items = [
+        item["rule"]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("rule"), dict)
+    ]
+    for rule in rule_items:
+        key = (rule.get("family"), rule.get("table"), rule.get("chain"))
+        for statement in _walk(rule.get("expr", [])):
+            for verb in ("jump", "goto"):
+                if isinstance(statement.get(verb), dict):
+                    to = (key[0], key[1], statement[verb].get("target"))
+                    jumps.setdefault(key, set()).add(to)
+    hooks_of = reaching_hooks(jumps, {key: hook for key, hook in hooks.items() if hook})
     rules, hidden = [], 0
-    for item in items:
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if not isinstance(rule, dict):
-            continue
+    for rule in rule_items:
         nft_family = rule.get("family")
         key = (nft_family, rule.get("table"), rule.get("chain"))
         chain_name = f"{nft_family} {key[1]} {key[2]} (hook {hooks.get(key) or 'none'})"
         matched_port = _nft_matched_port(rule.get("expr", []))
+        handle = rule.get("handle")
+        remove = (
+            f"nft delete rule {nft_family} {key[1]} {key[2]} handle {handle}"
+            if isinstance(handle, int)
+            else f"nft -a list chain {nft_family} {key[1]} {key[2]}, then nft delete rule "
+            "... handle N with that rule's handle"
+        )
         for statement in _walk(rule.get("expr", [])):
-            for target in ("dnat", "redirect"):
+            for target in ("dnat", "redirect", "snat"):
                 if target not in statement:
                     continue
                 body = statement[target] if isinstance(statement[target], dict) else {}
                 family = _nft_family(nft_family, body)
-                destination = _nft_address(body.get("addr")) if target == "dnat" else None
+                destination = _nft_address(body.get("addr")) if target != "redirect" else None
                 port = body.get("port") if isinstance(body.get("port"), int) else matched_port
+                if target == "snat":
+                    port = matched_port  # the target's port is the new source port
                 summary = f"{target} " + json.dumps(body, sort_keys=True)
                 rules.append(
-                    NatRule("nft", family, chain_name, target.upper(), destination, summary, port)
+                    NatRule(
+                        "nft",
+                        family,
+                        chain_name,
+                        target.upper(),
+                        destination,
+                        summary,
+                        port,
+                        remove,
+                        hooks_of.get(key, ()),
+                    )
                 )
             xt = statement.get("xt")
-            if isinstance(xt, dict) and xt.get("name") in ("DNAT", "REDIRECT"):
+            if isinstance(xt, dict) and xt.get("name") in ("DNAT", "REDIRECT", "SNAT"):
                 hidden += 1
     return rules, hidden
 
@@ -211,18 +306,41 @@ def _nft_address(address: Any) -> str | None:
 # Findings -----------------------------------------------------------------
 
 
+#: What ``Scope.bypass`` says when a source NAT rule makes other hosts look local.
+SNAT_BYPASS = "a source NAT rule gives other hosts this host's own address (see its nat finding)"
+
+#: In a finding's details: this rule makes other hosts look like this host.
+MAKES_REMOTE_LOCAL = "makes_remote_local"
+
+
 def nat_findings(
-    rules: Iterable[NatRule], hidden_nft_targets: int = 0, scope: Scope | None = None
+    rules: Iterable[NatRule],
+    hidden_nft_targets: int = 0,
+    scope: Scope | None = None,
+    own_addresses: Collection[str] | None = None,
 ) -> list[Finding]:
-    """Findings for rules that DNAT to loopback, and for rules nobody could read.
+    """Findings for rules that DNAT to loopback, rules that SNAT incoming
+    connections to this host's own address, and rules nobody could read.
 
     With ``scope.port``, a rule known to lead to another port is a note (the
-    exit status is about that port); a rule that leads to it, or may, is
-    risky unless the app there is guarded: then its hosts reach the app and
-    are refused, which a note says.
+    exit status is about that port); a DNAT rule that leads to it, or may,
+    is risky unless the app there is guarded: then its hosts reach the app
+    and are refused, which a note says. An SNAT rule on that port (or on
+    any) is risky whatever the app, and while one exists no DNAT rule is put
+    down to the guard. ``own_addresses``: this host's addresses (``None``
+    when unknown: every SNAT on the way in then counts as one to them).
     """
+    rules = list(rules)
     scope = scope or Scope()
-    findings = []
+    findings = [
+        finding
+        for rule in rules
+        if rule.target == "SNAT"
+        for finding in [snat_finding(rule, scope, own_addresses)]
+        if finding is not None
+    ]
+    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in findings):
+        scope = replace(scope, bypass=SNAT_BYPASS)
     for rule in rules:
         if rule.target != "DNAT" or not rule.destination:
             continue
@@ -249,6 +367,7 @@ def nat_findings(
                     f"(chain {rule.chain}). Linux has no route_localnet for IPv6 and drops "
                     f"them, so it does not expose loopback today, but it tries to: {rule.text}",
                     details,
+                    rule.remove,
                 )
             )
         else:
@@ -259,7 +378,13 @@ def nat_findings(
             )
             if scope.port is not None and rule.port is not None and rule.port != scope.port:
                 findings.append(
-                    Finding(NOTE, "nat", f"{trap}; not port {scope.port}: {rule.text}", details)
+                    Finding(
+                        NOTE,
+                        "nat",
+                        f"{trap}; not port {scope.port}: {rule.text}",
+                        details,
+                        rule.remove,
+                    )
                 )
             elif scope.guarded_port:
                 details.update({REFUSED_BY_GUARD: True, "app": scope.app, "port": scope.port})
@@ -270,21 +395,90 @@ def nat_findings(
                         f"{trap}; other hosts reach port {scope.port} through it, and "
                         f"{scope.app} is guarded, so it refuses them: {rule.text}",
                         details,
+                        rule.remove,
                     )
                 )
             else:
-                findings.append(Finding(RISKY, "nat", f"{trap}: {rule.text}", details))
+                findings.append(
+                    Finding(
+                        RISKY,
+                        "nat",
+                        f"{trap}{scope.unrefused()}: {rule.text}",
+                        details,
+                        rule.remove,
+                    )
+                )
     if hidden_nft_targets:
         findings.append(
             Finding(
                 UNKNOWN,
                 "nat",
-                f"nft shows {hidden_nft_targets} iptables-nft DNAT/REDIRECT rule(s) without "
-                "their destination, and iptables-save could not be read to show it.",
+                f"nft shows {hidden_nft_targets} iptables-nft DNAT/REDIRECT/SNAT rule(s) without "
+                "their address, and iptables-save could not be read to show it.",
                 {"hidden_rules": hidden_nft_targets},
             )
         )
     return findings
+
+
+def snat_finding(
+    rule: NatRule, scope: Scope, own_addresses: Collection[str] | None
+) -> Finding | None:
+    """An SNAT rule on the way in (hook ``input``), else ``None``.
+
+    Risky when the new source is loopback or this host's own address (or
+    cannot be told): every client then looks like this host, to any guard.
+    Otherwise a note: the app judges the rewritten address, not the client.
+    """
+    if "input" not in rule.hooks:
+        return None  # postrouting: this host's outgoing packets, not its clients
+    details = asdict(rule)
+    to = rule.destination or "an address the doctor cannot resolve"
+    where = f"(chain {rule.chain})"
+    if rule.destination and not _is_local_range(rule.destination, own_addresses):
+        return Finding(
+            NOTE,
+            "nat",
+            f"{rule.source} rule rewrites the source of incoming connections to {to} "
+            f"{where}: the app judges {to}, not the real client (keep it out of "
+            f"trusted_proxies): {rule.text}",
+            details,
+            rule.remove,
+        )
+    if rule.destination and _is_loopback_range(rule.destination):
+        whose = "loopback"
+    elif rule.destination and own_addresses is not None:
+        whose = "this host's own address"
+    else:  # what it is, or what this host's addresses are, could not be read
+        whose = "which may be this host's own address"
+    message = (
+        f"{rule.source} rule rewrites the source of incoming connections to {to}, "
+        f"{whose} {where}: other hosts then look like this host, to the app and to "
+        "any guard in it (source NAT)"
+    )
+    if scope.port is not None and rule.port is not None and rule.port != scope.port:
+        return Finding(
+            NOTE, "nat", f"{message}; not port {scope.port}: {rule.text}", details, rule.remove
+        )
+    details[MAKES_REMOTE_LOCAL] = True
+    return Finding(RISKY, "nat", f"{message}: {rule.text}", details, rule.remove)
+
+
+def _is_local_range(address: str, own_addresses: Collection[str] | None) -> bool:
+    """True when an address or ``a-b`` range may include loopback or one of
+    ``own_addresses`` (all of them, when those are unknown)."""
+    if _is_loopback_range(address) or own_addresses is None:
+        return True
+    try:
+        ends = [ipaddress.ip_address(part.strip()) for part in address.split("-")]
+    except ValueError:
+        return True  # not an address the doctor can read: it may be one
+    low, high = min(ends, key=int), max(ends, key=int)
+    for own in own_addresses:
+        parsed = ipaddress.ip_address(own)
+        if parsed.version == low.version and int(low) <= int(parsed) <= int(high):
+            return True
+    return False
 
 
 def unreadable_nat_finding(failures: Sequence[str], is_root: bool) -> Finding:
@@ -335,11 +529,51 @@ ToolRunner = Callable[[Sequence[str]], tuple[str | None, str]]
 LEGACY_WARNING = "iptables-legacy tables present"
 
 
+def parse_fib_trie(text: str) -> set[str]:
+    """This host's IPv4 addresses in ``/proc/net/fib_trie``: the leaves
+    followed by a ``/32 host LOCAL`` line."""
+    addresses, leaf = set(), ""
+    for line in text.splitlines():
+        words = line.replace("|--", " ").split()
+        if len(words) == 1 and line.lstrip().startswith("|--"):
+            leaf = words[0]
+        elif words[:3] == ["/32", "host", "LOCAL"] and leaf:
+            addresses.add(leaf)
+    return addresses
+
+
+def parse_if_inet6(text: str) -> set[str]:
+    """This host's IPv6 addresses in ``/proc/net/if_inet6`` (32 hex digits first)."""
+    addresses = set()
+    for line in text.splitlines():
+        words = line.split()
+        with contextlib.suppress(IndexError, ValueError):
+            addresses.add(str(ipaddress.IPv6Address(bytes.fromhex(words[0]))))
+    return addresses
+
+
+def read_own_addresses(proc_net: str = "/proc/net") -> set[str] | None:
+    """This host's (network namespace's) addresses; ``None`` when the IPv4
+    ones cannot be read (an SNAT rule then counts as one to this host)."""
+    try:
+        with open(f"{proc_net}/fib_trie") as file:
+            addresses = parse_fib_trie(file.read())
+    except OSError:
+        return None
+    with contextlib.suppress(OSError), open(f"{proc_net}/if_inet6") as file:
+        addresses |= parse_if_inet6(file.read())  # absent: no IPv6 in this kernel
+    return addresses
+
+
 def read_nat(
-    run: ToolRunner = run_tool, scope: Scope | None = None, is_root: bool = True
+    run: ToolRunner = run_tool,
+    scope: Scope | None = None,
+    is_root: bool = True,
+    own_addresses: Collection[str] | None = None,
 ) -> list[Finding]:
     """NAT findings from whichever of iptables-save, ip6tables-save (and their
-    legacy variants, when told to) and nft can be run."""
+    legacy variants, when told to) and nft can be run. ``own_addresses``:
+    this host's addresses (see :func:`nat_findings`)."""
     rules: list[NatRule] = []
     failures: list[str] = []
     iptables_ok = False
@@ -358,7 +592,7 @@ def read_nat(
             else:
                 rules += [
                     replace(rule, source=f"{tool}-legacy")
-                    for rule in parse_iptables_save(legacy, family)
+                    for rule in parse_iptables_save(legacy, family, f"{tool}-legacy")
                 ]
     nft_ok, hidden = False, 0
     output, why = run(["nft", "-j", "list", "ruleset"])
@@ -371,7 +605,7 @@ def read_nat(
             nft_ok = True
         except ValueError as error:
             failures.append(f"nft printed JSON that could not be read: {error}")
-    findings = nat_findings(rules, 0 if iptables_ok else hidden, scope)
+    findings = nat_findings(rules, 0 if iptables_ok else hidden, scope, own_addresses)
     for rule in rules:
         if rule.target == "UNREAD":
             findings.append(

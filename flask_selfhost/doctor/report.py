@@ -22,24 +22,43 @@ class Finding:
     topic: str  # "listener", "forwarder", "route_localnet", "nat", "app", "inspect"
     message: str  # plain words, one sentence or two
     details: dict[str, Any] = field(default_factory=dict)
+    #: What to do about it: a command to run or a change to make. Every risky
+    #: finding has one, so that a report is something to act on.
+    fix: str = ""
 
 
 @dataclass(frozen=True)
 class Scope:
     """What the user asked about: ``--port`` and the app of ``--app``.
 
-    ``guarded`` is ``None`` when no app was given (or it did not import):
-    nothing is then said about what the app refuses.
+    ``guarded`` is ``None`` when no app was given (or it did not import, or
+    is not what the port serves): nothing is then said about what the app
+    refuses. ``bypass`` says why a guarded app cannot refuse other hosts on
+    ``port`` (a source NAT rule makes them look like this host): no finding
+    then puts them down to the guard.
     """
 
     port: int | None = None
     app: str | None = None
     guarded: bool | None = None
+    bypass: str | None = None
 
     @property
     def guarded_port(self) -> bool:
         """True when findings about ``port`` can be put down to a guarded app."""
-        return self.port is not None and self.guarded is True
+        return self.port is not None and self.guarded is True and not self.bypass
+
+    def unrefused(self) -> str:
+        """The clause a risky finding adds when the app is guarded but
+        bypassed; ``""`` otherwise."""
+        if self.port is not None and self.guarded is True and self.bypass:
+            return f"; {self.app} is guarded, but {self.bypass}, so it does not refuse them"
+        return ""
+
+
+#: In a finding's details: the --app claim could not be checked against the
+#: process that serves --port; the findings assume it.
+ASSUMED = "assumed"
 
 
 def exit_status(findings: Iterable[Finding]) -> int:
@@ -62,7 +81,11 @@ def verdict(findings: Sequence[Finding]) -> str:
         risky = sum(1 for finding in findings if finding.severity == RISKY)
         return f"{risky} risky finding(s): other hosts can reach what should be local"
     refused = [f for f in findings if f.details.get(REFUSED_BY_GUARD)]
-    if status == 2:
+    assumed = [f for f in findings if f.details.get(ASSUMED)]
+    if status == 2 and assumed:
+        app, port = assumed[0].details.get("app"), assumed[0].details.get("port")
+        text = f"nothing risky found, assuming port {port} serves {app}, which was not verified"
+    elif status == 2:
         text = "nothing risky found, but part of this host could not be inspected"
     elif refused:
         # Reachable is not exposed: the guard answers these hosts with a refusal.
@@ -76,10 +99,11 @@ def verdict(findings: Sequence[Finding]) -> str:
 
 
 def render_text(findings: Sequence[Finding]) -> str:
-    lines = [
-        f"{LABELS[finding.severity]:<8} {finding.topic}: {finding.message}"
-        for finding in sorted(findings, key=lambda item: ORDER[item.severity])
-    ]
+    lines = []
+    for finding in sorted(findings, key=lambda item: ORDER[item.severity]):
+        lines.append(f"{LABELS[finding.severity]:<8} {finding.topic}: {finding.message}")
+        if finding.fix:
+            lines.append(f"{'':<8} fix: {finding.fix}")
     lines.append(f"Result: {verdict(findings)} (exit {exit_status(findings)}).")
     return "\n".join(lines)
 

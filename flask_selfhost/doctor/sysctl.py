@@ -15,7 +15,8 @@ def route_localnet_findings(values: Mapping[str, str], scope: Scope | None = Non
     """``values``: interface name -> contents of its ``route_localnet`` file.
 
     Risky, unless ``scope`` names a port whose app is guarded: what a NAT
-    rule hands that app is refused by its guard (a note then says so).
+    rule hands that app is refused by its guard (a note then says so). The
+    fix is the ``sysctl`` line that turns it off.
     """
     scope = scope or Scope()
     findings = []
@@ -34,15 +35,18 @@ def route_localnet_findings(values: Mapping[str, str], scope: Scope | None = Non
             "interface": interface,
             "sysctl": f"net.ipv4.conf.{interface}.route_localnet",
         }
+        # sysctl names a VLAN interface eth0.100 as eth0/100: its dots separate keys.
+        fix = f"sysctl -w net.ipv4.conf.{interface.replace('.', '/')}.route_localnet=0"
         if scope.guarded_port:
             details.update({REFUSED_BY_GUARD: True, "app": scope.app, "port": scope.port})
             message += (
                 f"; {scope.app} on port {scope.port} is guarded and refuses them "
                 "(apps on other loopback ports are not covered by this check)."
             )
-            findings.append(Finding(NOTE, "route_localnet", message, details))
+            findings.append(Finding(NOTE, "route_localnet", message, details, fix))
         else:
-            findings.append(Finding(RISKY, "route_localnet", message + ".", details))
+            message += scope.unrefused() + "."
+            findings.append(Finding(RISKY, "route_localnet", message, details, fix))
     return findings
 
 
