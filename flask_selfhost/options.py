@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from difflib import get_close_matches
 from http import HTTPStatus
 from typing import Any
 
@@ -76,9 +77,12 @@ class Options:
         status = self.refuse_status
         if type(status) is not int or status not in default_exceptions:
             known = ", ".join(str(code) for code in sorted(default_exceptions))
+            # A string from an environment variable or a config file is the
+            # usual mistake: say what type is wanted before which values.
+            kind = "" if type(status) is int else f" (a {type(status).__name__}, not an int)"
             raise ValueError(
-                f"flask_selfhost: refuse_status must be an HTTP error status ({known}), "
-                f"got {status!r}"
+                f"flask_selfhost: refuse_status must be an int, an HTTP error status "
+                f"({known}), got {status!r}{kind}"
             )
         if self.refuse_body is not None and not isinstance(self.refuse_body, str):
             raise TypeError(
@@ -130,12 +134,16 @@ class Options:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Options:
         """Build from keyword options, naming any unknown key."""
-        known = {option.name for option in fields(cls) if option.init}
-        unknown = sorted(set(options) - known)
+        known = sorted(option.name for option in fields(cls) if option.init)
+        unknown = sorted(set(options) - set(known))
         if unknown:
+            named = []
+            for name in unknown:
+                close = get_close_matches(name, known, n=1)
+                named.append(f"{name} (did you mean {close[0]}?)" if close else name)
             raise TypeError(
-                f"flask_selfhost: unknown option(s) {', '.join(unknown)}; "
-                f"known options are {', '.join(sorted(known))}"
+                f"flask_selfhost: unknown option(s) {', '.join(named)}; "
+                f"known options are {', '.join(known)}"
             )
         return cls(**options)
 
