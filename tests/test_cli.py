@@ -153,6 +153,28 @@ app.wsgi_app = SelfHostMiddleware(app.wsgi_app, trusted_proxies="127.0.0.1, unix
 """
 
 
+LATE_CONFIG_APP = """\
+from flask import Flask
+from flask_selfhost import SelfHost
+
+app = Flask(__name__)
+SelfHost(app)
+app.config.from_mapping(SELFHOST_REFUSE_STATUS=404)  # after the extension, before serving
+"""
+
+
+def test_status_and_check_show_config_set_after_the_extension(tmp_path):
+    (tmp_path / "late.py").write_text(LATE_CONFIG_APP)
+    result = run(script("flask"), "--app", "late:app", "selfhost", "status", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(line.split() == ["refuse_status", "404"] for line in result.stdout.splitlines())
+    checked = run(
+        script("flask-selfhost"), "check", "10.0.0.2", "192.0.2.7", "--app", "late:app",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert checked.returncode == 1 and checked.stdout.endswith("it answers 404\n"), checked
+
+
 def test_status_recognises_a_flask_app_wrapped_in_the_middleware(tmp_path):
     (tmp_path / "wrapped.py").write_text(MIDDLEWARE_APP)
     result = run(script("flask"), "--app", "wrapped:app", "selfhost", "status", cwd=tmp_path)
