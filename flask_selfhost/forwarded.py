@@ -97,7 +97,11 @@ class TrustedProxies:
         ``"10.0.0.0/8"``, ``ipaddress`` objects) and the word ``"unix"``; or
         one string of them separated by commas (as in an environment
         variable). Host bits must be zero (``10.0.0.1/8`` is a typo, not a
-        network) and names are refused: no DNS, ever.
+        network) and names are refused: no DNS, ever. A network wider than
+        :data:`WIDEST_PREFIX` (/8 for IPv4, /32 for IPv6; ``::ffff:a.b.c.d``
+        networks count at their IPv4 width) is refused: every host in it could
+        name any client. So is an address with a port, with the address to
+        write instead.
 
     Immutable and hashable, so that it can be part of :class:`Options` and of
     a cache key. False when it trusts nobody.

@@ -36,10 +36,12 @@ class Options:
     :param trusted_proxies: Reverse proxies allowed to name the client:
         addresses or networks (``"127.0.0.1"``, ``"::1"``, ``"10.0.0.0/8"``)
         and the word ``"unix"`` for a unix-socket peer; a list, or one
-        comma-separated string. Empty by default: a request with forwarding
-        headers is refused. Only when the immediate peer is trusted is the
-        client named in ``Forwarded`` / ``X-Forwarded-For`` read and judged
-        (see :mod:`flask_selfhost.forwarded`).
+        comma-separated string. A network wider than /8 (IPv4, and
+        ``::ffff:a.b.c.d`` networks at their IPv4 width) or /32 (IPv6) is
+        refused, and so is an address with a port. Empty by default: a
+        request with forwarding headers is refused. Only when the immediate
+        peer is trusted is the client named in ``Forwarded`` /
+        ``X-Forwarded-For`` read and judged (see :mod:`flask_selfhost.forwarded`).
     :param proxy_hops: How many proxies stand in front of the app, 1 by
         default (nginx alone). At most this many entries, from the right, are
         read from a forwarding header, so a client's own entries further left
