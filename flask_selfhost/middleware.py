@@ -155,6 +155,8 @@ def guard_wsgi_app(
     function, a sixth of the guard's whole common path.
     """
     remotes, hosts = options.accepted.remotes, options.accepted.hosts
+    if serving is not None:  # nothing granted from memory before serving() has run
+        remotes, hosts = {}, set()
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         nonlocal options, refuse, remotes, hosts, serving

@@ -24,14 +24,14 @@ one view, with or without the extension.
 Options come from the keyword arguments of :class:`SelfHost` and, per app,
 from the same ``SELFHOST_<OPTION>`` config keys as the Flask extension
 (which win): checked by ``init_app``, and read again when the app serves
-(lifespan's startup or its first request), as the Flask extension does. The guard is
-:class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` around ``app.asgi_app``
-(Quart's documented place for middleware), so it judges the scope as the
-server made it, before any Quart code runs. A refused request gets the
-plain-text refusal of the ASGI front, unless Quart routes it to an
-``allow_remote`` view: Quart then serves it, past any middleware added to
-``app.asgi_app`` before the extension (such middleware could route it to
-another view).
+(lifespan's startup or its first request), as the Flask extension does.
+The guard is :class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` around
+``app.asgi_app`` (Quart's documented place for middleware), so it judges
+the scope as the server made it, before any Quart code runs. A refused
+request gets the plain-text refusal of the ASGI front, unless Quart routes
+it to an ``allow_remote`` view: Quart then serves it, past any middleware
+added to ``app.asgi_app`` before the extension (such middleware could route
+it to another view).
 
 Needs Quart; the rest of the package does not import it.
 """
@@ -71,7 +71,9 @@ class QuartGuard(SelfHostASGIMiddleware):
     def __init__(self, app: ASGIApp, quart_app: Quart, state: SelfHostState) -> None:
         super().__init__(app)
         self.state, self._serving = state, False
-        self.use(state.options)
+        self.options = state.options
+        # Nothing granted from memory before the first call has read the config.
+        self._remotes, self._hosts = {}, set()
         self.quart_app = quart_app
         # Quart's own asgi_app, under any middleware that was there before us.
         self.quart_asgi_app: ASGIApp = MethodType(type(quart_app).asgi_app, quart_app)
@@ -83,8 +85,8 @@ class QuartGuard(SelfHostASGIMiddleware):
 
     async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The full rules; the first call (lifespan's startup, or the first
-        request: nothing is remembered before it, so the common path never
-        comes first) reads the app's config, as the Flask extension does."""
+        request: the common path grants nothing before it) reads the app's
+        config, as the Flask extension does."""
         if not self._serving:
             self.use(self.state.start_serving())  # raises until the config is good
             self._serving = True
