@@ -4,9 +4,11 @@ The ``flask-selfhost`` command
 
 ``flask-selfhost check REMOTE [LOCAL] [--app module:name]`` applies the rule
 to a pair of addresses, with the options of that app's guard, and says what
-the guard would do (exit 0 allowed, 1 refused, 2 the app cannot be loaded or
-is not guarded), for reading a log line or a firewall plan. ``flask selfhost status`` says whether
-the app that ``flask`` loads is guarded, and how.
+the guard would do (exit 0 allowed, 1 refused, 2 an argument that is not an
+IP address, or an app that cannot be loaded or is not guarded), for reading
+a log line or a firewall plan. ``flask selfhost status`` says whether the
+app that ``flask --app`` names is guarded, and how: the same apps as
+``check --app`` (Flask, any WSGI or ASGI callable, Quart).
 
 ``flask-selfhost doctor [--port N] [--app module:name] [--json]`` (or
 ``flask selfhost doctor``) audits this host for ways other hosts can reach
@@ -17,16 +19,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
 import click
-from flask import Flask, current_app
 from flask.cli import AppGroup, NoAppException, ScriptInfo
 
 from . import __version__, doctor
-from .extension import EXTENSION_NAME, exempt_views
+from .addresses import parse_ip
+from .asgi import is_guarded_asgi
+from .extension import EXTENSION_NAME, exempt_views, find_flask_app
 from .facts import KnownConnection, RequestFacts
 from .forwarded import TrustedProxies
 from .guard import judge
@@ -46,8 +49,9 @@ flask_selfhost.quart.SelfHost.
 
 exit status:
   0  allowed: the client is on this host (loopback, or client == local)
-  1  refused: another host, or no usable client address
-  2  --app could not be imported, or is not guarded by flask_selfhost
+  1  refused: another host
+  2  usage: an address that is not an IP address, or --app could not be
+     imported, or is not guarded by flask_selfhost
 """
 
 DOCTOR_HELP = """\
@@ -98,6 +102,16 @@ def check(remote: str, local: str | None, app_spec: str | None = None) -> int:
     return 0 if decision.allowed else 1
 
 
+def ip_address(text: str) -> str:
+    """An argument that must be an IP address, as a server reports one: a
+    typo is a usage error (exit 2), not a client that the guard refuses."""
+    if parse_ip(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address (such as 10.0.0.2, 127.0.0.1 or ::1)"
+        )
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="flask-selfhost",
@@ -115,9 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="examples: flask-selfhost check 10.0.0.2 127.0.0.1   (refused, exit 1)\n"
         "          flask-selfhost check 127.0.0.1 --app demo_app:app",
     )
-    check_parser.add_argument("remote", help="the client address (REMOTE_ADDR)")
+    check_parser.add_argument("remote", type=ip_address, help="the client address (REMOTE_ADDR)")
     check_parser.add_argument(
-        "local", nargs="?", help="the local address the connection arrived on (SERVER_ADDR)"
+        "local",
+        nargs="?",
+        type=ip_address,
+        help="the local address the connection arrived on (SERVER_ADDR)",
     )
     check_parser.add_argument(
         "--app",
@@ -152,11 +169,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 flask_group = AppGroup("selfhost", help="The flask_selfhost guard of this app.")
 
 
-def app_name(app: Flask) -> str:
-    """``module:attr`` as the user gave it to ``flask --app``, else the import name."""
-    info = click.get_current_context().find_object(ScriptInfo)
-    path = getattr(info, "app_import_path", None)
-    return path or app.import_name
+def load_for_status() -> tuple[str, Any]:
+    """The app ``flask`` names and how to call it: a Flask app as ``flask``
+    loads it, else what ``--app`` names, loaded as ``flask-selfhost check
+    --app`` loads it (a WSGI or ASGI callable, a Quart app), so that the two
+    commands agree on which apps they can judge."""
+    info = click.get_current_context().ensure_object(ScriptInfo)
+    try:
+        app = info.load_app()
+    except NoAppException as error:
+        if not info.app_import_path:
+            raise
+        try:
+            return info.app_import_path, doctor.load_app(info.app_import_path)
+        except Exception:  # not importable either way: flask's own message says why
+            raise error from None
+    return info.app_import_path or app.import_name, app
+
+
+def guard_kind(app: Any) -> str:
+    """Which front guards ``app``, as its docs name it."""
+    extensions = getattr(app, "extensions", None)
+    if isinstance(extensions, Mapping) and EXTENSION_NAME in extensions:
+        return "the SelfHost extension"
+    if is_guarded_asgi(app) or is_guarded_asgi(getattr(app, "asgi_app", None)):
+        return "SelfHostASGIMiddleware around the app"
+    return "SelfHostMiddleware around the app"
 
 
 def shown_value(value: Any) -> str:
@@ -180,34 +218,33 @@ def option_lines(options: Options) -> list[str]:
     return [f"  {name:<{width}}  {shown_value(getattr(options, name))}" for name in names]
 
 
-@flask_group.command("status")
+@flask_group.command("status", with_appcontext=False)
 def status() -> None:
     """Say whether this app is guarded by flask_selfhost, and how.
 
-    Prints the guard (the SelfHost extension, or SelfHostMiddleware around
-    the app), its options, and the views that answer anyone (allow_remote).
+    Prints the guard (the SelfHost extension, or the middleware around the
+    app), its options and, for a Flask or Quart app, the views that answer
+    anyone (allow_remote). Any app that flask-selfhost check --app takes
+    works here too: a Flask app, a WSGI or ASGI callable, a Quart app.
 
     Exit status: 0 guarded, 1 not guarded.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    name = app_name(app)
+    name, app = load_for_status()
     options = doctor.guard_of(app)
     if options is None:
         click.echo(
-            f"{name}: NOT guarded by flask_selfhost (neither SelfHost nor SelfHostMiddleware)"
+            f"{name}: NOT guarded by flask_selfhost "
+            "(no SelfHost extension, no flask_selfhost middleware)"
         )
         sys.exit(1)
-    how = (
-        "the SelfHost extension"
-        if EXTENSION_NAME in app.extensions
-        else "SelfHostMiddleware around the app"
-    )
-    click.echo(f"{name}: guarded by flask_selfhost ({how}), with these options:")
+    click.echo(f"{name}: guarded by flask_selfhost ({guard_kind(app)}), with these options:")
     click.echo("\n".join(option_lines(options)))
-    public = exempt_views(app)
-    click.echo(
-        "views that answer anyone (allow_remote): " + (", ".join(public) if public else "none")
-    )
+    views = find_flask_app(app) or app
+    if isinstance(getattr(views, "view_functions", None), Mapping):
+        public = exempt_views(views)
+        click.echo(
+            "views that answer anyone (allow_remote): " + (", ".join(public) if public else "none")
+        )
 
 
 @flask_group.command("doctor", with_appcontext=False)

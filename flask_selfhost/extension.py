@@ -23,9 +23,11 @@ remote client gets 403, not 404). :func:`allow_remote` exempts one view;
     def healthz(): ...
 
 Options come from the keyword arguments of :class:`SelfHost` and, per app,
-from ``app.config`` keys ``SELFHOST_<OPTION>`` (which win), read once by
-``init_app``. The extension wraps ``app.wsgi_app``: middleware added to
-``app.wsgi_app`` after ``init_app`` runs before the guard. Refusals raise
+from ``app.config`` keys ``SELFHOST_<OPTION>`` (which win), checked by
+``init_app`` and read again when the app serves its first request, so that
+keys set after ``init_app`` count; later changes do not. The extension wraps
+``app.wsgi_app``: middleware added to ``app.wsgi_app`` after ``init_app``
+runs before the guard. Refusals raise
 Werkzeug's ``Forbidden`` (or the configured status), carrying a plain-text
 response and the decision as ``selfhost_decision``, so that an app's
 ``errorhandler(403)`` renders them.
@@ -34,7 +36,7 @@ response and the decision as ``selfhost_decision``, so that an app's
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import wraps
 from types import MethodType
 from typing import Any
@@ -56,18 +58,45 @@ EXTENSION_NAME = "selfhost"
 CONFIG_PREFIX = "SELFHOST_"
 
 
-@dataclass(frozen=True)
 class SelfHostState:
     """What ``SelfHost.init_app`` (Flask's or Quart's) puts in
-    ``app.extensions["selfhost"]``: the key the doctor and ``local_only`` read."""
+    ``app.extensions["selfhost"]``: the key the doctor and ``local_only`` read.
 
-    extension: Any
-    options: Options
+    :attr:`options` follow the app's ``SELFHOST_*`` config until the app
+    serves its first request, then stay fixed: Flask's contract is that
+    configuration is complete when the server begins handling requests, so
+    a key set after ``SelfHost(app)`` (``app.config.from_prefixed_env()``
+    after the extensions, say) counts, as Flask's own settings do.
+    """
+
+    __slots__ = ("_options", "_serving", "app", "extension")
+
+    def __init__(self, extension: ExtensionBase, app: Any, options: Options) -> None:
+        self.extension, self.app = extension, app
+        self._options, self._serving = options, False
+
+    @property
+    def options(self) -> Options:
+        """The options in force, or that the first request will use."""
+        if not self._serving:
+            current = self.extension.options_for(self.app)
+            if current != self._options:  # equal: keep the object, its memory
+                self._options = current
+        return self._options
+
+    def start_serving(self) -> Options:
+        """The options from now on: the config as it is at the first request.
+        A bad value set after ``init_app`` raises here, on every request
+        until it is fixed: the server answers 500, nothing is served."""
+        options = self.options
+        self._serving = True
+        return options
 
 
 class ExtensionBase:
     """What the Flask and Quart extensions share: options checked at once,
-    merged with the app's ``SELFHOST_*`` config in :meth:`register`.
+    merged with the app's ``SELFHOST_*`` config in :meth:`register`, and
+    read again when the app serves its first request (:class:`SelfHostState`).
 
     :param app: The app to guard now; or call ``init_app`` later.
     :param options: See :class:`~flask_selfhost.options.Options`. Checked
@@ -83,13 +112,18 @@ class ExtensionBase:
     def init_app(self, app: Any) -> None:  # each front installs its own guard
         raise NotImplementedError
 
-    def register(self, app: Any) -> Options:
-        """The options for ``app`` (the config wins), recorded in its extensions."""
+    def options_for(self, app: Any) -> Options:
+        """The options for ``app`` as its config is now (the config wins)."""
+        return Options.from_mapping({**self.options, **config_options(app.config)})
+
+    def register(self, app: Any) -> SelfHostState:
+        """Check the options for ``app`` now, so that a typo fails at start-up,
+        and record them in its extensions."""
         if EXTENSION_NAME in app.extensions:
             raise RuntimeError("flask_selfhost: SelfHost is already registered on this app")
-        options = Options.from_mapping({**self.options, **config_options(app.config)})
-        app.extensions[EXTENSION_NAME] = SelfHostState(self, options)
-        return options
+        state = SelfHostState(self, app, self.options_for(app))
+        app.extensions[EXTENSION_NAME] = state
+        return state
 
 
 def config_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,12 +341,18 @@ class SelfHost(ExtensionBase):
     """
 
     def init_app(self, app: Flask) -> None:
-        options = self.register(app)
+        state = self.register(app)
+
+        def serving() -> tuple[Options, Refuse]:
+            options = state.start_serving()
+            return options, _refuse_through_flask(app, options)
+
         # Outermost, so that the guard sees the environ as the server made it,
         # before any other middleware (ProxyFix, say) rewrites it. An allowed
         # request goes straight on: the guard adds no request-context work.
+        options = state.options
         refuse = _refuse_through_flask(app, options)
-        app.wsgi_app = guard_wsgi_app(app.wsgi_app, options, refuse)  # type: ignore[method-assign,assignment]
+        app.wsgi_app = guard_wsgi_app(app.wsgi_app, options, refuse, serving)  # type: ignore[method-assign,assignment]
 
 
 def local_only(view: View | None = None, /, **options: Any) -> Any:

@@ -98,7 +98,11 @@ class TrustedProxies:
         ``"10.0.0.0/8"``, ``ipaddress`` objects) and the word ``"unix"``; or
         one string of them separated by commas (as in an environment
         variable). Host bits must be zero (``10.0.0.1/8`` is a typo, not a
-        network) and names are refused: no DNS, ever.
+        network) and names are refused: no DNS, ever. A network wider than
+        :data:`WIDEST_PREFIX` (/8 for IPv4, /32 for IPv6; ``::ffff:a.b.c.d``
+        networks count at their IPv4 width) is refused: every host in it could
+        name any client. So is an address with a port, with the address to
+        write instead.
 
     Immutable and hashable, so that it can be part of :class:`Options` and of
     a cache key. False when it trusts nobody.
@@ -129,12 +133,13 @@ class TrustedProxies:
             except ValueError as error:
                 raise ValueError(
                     f"flask_selfhost: trusted_proxies entry {entry!r} is not an address, "
-                    f"a network or 'unix' ({error})"
+                    f"a network or 'unix' ({error}){_without_port(entry)}"
                 ) from None
             mapped = getattr(network.network_address, "ipv4_mapped", None)
             if mapped is not None and network.prefixlen >= 96:
                 # The guard unwraps ::ffff:a.b.c.d to a.b.c.d before comparing.
                 network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+            _check_width(entry, network)
             networks.add(network)
         object.__setattr__(self, "networks", frozenset(networks))
         object.__setattr__(self, "unix", unix)
@@ -161,6 +166,42 @@ class TrustedProxies:
     def trusts(self, address: IPAddress) -> bool:
         """True when ``address`` is inside one of the trusted networks."""
         return any(address in network for network in self.networks)
+
+
+#: The widest networks ``trusted_proxies`` takes, by IP version: a proxy is
+#: one machine or a few, and a network wider than a site's whole private
+#: range (``10.0.0.0/8``) lets any client inside it name any client at all.
+WIDEST_PREFIX = {4: 8, 6: 32}
+
+#: Every IPv4 address, as IPv6 writes it (``::ffff:a.b.c.d``).
+_V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def _check_width(entry: object, network: IPNetwork) -> None:
+    """Refuse a network too wide to be a set of proxies. An IPv6 network
+    that holds all of ``::ffff:0:0/96`` without being inside it (``::/80``)
+    holds every IPv4 address: its IPv4 width is /0."""
+    widest = WIDEST_PREFIX[network.version]
+    whole_ipv4 = network.version == 6 and network.prefixlen < 96 and network.overlaps(_V4_MAPPED)
+    if network.prefixlen < widest or whole_ipv4:
+        raise ValueError(
+            f"flask_selfhost: trusted_proxies entry {entry!r} is too wide: every host in it "
+            f"could name any client; list the proxies' own addresses, or a network "
+            f"of at most /{WIDEST_PREFIX[4]} (IPv4, ::ffff:a.b.c.d included) or "
+            f"/{WIDEST_PREFIX[6]} (IPv6)"
+        )
+
+
+def _without_port(entry: object) -> str:
+    """A hint when ``entry`` is an address with a port (``127.0.0.1:8000``,
+    ``[::1]:8000``): a proxy is trusted by its address, whatever its port."""
+    if not isinstance(entry, str):
+        return ""
+    match = re.fullmatch(r"\[([^\]]+)\](?::[0-9]*)?|([0-9.]+):[0-9]*", entry.strip())
+    address = match and (match[1] or match[2])
+    if not address or parse_ip(address) is None:
+        return ""
+    return f"; write {address!r}: a proxy is trusted by its address, without a port"
 
 
 #: Trusts nobody: the default of ``trusted_proxies``.
@@ -388,10 +429,14 @@ REWRITTEN_UNVERIFIED = (
     "REMOTE_ADDR was rewritten before the guard ran, and this server gives no witness of "
     "the connection to check the original against; put the guard outside (before) ProxyFix"
 )
+#: Names example addresses, never the request's: a tool on this host that
+#: shares the proxy's address reads here what does work.
 PROXY_WITHOUT_HEADERS = (
     "the request comes from a trusted proxy but carries no forwarding header, so its "
-    "client is unknown; make the proxy send X-Forwarded-For, and let local tools use "
-    "another address than the proxy's"
+    "client is unknown; make the proxy send X-Forwarded-For. A tool on this host passes "
+    "from an address outside trusted_proxies (curl --interface 127.0.0.2 when only "
+    "127.0.0.1 is trusted), or over TCP when the proxy uses a unix socket "
+    "(trusted_proxies=['unix'])"
 )
 WAITRESS_DELETED_HEADERS = (
     PROXY_WITHOUT_HEADERS + " (waitress deletes X-Forwarded-For and Forwarded unless it runs with "

@@ -86,21 +86,33 @@ class GuardedApp(Protocol):
 Refuse = Callable[[Decision, "WSGIEnvironment", "StartResponse"], Iterable[bytes]]
 
 
-def guard_wsgi_app(next_app: WSGIApplication, options: Options, refuse: Refuse) -> GuardedApp:
+def guard_wsgi_app(
+    next_app: WSGIApplication,
+    options: Options,
+    refuse: Refuse,
+    serving: Callable[[], tuple[Options, Refuse]] | None = None,
+) -> GuardedApp:
     """The guarded WSGI callable: every WSGI front is this function.
 
     :param next_app: Where an allowed request goes.
     :param options: The guard's options.
     :param refuse: Answers a refused request (:func:`refuse_plainly`, or the
         Flask extension's rendering through the app's error handlers).
+    :param serving: Called by the first request instead, for the options and
+        ``refuse`` from then on (the Flask extension reads the app's config
+        then). The first request always takes the full rules, since nothing
+        is remembered yet, so the common path never asks.
 
     A closure, not an object with ``__call__``: calling an instance of a
     Python class costs about 800 CPU instructions more than calling a
     function, a sixth of the guard's whole common path.
     """
     remotes, hosts = options.accepted.remotes, options.accepted.hosts
+    if serving is not None:  # nothing granted from memory before serving() has run
+        remotes, hosts = {}, set()
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        nonlocal options, refuse, remotes, hosts, serving
         # The common request, answered from what the full rules granted before
         # (see flask_selfhost.accepted). Written out here, not called: a call
         # costs as much as all of these lookups.
@@ -134,6 +146,10 @@ def guard_wsgi_app(next_app: WSGIApplication, options: Options, refuse: Refuse) 
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return next_app(environ, start_response)
 
+        if serving is not None:  # raises until the options are good: nothing is served
+            options, refuse = serving()
+            remotes, hosts = options.accepted.remotes, options.accepted.hosts
+            app.options, serving = options, None
         decision = evaluate(environ, options)
         if decision.allowed:
             if is_enabled_for(DEBUG):

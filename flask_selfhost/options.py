@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from difflib import get_close_matches
 from http import HTTPStatus
 from typing import Any
 
@@ -37,10 +38,12 @@ class Options:
     :param trusted_proxies: Reverse proxies allowed to name the client:
         addresses or networks (``"127.0.0.1"``, ``"::1"``, ``"10.0.0.0/8"``)
         and the word ``"unix"`` for a unix-socket peer; a list, or one
-        comma-separated string. Empty by default: a request with forwarding
-        headers is refused. Only when the immediate peer is trusted is the
-        client named in ``Forwarded`` / ``X-Forwarded-For`` read and judged
-        (see :mod:`flask_selfhost.forwarded`).
+        comma-separated string. A network wider than /8 (IPv4, and
+        ``::ffff:a.b.c.d`` networks at their IPv4 width) or /32 (IPv6) is
+        refused, and so is an address with a port. Empty by default: a
+        request with forwarding headers is refused. Only when the immediate
+        peer is trusted is the client named in ``Forwarded`` /
+        ``X-Forwarded-For`` read and judged (see :mod:`flask_selfhost.forwarded`).
     :param proxy_hops: How many proxies stand in front of the app, 1 by
         default (nginx alone). At most this many entries, from the right, are
         read from a forwarding header, so a client's own entries further left
@@ -78,9 +81,12 @@ class Options:
         status = self.refuse_status
         if type(status) is not int or status not in default_exceptions:
             known = ", ".join(str(code) for code in sorted(default_exceptions))
+            # A string from an environment variable or a config file is the
+            # usual mistake: say what type is wanted before which values.
+            kind = "" if type(status) is int else f" (a {type(status).__name__}, not an int)"
             raise ValueError(
-                f"flask_selfhost: refuse_status must be an HTTP error status ({known}), "
-                f"got {status!r}"
+                f"flask_selfhost: refuse_status must be an int, an HTTP error status "
+                f"({known}), got {status!r}{kind}"
             )
         if self.refuse_body is not None and not isinstance(self.refuse_body, str):
             raise TypeError(
@@ -132,12 +138,16 @@ class Options:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Options:
         """Build from keyword options, naming any unknown key."""
-        known = {option.name for option in fields(cls) if option.init}
-        unknown = sorted(set(options) - known)
+        known = sorted(option.name for option in fields(cls) if option.init)
+        unknown = sorted(set(options) - set(known))
         if unknown:
+            named = []
+            for name in unknown:
+                close = get_close_matches(name, known, n=1)
+                named.append(f"{name} (did you mean {close[0]}?)" if close else name)
             raise TypeError(
-                f"flask_selfhost: unknown option(s) {', '.join(unknown)}; "
-                f"known options are {', '.join(sorted(known))}"
+                f"flask_selfhost: unknown option(s) {', '.join(named)}; "
+                f"known options are {', '.join(known)}"
             )
         return cls(**options)
 

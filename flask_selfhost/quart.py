@@ -23,14 +23,15 @@ one view, with or without the extension.
 
 Options come from the keyword arguments of :class:`SelfHost` and, per app,
 from the same ``SELFHOST_<OPTION>`` config keys as the Flask extension
-(which win), read and checked once by ``init_app``. The guard is
-:class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` around ``app.asgi_app``
-(Quart's documented place for middleware), so it judges the scope as the
-server made it, before any Quart code runs. A refused request gets the
-plain-text refusal of the ASGI front, unless Quart routes it to an
-``allow_remote`` view: Quart then serves it, past any middleware added to
-``app.asgi_app`` before the extension (such middleware could route it to
-another view).
+(which win): checked by ``init_app``, and read again when the app serves
+(lifespan's startup or its first request), as the Flask extension does.
+The guard is :class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` around
+``app.asgi_app`` (Quart's documented place for middleware), so it judges
+the scope as the server made it, before any Quart code runs. A refused
+request gets the plain-text refusal of the ASGI front, unless Quart routes
+it to an ``allow_remote`` view: Quart then serves it, past any middleware
+added to ``app.asgi_app`` before the extension (such middleware could route
+it to another view).
 
 Needs Quart; the rest of the package does not import it.
 """
@@ -53,12 +54,19 @@ from quart import (
 )
 from werkzeug.datastructures import Headers
 
-from .asgi import ASGIApp, Scope, SelfHostASGIMiddleware, evaluate_scope
+from .asgi import ASGIApp, Receive, Scope, SelfHostASGIMiddleware, Send, evaluate_scope
 from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
-from .extension import VIEW_OPTIONS, ExtensionBase, ViewOptions, refusal, refusal_options
+from .extension import (
+    VIEW_OPTIONS,
+    ExtensionBase,
+    SelfHostState,
+    ViewOptions,
+    refusal,
+    refusal_options,
+)
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
@@ -67,14 +75,29 @@ class QuartGuard(SelfHostASGIMiddleware):
     """:class:`~flask_selfhost.asgi.SelfHostASGIMiddleware` that routes a
     refused request with Quart, to serve it if its view is exempt."""
 
-    def __init__(self, app: ASGIApp, quart_app: Quart, options: Options) -> None:
+    def __init__(self, app: ASGIApp, quart_app: Quart, state: SelfHostState) -> None:
         super().__init__(app)
-        self.options = options
-        # The common path reads these options' memory, not the default's.
-        self._remotes, self._hosts = options.accepted.remotes, options.accepted.raw_hosts
+        self.state, self._serving = state, False
+        self.options = state.options
+        # Nothing granted from memory before the first call has read the config.
+        self._remotes, self._hosts = {}, set()
         self.quart_app = quart_app
         # Quart's own asgi_app, under any middleware that was there before us.
         self.quart_asgi_app: ASGIApp = MethodType(type(quart_app).asgi_app, quart_app)
+
+    def use(self, options: Options) -> None:
+        self.options = options
+        # The common path reads these options' memory, not the default's.
+        self._remotes, self._hosts = options.accepted.remotes, options.accepted.raw_hosts
+
+    async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The full rules; the first call (lifespan's startup, or the first
+        request: the common path grants nothing before it) reads the app's
+        config, as the Flask extension does."""
+        if not self._serving:
+            self.use(self.state.start_serving())  # raises until the config is good
+            self._serving = True
+        await super().judged(scope, receive, send)
 
     def exempt_app(self, scope: Scope) -> ASGIApp | None:
         try:
@@ -138,9 +161,9 @@ class SelfHost(ExtensionBase):
     """
 
     def init_app(self, app: Quart) -> None:
-        options = self.register(app)  # the Flask extension's SELFHOST_* keys and checks
+        state = self.register(app)  # the Flask extension's SELFHOST_* keys and checks
         # Outermost, so that the guard sees the scope as the server made it.
-        guard = QuartGuard(app.asgi_app, app, options)  # type: ignore[arg-type]
+        guard = QuartGuard(app.asgi_app, app, state)  # type: ignore[arg-type]
         app.asgi_app = guard  # type: ignore[method-assign,assignment]
 
 

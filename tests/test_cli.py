@@ -36,14 +36,31 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
         ("127.0.0.1", None, 0, "(remote=127.0.0.1, local=-)"),  # absent: '-', as in the log
         ("192.168.0.13", "192.168.0.13", 0, "allowed: the client is the address"),
         ("10.0.0.2", "127.0.0.1", 1, "refused: the client is another host"),
-        ("", None, 1, "refused: the client address is missing"),
-        ("10.0.0.2 x", None, 1, '(remote="10.0.0.2 x", local=-)'),  # escaped, as in the log
+        ("::ffff:10.0.0.2", "fe80::1%eth0", 1, "(remote=::ffff:10.0.0.2, local=fe80::1%eth0)"),
     ],
 )
 def test_check(remote, local, status, words):
     result = run(script("flask-selfhost"), "check", remote, *([local] if local else []))
     assert result.returncode == status, result.stderr
     assert words in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["10.0.0.300", "127.0.0.1"], "argument remote: '10.0.0.300' is not an IP address"),
+        (["10.0.0.2", "127.0.0.1:8000"], "argument local: '127.0.0.1:8000' is not an IP address"),
+        ([""], "argument remote: '' is not an IP address"),
+        (["10.0.0.2 x"], "argument remote: '10.0.0.2 x' is not an IP address"),
+        (["localhost", "--app", "demo_app:app"], "'localhost' is not an IP address"),
+    ],
+)
+def test_check_calls_a_malformed_address_a_usage_error(args, words):
+    """A typo is not a verdict: exit 2 with a message, never 'refused' (1)."""
+    result = run(script("flask-selfhost"), "check", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == "" and words in result.stderr, result.stderr
+    assert result.stderr.startswith("usage: flask-selfhost check"), result.stderr
 
 
 def test_check_is_the_same_module_entry_point():
@@ -61,7 +78,7 @@ def test_version():
     ("command", "words"),
     [
         (("check", "--help"), ["exit status:", "0  allowed", "1  refused", "source rule"]),
-        (("check", "--help"), ["--app MODULE:NAME", "2  --app could not be imported", "Quart"]),
+        (("check", "--help"), ["--app MODULE:NAME", "2  usage: an address that is not", "Quart"]),
         (("doctor", "--help"), ["exit status:", "0  nothing risky", "1  something risky", "2  "]),
         (("doctor", "--help"), ['sudo "$(command -v flask-selfhost)" doctor', "--port"]),
     ],
@@ -99,6 +116,34 @@ def test_flask_selfhost_status():
     assert unguarded.stdout.startswith("demo_app:unguarded_app: NOT guarded"), unguarded.stdout
 
 
+@pytest.mark.parametrize(
+    ("spec", "status", "first_line", "views"),
+    [
+        # What `flask-selfhost check --app` takes, `flask selfhost status` takes too.
+        ("tests.apps:middleware_app", 0, "(SelfHostMiddleware around the app)", False),
+        ("tests.apps:asgi_app", 0, "(SelfHostASGIMiddleware around the app)", False),
+        ("tests.fastapi_app:app", 0, "(SelfHostASGIMiddleware around the app)", False),
+        ("tests.quart_app:app", 0, "(the SelfHost extension)", True),
+        ("tests.apps:whoami", 1, ": NOT guarded by flask_selfhost", False),
+    ],
+)
+def test_status_takes_the_apps_that_check_takes(spec, status, first_line, views):
+    result = run(script("flask"), "--app", spec, "selfhost", "status")
+    assert result.returncode == status, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(spec) and first_line in lines[0], result.stdout
+    if status == 0:
+        assert any(line.split()[0] == "trusted_proxies" for line in lines[1:]), result.stdout
+    assert lines[-1].startswith("views that answer anyone") is views, result.stdout
+    checked = run(script("flask-selfhost"), "check", "127.0.0.2", "--app", spec)
+    assert checked.returncode == (2 if status else 0), checked.stdout + checked.stderr
+
+
+def test_status_of_an_app_that_cannot_be_imported_is_a_usage_error():
+    result = run(script("flask"), "--app", "no_such_module:app", "selfhost", "status")
+    assert result.returncode == 2 and "Could not import 'no_such_module'" in result.stderr
+
+
 MIDDLEWARE_APP = """\
 from flask import Flask
 from flask_selfhost import SelfHostMiddleware
@@ -106,6 +151,28 @@ from flask_selfhost import SelfHostMiddleware
 app = Flask(__name__)
 app.wsgi_app = SelfHostMiddleware(app.wsgi_app, trusted_proxies="127.0.0.1, unix")
 """
+
+
+LATE_CONFIG_APP = """\
+from flask import Flask
+from flask_selfhost import SelfHost
+
+app = Flask(__name__)
+SelfHost(app)
+app.config.from_mapping(SELFHOST_REFUSE_STATUS=404)  # after the extension, before serving
+"""
+
+
+def test_status_and_check_show_config_set_after_the_extension(tmp_path):
+    (tmp_path / "late.py").write_text(LATE_CONFIG_APP)
+    result = run(script("flask"), "--app", "late:app", "selfhost", "status", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(line.split() == ["refuse_status", "404"] for line in result.stdout.splitlines())
+    checked = run(
+        script("flask-selfhost"), "check", "10.0.0.2", "192.0.2.7", "--app", "late:app",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert checked.returncode == 1 and checked.stdout.endswith("it answers 404\n"), checked
 
 
 def test_status_recognises_a_flask_app_wrapped_in_the_middleware(tmp_path):

@@ -252,10 +252,10 @@ def extras() -> set[str]:
 
 def check_install(line: str, tmp_path: Path) -> None:
     install, _, then = line.partition(" && ")
-    named = re.fullmatch(
-        r"pip install (?:-e )?(?:'\.(?:\[([\w,]+)\])?'|\.|flask-selfhost)", install
-    )
-    assert named, f"an install this test does not know: {install}"
+    # From a checkout only: the package is not on PyPI, so no doc may
+    # promise `pip install flask-selfhost`.
+    named = re.fullmatch(r"pip install (?:-e )?(?:'\.(?:\[([\w,]+)\])?'|\.)", install)
+    assert named, f"an install this test does not know (from a checkout only): {install}"
     for extra in (named[1] or "").split(","):
         assert not extra or extra in extras(), f"no extra {extra!r} in setup.cfg"
     if then:
@@ -271,6 +271,26 @@ def check_ci_runs_it(line: str, tmp_path: Path) -> None:
 def check_pytest(line: str, tmp_path: Path) -> None:
     # This very suite: not run again from inside itself; CI runs the line.
     check_ci_runs_it("pip install -e '.[test]' && python -m pytest", tmp_path)
+
+
+def check_fast_subset(line: str, tmp_path: Path) -> None:
+    """The subset's markers are the suite's own, and it leaves out every test
+    marked with them while keeping most of the suite."""
+    expression = shlex.split(line)[-1]
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    markers = {m.split(":")[0] for m in config["tool:pytest"]["markers"].split("\n") if m}
+    assert set(re.findall(r"not (\w+)", expression)) == markers, (expression, markers)
+
+    def collected(*args: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+             *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        return int(re.search(r"(\d+)(?:/\d+)? tests? (?:collected|selected)", done.stdout)[1])
+
+    subset, marked = collected("-m", expression), collected("-m", " or ".join(sorted(markers)))
+    assert marked > 0 and subset > marked, (subset, marked)
 
 
 def check_demo_gunicorn(line: str, tmp_path: Path) -> None:
@@ -396,6 +416,7 @@ def check_benchmark(line: str, tmp_path: Path) -> None:
 COMMANDS: list[tuple[str, Callable[[str, Path], None]]] = [
     (r"pip install .*", check_install),
     (r"python -m pytest", check_pytest),
+    (r'python -m pytest -m "not slow and not root and not browser"', check_fast_subset),
     (r"gunicorn -c demo_app/gunicorn_\w+\.py", check_demo_gunicorn),
     (r"python -m demo_app\.uvicorn_\w+", check_demo_uvicorn),
     (r"waitress-serve --listen=127\.0\.0\.1:8000 .* myapp:app", check_waitress),
@@ -629,3 +650,44 @@ def test_output_sample_is_what_the_code_prints(block):
         )
         for line in lines:
             check_log_line(line)
+
+
+# What the README says about running the tests ------------------------------------
+
+
+def test_the_readme_names_what_the_tests_need_besides_root_and_packages():
+    """The environment variables .ci/run exports for the server matrix, and
+    what the test extra's source builds need."""
+    readme = (ROOT / "README.md").read_text()
+    exported = set(re.findall(r"^export (SELFHOST_\w+)=", CI, re.M)) - {"SELFHOST_NO_SKIP"}
+    assert exported == {"SELFHOST_EVENTLET_PYTHON", "SELFHOST_MODWSGI_HOME"}
+    assert all(f"`{name}`" in readme for name in exported), exported
+    test_extra = configparser.ConfigParser()
+    test_extra.read(ROOT / "setup.cfg")
+    needs = test_extra["options.extras_require"]["test"]
+    assert "uwsgi" in needs and "bjoern" in needs
+    assert "C compiler" in readme and "`libev-dev`" in readme and " libev-dev" in CI
+
+
+def test_the_server_matrix_skip_names_every_missing_prerequisite_at_once():
+    """Without the two interpreters, one skip names both, each with the
+    commands that make it: .ci/run's own."""
+    unset = ("SELFHOST_NO_SKIP", "SELFHOST_EVENTLET_PYTHON", "SELFHOST_MODWSGI_HOME")
+    env = {name: value for name, value in os.environ.items() if name not in unset}
+    test = "tests/test_server_matrix.py::test_the_server_matrix"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    for name in unset[1:]:
+        assert f"export {name}=" in line, line
+    assert "'gunicorn<24' 'eventlet>=0.40' flask" in line and "pip install flask" in line
+    assert "'gunicorn<24' 'eventlet>=0.40' flask" in CI and '/bin/pip" install -q flask' in CI
+
+
+def test_the_development_page_lists_the_packages_ci_installs():
+    page = (ROOT / "docs" / "development.md").read_text()
+    listed = re.search(r"- Debian packages: ([^;]+);", page)[1].replace("\n", " ")
+    installed = re.search(r"apt-get install -y -qq ([^>]+)>", CI.replace("\\\n", " "))[1]
+    assert set(listed.replace(",", " ").split()) == set(installed.split())

@@ -133,6 +133,36 @@ def test_config_typos_fail_at_init_app():
         SelfHost(app)
 
 
+def test_config_set_after_init_app_counts_from_the_first_request():
+    """Flask's contract: configuration is complete when the server begins
+    handling requests (``from_prefixed_env()`` after the extensions, say)."""
+    app = make_app()
+    SelfHost(app)
+    app.config["SELFHOST_REFUSE_STATUS"] = 404
+    app.config["SELFHOST_TRUSTED_PROXIES"] = "127.0.0.1"
+    assert app.extensions["selfhost"].options.refuse_status == 404  # what status shows
+    assert get(app, "/admin", OTHER_HOST).status_code == 404
+    relayed = {**THIS_HOST, "HTTP_X_FORWARDED_FOR": "127.0.0.1"}
+    assert get(app, "/admin", relayed).status_code == 200
+    assert get(app, "/admin", THIS_HOST).status_code == 404  # the proxy itself, header-less
+    # Once serving, the options stay: a late change is not half applied.
+    app.config["SELFHOST_REFUSE_STATUS"] = 403
+    assert get(app, "/admin", OTHER_HOST).status_code == 404
+    assert app.extensions["selfhost"].options.refuse_status == 404
+
+
+def test_a_bad_value_set_after_init_app_fails_every_request():
+    app = make_app()
+    SelfHost(app)
+    app.config["SELFHOST_REFUSE_STATUS"] = "404"
+    for _ in range(2):  # fails closed until the config is fixed
+        with pytest.raises(ValueError, match="refuse_status must be an int"):
+            get(app, "/admin", THIS_HOST)
+    assert app.config["ran_before_request"] == 0
+    app.config["SELFHOST_REFUSE_STATUS"] = 404
+    assert get(app, "/admin", OTHER_HOST).status_code == 404
+
+
 def test_registering_twice_is_an_error():
     app = make_app()
     SelfHost(app)

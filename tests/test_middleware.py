@@ -67,7 +67,10 @@ def test_refusal_body_can_be_set():
     ("options", "error", "message"),
     [
         ({"refuse_satus": 404}, TypeError, "unknown option.*refuse_satus.*refuse_status"),
-        ({"refuse_status": "404"}, ValueError, "refuse_status"),
+        ({"refuse_satus": 404}, TypeError, r"refuse_satus \(did you mean refuse_status\?\)"),
+        ({"trusted_proxy": "::1"}, TypeError, r"\(did you mean trusted_proxies\?\)"),
+        ({"colour": "red"}, TypeError, r"unknown option\(s\) colour; known options"),
+        ({"refuse_status": "404"}, ValueError, r"an int, .* got '404' \(a str, not an int\)"),
         ({"refuse_status": 200}, ValueError, "refuse_status"),
         ({"refuse_status": True}, ValueError, "refuse_status"),
         ({"refuse_body": b"bytes"}, TypeError, "refuse_body"),

@@ -226,7 +226,7 @@ JUDGEMENTS = [
         "127.0.0.1",
         None,
         f"{LAN}, 10.0.0.2",
-        TrustedProxies("0.0.0.0/0"),
+        TrustedProxies("127.0.0.1, 10.0.0.0/8"),
         1,
         False,
         fw.OTHER_HOST_CLIENT,
@@ -351,6 +351,43 @@ def test_bad_proxy_options_raise_at_construction(options):
         Options.from_mapping(options)
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "0.0.0.0/0",
+        "::/0",
+        "10.0.0.0/7",  # wider than /8
+        "2001:db8::/31",  # wider than /32
+        "::ffff:0:0/96",  # every IPv4 address, as IPv6 writes it: /0
+        "::ffff:10.0.0.0/103",  # 10.0.0.0/7
+        "::/80",  # holds ::ffff:0:0/96: every IPv4 address
+    ],
+)
+def test_a_network_too_wide_to_be_proxies_is_refused(entry):
+    with pytest.raises(ValueError, match=r"too wide.*at most /8 \(IPv4.*/32 \(IPv6\)"):
+        Options(trusted_proxies=[entry])
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.0/8", "::ffff:10.0.0.0/104", "2001:db8::/32"])
+def test_the_widest_networks_taken(entry):
+    assert Options(trusted_proxies=[entry]).trusted_proxies
+
+
+@pytest.mark.parametrize(
+    ("entry", "address"),
+    [("127.0.0.1:8000", "'127.0.0.1'"), ("[::1]:8000", "'::1'"), ("[::1]", "'::1'")],
+)
+def test_an_address_with_a_port_is_refused_with_the_address_to_write(entry, address):
+    with pytest.raises(ValueError, match=f"write {address}: a proxy is trusted by its address"):
+        Options(trusted_proxies=f"{entry}, unix")
+
+
+def test_no_port_hint_for_what_is_no_address():
+    with pytest.raises(ValueError) as error:
+        Options(trusted_proxies="localhost:8000")
+    assert "write" not in str(error.value)
+
+
 # This host's addresses ---------------------------------------------------
 
 FIB_TRIE = """\
@@ -462,6 +499,20 @@ def test_trusted_proxy_without_forwarding_headers_is_refused():
     assert not evaluate(
         {"REMOTE_ADDR": "127.0.0.2"}, Options(trusted_proxies="127.0.0.0/8")
     ).allowed
+
+
+def test_a_header_less_proxy_request_is_logged_with_what_works_for_a_local_tool(caplog):
+    """The tool shares the proxy's address: the logged reason names the two
+    ways that pass, and both do."""
+    guarded = SelfHostMiddleware(report, trusted_proxies="127.0.0.1")
+    environ = {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    with caplog.at_level("WARNING", logger="flask_selfhost"):
+        guarded(environ, lambda status, headers: None)
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert "curl --interface 127.0.0.2 when only 127.0.0.1 is trusted" in line, line
+    assert "over TCP when the proxy uses a unix socket (trusted_proxies=['unix'])" in line
+    assert evaluate({"REMOTE_ADDR": "127.0.0.2"}, Options(trusted_proxies="127.0.0.1")).allowed
+    assert evaluate({"REMOTE_ADDR": "127.0.0.1"}, Options(trusted_proxies="unix")).allowed
 
 
 def test_host_names_never_count():

@@ -109,6 +109,16 @@ def test_bad_config_fails_at_init_app_as_for_flask(config, error):
         SelfHost(new_app(**config))
 
 
+def test_config_set_after_init_app_counts_from_the_first_request():
+    app = guarded_views(new_app())
+    SelfHost(app)
+    app.config["SELFHOST_REFUSE_STATUS"] = 404
+    assert status(call(app, request("/local"))) == 404
+    app.config["SELFHOST_REFUSE_STATUS"] = 403  # once serving, the options stay
+    assert status(call(app, request("/local"))) == 404
+    assert guard_of(app).refuse_status == 404
+
+
 def test_init_app_options_and_config():
     selfhost = SelfHost(refuse_status=404, refuse_body="no\n")
     app = new_app(SELFHOST_REFUSE_BODY="not here\n")

@@ -17,7 +17,9 @@ no answer may be a 500. The README's table must be the rendered source.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -114,30 +116,57 @@ def stack_commands(row: Row, port: int, tmp_path: Path) -> list[list[str]]:
     return commands
 
 
-def require_servers() -> None:
-    for module in (
-        "gevent",
-        "waitress",
-        "cheroot",
-        "granian",
-        "bjoern",
-        "uvicorn",
-        "hypercorn",
-        "daphne",
-    ):
-        pytest.importorskip(module, reason=f"needs {module} (the test extra installs it)")
+#: What the matrix needs besides root, and what provides each: Python
+#: modules the test extra installs, then Debian packages (as .ci/run names them).
+MODULES = ("gevent", "waitress", "cheroot", "granian", "bjoern", "uvicorn", "hypercorn", "daphne")
+PACKAGES = {
+    "ip": ("iproute2", "ip"),
+    "nginx": ("nginx", "nginx"),
+    "apache2": ("apache2", "/usr/sbin/apache2"),
+    "mod_wsgi": ("libapache2-mod-wsgi-py3", "/usr/lib/apache2/modules/mod_wsgi.so"),
+}  # name: (Debian package, command or file)
+EXTRA = "pip install -e '.[test]'"
+EVENTLET_VENV = (
+    "python -m venv /tmp/selfhost-eventlet && /tmp/selfhost-eventlet/bin/pip install "
+    "'gunicorn<24' 'eventlet>=0.40' flask && "
+    "export SELFHOST_EVENTLET_PYTHON=/tmp/selfhost-eventlet/bin/python"
+)
+MODWSGI_VENV = (
+    "/usr/bin/python3 -m venv /tmp/selfhost-modwsgi && /tmp/selfhost-modwsgi/bin/pip install "
+    "flask && export SELFHOST_MODWSGI_HOME=/tmp/selfhost-modwsgi"
+)
+
+
+def installed(path: str) -> bool:
+    return Path(path).exists() if path.startswith("/") else shutil.which(path) is not None
+
+
+def missing_prerequisites() -> list[str]:
+    """Every prerequisite of the matrix that this machine lacks, each with
+    the command that provides it: one skip names them all, not the first."""
+    missing = [] if os.geteuid() == 0 else ["root (network namespaces): sudo, or .ci/run as root"]
+    absent = [name for name in MODULES if importlib.util.find_spec(name) is None]
     if not Path(UWSGI).exists():
-        pytest.skip("needs uWSGI (the test extra installs it)")
-    if not MODWSGI_HOME or not Path(MODWSGI_HOME).exists():
-        pytest.skip(
-            "needs a venv of Debian's python3 with Flask named by SELFHOST_MODWSGI_HOME "
-            "(.ci/run makes it)"
+        absent.append("uWSGI")
+    if absent:
+        missing.append(
+            f"{', '.join(absent)}: {EXTRA} (uWSGI and bjoern build with a C compiler, "
+            "Python's headers and libev-dev)"
         )
+    packages = [package for package, path in PACKAGES.values() if not installed(path)]
+    if packages:
+        missing.append(f"{', '.join(packages)}: apt-get install {' '.join(packages)}")
     if not EVENTLET_PYTHON or not Path(EVENTLET_PYTHON).exists():
-        pytest.skip(
-            "needs a venv with gunicorn 23 and eventlet named by SELFHOST_EVENTLET_PYTHON "
-            "(.ci/run makes it)"
-        )
+        missing.append(f"SELFHOST_EVENTLET_PYTHON (gunicorn 23 with eventlet): {EVENTLET_VENV}")
+    if not MODWSGI_HOME or not Path(MODWSGI_HOME).exists():
+        missing.append(f"SELFHOST_MODWSGI_HOME (Debian's python3 with Flask): {MODWSGI_VENV}")
+    return missing
+
+
+def require_servers() -> None:
+    missing = missing_prerequisites()
+    if missing:
+        pytest.skip("the server matrix needs: " + "; ".join(missing) + " (.ci/run does all this)")
 
 
 @contextlib.contextmanager
@@ -219,8 +248,8 @@ def assert_said_once(tmp_path: Path, row: Row, refusal: str) -> None:
 
 
 def test_the_server_matrix(tmp_path):
-    require_netns()
     require_servers()
+    require_netns()
     with two_hosts() as hosts, running(hosts.server_ns, tmp_path) as started:
         seen: dict[str, dict[str, list[str]]] = {}
         for row, (port, path) in started.items():
