@@ -104,7 +104,8 @@ def test_a_dns_rebinding_page_cannot_read_or_act(app, evil, page):
             assert result["readStatus"] == 403 and '"actions"' not in result["readBody"]
             assert result["actStatus"] == 403
             assert direct.status == 403
-            assert "allowed_hosts" in page.content()
+            assert "(Host not allowed)" in page.content()  # the page reads no setting
+            assert "allowed_hosts" not in page.content() and "allowed_hosts" in log
             for request_line in ("GET /api/status", "POST /api/act", "POST /admin/act"):
                 method, path = request_line.split()
                 assert f"selfhost=refused method={method} path={path} remote=127.0.0.1" in log
