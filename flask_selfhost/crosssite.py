@@ -57,6 +57,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from .addresses import CACHE_SIZE
+from .caching import make_private
 from .decision import Decision, Headers
 from .facts import RequestFacts
 from .hosts import parse_host
@@ -252,7 +253,9 @@ def judge_preflight(
 def _decision(
     source: Decision, allowed: bool, rule: str, reason: str, headers: Headers
 ) -> Decision:
-    """A decision of this rule, with the source rule's addresses for the log.
+    """A decision of this rule, with the source rule's addresses for the log;
+    a grant keeps the headers of the grant so far (a relayed grant's
+    ``Cache-Control``) before its own.
 
     Cached: a browser's requests (same-origin, mostly) then cost a cache hit
     instead of building a decision, and decisions are immutable anyway.
@@ -264,21 +267,28 @@ def _decision(
         source.remote_addr,
         source.local_addr,
         peer_addr=source.peer_addr,
-        headers=headers,
+        headers=source.headers + headers if allowed else headers,
     )
 
 
 def merge_headers(response_headers: list[tuple[str, str]], extra: Headers) -> list[tuple[str, str]]:
     """``response_headers`` plus ``extra``: ``Vary`` is added unless the same
-    value is there (it is a list; a second field adds to the first), any other
-    header only when the app did not set it (an app's own CORS layer wins)."""
+    value is there (it is a list; a second field adds to the first);
+    ``Cache-Control`` (a relayed grant's) overrides whatever the app said, so
+    that no shared cache stores the answer
+    (:func:`flask_selfhost.caching.make_private`); any other header is added
+    only when the app did not set it (an app's own CORS layer wins)."""
     merged = list(response_headers)
+    private = False
     for header in extra:
         name = header[0]
         if name == "Vary":
             if header in merged:
                 continue
+        elif name == "Cache-Control":
+            private = True
+            continue
         elif any(present.lower() == name.lower() for present, _ in response_headers):
             continue
         merged.append(header)
-    return merged
+    return make_private(merged) if private else merged

@@ -67,7 +67,10 @@ class Decision(NamedTuple):
     peer_addr: str | None = None
     #: Response headers the front adds, whatever answers the request: ``Vary``
     #: for answers that depend on ``Origin``/``Sec-Fetch-Site``, CORS headers
-    #: for a trusted origin (see :mod:`flask_selfhost.crosssite`). Usually empty.
+    #: for a trusted origin (see :mod:`flask_selfhost.crosssite`), and for a
+    #: relayed grant a ``Cache-Control`` that overrides the app's, so that no
+    #: shared cache stores the answer (see :mod:`flask_selfhost.caching`).
+    #: Usually empty.
     headers: Headers = ()
 
     @property

@@ -44,6 +44,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
+from .caching import PRIVATE
 from .decision import Decision
 from .facts import UNIX, RequestFacts
 from .host_addresses import host_addresses
@@ -352,11 +353,13 @@ def judge_forwarded(
 
     The returned decision has ``rule="forwarded"``, ``remote_addr`` the
     client address judged (or the peer, when the peer is not trusted) and
-    ``peer_addr`` the peer.
+    ``peer_addr`` the peer. A grant carries :data:`~flask_selfhost.caching.PRIVATE`:
+    the proxy may be a shared cache, which must not replay the answer to
+    another client (:mod:`flask_selfhost.caching`).
     """
 
     def decide(allowed: bool, reason: str, client: str | None) -> Decision:
-        return Decision(allowed, RULE, reason, client, None, peer)
+        return Decision(allowed, RULE, reason, client, None, peer, PRIVATE if allowed else ())
 
     if peer == UNIX:
         if not trusted.unix:

@@ -23,7 +23,10 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       header (on any request of that connection) is a proxy relaying someone
       else's request. Refused, even from loopback, unless the witnessed peer
       is in ``trusted_proxies``; then the client that the proxy names is
-      judged instead (:mod:`flask_selfhost.forwarded`). gunicorn's cleartext
+      judged instead (:mod:`flask_selfhost.forwarded`), and a grant carries
+      a ``Cache-Control`` that every front makes the answer's, so that a
+      shared cache in front cannot replay it to another host
+      (:mod:`flask_selfhost.caching`). gunicorn's cleartext
       HTTP/2 is refused even then: gunicorn drops the PROXY header's client
       there (see :mod:`flask_selfhost.environ`).
    b. Otherwise a request whose peer is in ``trusted_proxies`` is refused:

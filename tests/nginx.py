@@ -42,6 +42,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+{http}
     server {{
 {listens}
         location / {{
@@ -61,16 +62,19 @@ class Nginx:
         return (self.directory / "error.log").read_text(errors="replace")
 
 
-def nginx_command(listen: Sequence[tuple[str, int]], location: str, directory: Path) -> list[str]:
+def nginx_command(
+    listen: Sequence[tuple[str, int]], location: str, directory: Path, http: str = ""
+) -> list[str]:
     """Write a configuration with ``location`` as the body of ``location /``
-    into ``directory``; the command that runs nginx on it, in the foreground."""
+    (and ``http`` in the ``http`` block: a ``proxy_cache_path``, say) into
+    ``directory``; the command that runs nginx on it, in the foreground."""
     directory.mkdir(parents=True, exist_ok=True)
     listens = "\n".join(
         f"        listen [{host}]:{port};" if ":" in host else f"        listen {host}:{port};"
         for host, port in listen
     )
     config = directory / "nginx.conf"
-    config.write_text(CONFIG.format(dir=directory, listens=listens, location=location))
+    config.write_text(CONFIG.format(dir=directory, listens=listens, location=location, http=http))
     # -e: errors from before the config is read go to our log too, not to /var/log.
     return ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr"]
 
@@ -87,6 +91,7 @@ def nginx(
     directory: Path,
     prefix: Sequence[str] = (),
     wait=None,
+    http: str = "",
 ) -> Iterator[Nginx]:
     """Run nginx listening on ``listen`` (address, port pairs), proxying to
     ``upstream`` (``http://127.0.0.1:PORT`` or ``http://unix:/path:``) with
@@ -94,9 +99,11 @@ def nginx(
 
     ``prefix`` runs it under another command (``ip netns exec NAME``); then
     ``wait`` (called with the process) replaces the wait for the first
-    listen address, which this process cannot reach.
+    listen address, which this process cannot reach. ``http`` goes into the
+    ``http`` block.
     """
-    command = nginx_command(listen, f"proxy_pass {upstream};\n            {headers}", directory)
+    location = f"proxy_pass {upstream};\n            {headers}"
+    command = nginx_command(listen, location, directory, http)
     with open(directory / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(
             [*prefix, *command, "-g", "daemon off;"],
