@@ -44,6 +44,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     server {{
 {listens}
+        {server}
         location / {{
             {location}
         }}
@@ -61,16 +62,21 @@ class Nginx:
         return (self.directory / "error.log").read_text(errors="replace")
 
 
-def nginx_command(listen: Sequence[tuple[str, int]], location: str, directory: Path) -> list[str]:
+def nginx_command(
+    listen: Sequence[tuple[str, int]], location: str, directory: Path, server: str = ""
+) -> list[str]:
     """Write a configuration with ``location`` as the body of ``location /``
-    into ``directory``; the command that runs nginx on it, in the foreground."""
+    (and ``server`` as directives of the server block) into ``directory``;
+    the command that runs nginx on it, in the foreground."""
     directory.mkdir(parents=True, exist_ok=True)
     listens = "\n".join(
         f"        listen [{host}]:{port};" if ":" in host else f"        listen {host}:{port};"
         for host, port in listen
     )
     config = directory / "nginx.conf"
-    config.write_text(CONFIG.format(dir=directory, listens=listens, location=location))
+    config.write_text(
+        CONFIG.format(dir=directory, listens=listens, location=location, server=server)
+    )
     # -e: errors from before the config is read go to our log too, not to /var/log.
     return ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr"]
 
@@ -87,6 +93,7 @@ def nginx(
     directory: Path,
     prefix: Sequence[str] = (),
     wait=None,
+    server: str = "",
 ) -> Iterator[Nginx]:
     """Run nginx listening on ``listen`` (address, port pairs), proxying to
     ``upstream`` (``http://127.0.0.1:PORT`` or ``http://unix:/path:``) with
@@ -94,9 +101,11 @@ def nginx(
 
     ``prefix`` runs it under another command (``ip netns exec NAME``); then
     ``wait`` (called with the process) replaces the wait for the first
-    listen address, which this process cannot reach.
+    listen address, which this process cannot reach. ``server`` holds
+    directives for the server block (``underscores_in_headers on;``).
     """
-    command = nginx_command(listen, f"proxy_pass {upstream};\n            {headers}", directory)
+    location = f"proxy_pass {upstream};\n            {headers}"
+    command = nginx_command(listen, location, directory, server)
     with open(directory / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(
             [*prefix, *command, "-g", "daemon off;"],
