@@ -33,8 +33,6 @@ from pathlib import Path
 
 import pytest
 
-from flask_selfhost.forwarded import DROP_UNDERSCORE_NAMES
-
 from .conftest import require_commands
 from .netns import (
     http_get,
@@ -254,7 +252,6 @@ def test_apache_proxypass_in_front_of_a_folding_server(hosts, tmp_path, drops):
     if not Path("/usr/lib/apache2/modules/mod_proxy_http.so").exists():
         pytest.skip("needs Apache's mod_proxy_http (Debian's apache2)")
     require_server("hypercorn")
-    assert all(line in DROP_UNDERSCORE_NAMES for line in APACHE_DROPS.splitlines())
     options = "trusted_proxies='127.0.0.1'"
     write_app(tmp_path, options + (", proxy_drops_underscore_headers=True" if drops else ""))
     directory = Path(tempfile.mkdtemp(prefix="selfhost-apache-"))
@@ -275,6 +272,10 @@ def test_apache_proxypass_in_front_of_a_folding_server(hosts, tmp_path, drops):
             log = (tmp_path / "hypercorn.log").read_text(errors="replace")
             if drops:
                 assert status == 200, (body, log)
+                # The lines tested here are the ones the log names.
+                from flask_selfhost.forwarded import DROP_UNDERSCORE_NAMES
+
+                assert all(line in DROP_UNDERSCORE_NAMES for line in APACHE_DROPS.splitlines())
             else:
                 assert status == 403, body
                 assert "RequestHeader unset X_Forwarded-For" in log, log
