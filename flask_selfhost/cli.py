@@ -26,9 +26,10 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, NoAppException, ScriptInfo
 
 from . import __version__, doctor
+from .connection import FOLDS_UNDERSCORE_NAMES
 from .extension import EXTENSION_NAME, exempt_views
 from .facts import KnownConnection, RequestFacts
-from .forwarded import TrustedProxies
+from .forwarded import DROP_UNDERSCORE_NAMES, TrustedProxies
 from .guard import judge
 from .middleware import log_field
 from .options import Options
@@ -177,6 +178,21 @@ def option_lines(options: Options) -> list[str]:
     return [f"  {name:<{width}}  {shown_value(getattr(options, name))}" for name in names]
 
 
+def underscore_line(options: Options) -> str:
+    """What ``proxy_drops_underscore_headers`` means for a proxied app."""
+    if options.proxy_drops_underscore_headers:
+        return (
+            "proxy_drops_underscore_headers: the proxy must drop header names with "
+            f"underscores ({DROP_UNDERSCORE_NAMES}); 'selfhost doctor' checks nginx"
+        )
+    servers = ", ".join(sorted(FOLDS_UNDERSCORE_NAMES))
+    return (
+        "relayed requests with X-Forwarded-For are refused under servers that give "
+        f"X_Forwarded_For the same environ key ({servers}; WSGI) until "
+        "proxy_drops_underscore_headers=True"
+    )
+
+
 @flask_group.command("status")
 def status() -> None:
     """Say whether this app is guarded by flask_selfhost, and how.
@@ -201,6 +217,8 @@ def status() -> None:
     )
     click.echo(f"{name}: guarded by flask_selfhost ({how}), with these options:")
     click.echo("\n".join(option_lines(options)))
+    if options.trusted_proxies:
+        click.echo(underscore_line(options))
     public = exempt_views(app)
     click.echo(
         "views that answer anyone (allow_remote): " + (", ".join(public) if public else "none")
@@ -229,6 +247,7 @@ def doctor_command(port: int | None, as_json: bool) -> None:
     findings: list[doctor.Finding] = []
     spec: str | None = None
     guarded: bool | None = None
+    drops = False
     try:
         app = info.load_app()
     except NoAppException:
@@ -236,8 +255,9 @@ def doctor_command(port: int | None, as_json: bool) -> None:
     else:
         spec = info.app_import_path or app.import_name
         guarded = doctor.is_guarded(app)
+        drops = doctor.drops_underscores(app)
         findings += doctor.app_findings(spec, app)
-    findings += doctor.audit(doctor.Scope(port, spec, guarded))
+    findings += doctor.audit(doctor.Scope(port, spec, guarded, drops))
     click.echo(doctor.render(findings, as_json))
     sys.exit(doctor.exit_status(findings))
 

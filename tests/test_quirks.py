@@ -25,7 +25,9 @@ names the fix), never by the body.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -45,6 +47,7 @@ from .netns import (
 )
 from .nginx import X_FORWARDED_FOR, nginx, require_nginx
 from .server_matrix import UWSGI
+from .servers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -343,3 +346,31 @@ def test_waitress_judges_the_request_it_serves(hosts, tmp_path, lookahead):
                 hosts.server_ns, "127.0.0.1", APP_PORT, payloads, pipelined=pipelined, pause=0.5
             )
             assert statuses == [200, 403, 200, 403, 200, 403, 200], (pipelined, text)
+
+
+# 3. The doctor checks the promise ----------------------------------------------
+
+
+@pytest.mark.parametrize("drops", [True, False], ids=["promised", "not-promised"])
+def test_the_doctor_finds_an_nginx_that_passes_underscore_names(hosts, tmp_path, drops):
+    """``underscores_in_headers on`` in the nginx of this network namespace,
+    and an app that says its proxy drops such names: RISKY, exit 1. Without
+    that promise the guard refuses what the names could forge: no finding."""
+    require_nginx()
+    write_app(tmp_path, f"trusted_proxies='127.0.0.1', proxy_drops_underscore_headers={drops}")
+    doctor = [PY, "-m", "flask_selfhost.cli", "doctor", "--app", f"{MODULE}:app", "--json"]
+    with nginx_in(hosts, tmp_path, X_FORWARDED_FOR, server=UNDERSCORES_ON):
+        done = subprocess.run(
+            ["env", f"PYTHONPATH={tmp_path}:{ROOT}", *ns_command(hosts.server_ns, *doctor)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    findings = [f for f in json.loads(done.stdout)["findings"] if f["topic"] == "proxy"]
+    if drops:
+        assert [f["severity"] for f in findings] == ["risky"], done.stdout
+        assert "underscores_in_headers on" in findings[0]["message"]
+        assert done.returncode == 1
+    else:
+        assert findings == [], done.stdout

@@ -16,6 +16,8 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.nat`: rules that DNAT to loopback;
 - :mod:`~flask_selfhost.doctor.app`: the app of ``--app``, and whether
   flask_selfhost guards it;
+- :mod:`~flask_selfhost.doctor.proxies`: an nginx that passes header names
+  with underscores, when the app says its proxy drops them;
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
 
 Exit status: 0 nothing risky, 1 something risky, 2 something could not be
@@ -42,6 +44,7 @@ from .listeners import (
     read_listeners,
 )
 from .nat import NatRule, nat_findings, parse_iptables_save, parse_nft_json, read_nat
+from .proxies import underscore_findings
 from .report import (
     NOTE,
     OK,
@@ -61,6 +64,7 @@ def run(port: int | None = None, app_spec: str | None = None, as_json: bool = Fa
     """Audit this host, print the findings, return the exit status."""
     findings: list[Finding] = []
     guarded: bool | None = None
+    drops = False
     if app_spec is not None:
         try:
             app = load_app(app_spec)
@@ -72,8 +76,9 @@ def run(port: int | None = None, app_spec: str | None = None, as_json: bool = Fa
             )
         else:
             guarded = is_guarded(app)
+            drops = drops_underscores(app)
             findings += app_findings(app_spec, app)
-    findings += audit(Scope(port, app_spec if guarded is not None else None, guarded))
+    findings += audit(Scope(port, app_spec if guarded is not None else None, guarded, drops))
     print(render(findings, as_json))
     return exit_status(findings)
 
@@ -86,7 +91,15 @@ def audit(scope: Scope) -> list[Finding]:
     values, problems = read_route_localnet()
     findings += problems + route_localnet_findings(values, scope)
     findings += read_nat(scope=scope, is_root=os.geteuid() == 0)
+    if scope.drops_underscores:
+        findings += underscore_findings(listeners)
     return findings
+
+
+def drops_underscores(app: object) -> bool:
+    """The app's guard says its proxy drops header names with underscores."""
+    options = guard_of(app)
+    return options is not None and options.proxy_drops_underscore_headers
 
 
 __all__ = [
@@ -104,6 +117,7 @@ __all__ = [
     "audit",
     "classify_address",
     "decode_proc_address",
+    "drops_underscores",
     "exit_status",
     "forwarder_findings",
     "guard_of",
@@ -124,4 +138,5 @@ __all__ = [
     "render_text",
     "route_localnet_findings",
     "run",
+    "underscore_findings",
 ]

@@ -35,6 +35,8 @@ class Scope:
     port: int | None = None
     app: str | None = None
     guarded: bool | None = None
+    #: The app's guard says its proxy drops header names with underscores.
+    drops_underscores: bool = False
 
     @property
     def guarded_port(self) -> bool:

@@ -1,0 +1,46 @@
+"""The new option and the doctor's reading of nginx, without servers (the
+real servers and proxies are in ``test_quirks.py``)."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from flask_selfhost import SelfHost, SelfHostMiddleware
+from flask_selfhost.cli import status
+from flask_selfhost.doctor.proxies import passes_underscores
+from flask_selfhost.options import Options
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_proxy_drops_underscore_headers_is_a_bool(value):
+    with pytest.raises(TypeError, match="proxy_drops_underscore_headers must be True or False"):
+        Options(proxy_drops_underscore_headers=value)
+    with pytest.raises(TypeError):
+        SelfHostMiddleware(lambda environ, start_response: [], proxy_drops_underscore_headers=value)
+
+
+@pytest.mark.parametrize(
+    ("config", "passes"),
+    [
+        ("http {\n    underscores_in_headers on;\n}", True),
+        ("server { listen 80; underscores_in_headers  on ; }", True),
+        ("http {\n    # underscores_in_headers on;\n}", False),
+        ("http {\n    underscores_in_headers off;\n}", False),
+        ("", False),
+    ],
+)
+def test_the_doctor_reads_underscores_in_headers(config, passes):
+    assert passes_underscores(config) is passes
+
+
+@pytest.mark.parametrize("drops", [False, True])
+def test_status_says_what_the_option_means(drops):
+    app = Flask(__name__)
+    SelfHost(app, trusted_proxies="127.0.0.1", proxy_drops_underscore_headers=drops)
+    output = app.test_cli_runner().invoke(status).output
+    assert f"proxy_drops_underscore_headers  {drops}" in output
+    if drops:
+        assert "RequestHeader unset X_Forwarded_For" in output
+    else:
+        assert "until proxy_drops_underscore_headers=True" in output and "granian" in output
