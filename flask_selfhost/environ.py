@@ -133,9 +133,8 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
 
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
     server = witness.server_name(environ)
-    deleted = (
-        not relayed and server == witness.WAITRESS and witness.waitress_deleted_forwarding(environ)
-    )
+    # Asked even when other headers say "relayed": the refusal then names the recipe.
+    deleted = server == witness.WAITRESS and witness.waitress_deleted_forwarding(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")

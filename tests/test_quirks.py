@@ -295,9 +295,12 @@ RECIPE = "--no-clear-untrusted-proxy-headers"
 
 
 def waitress(lookahead: int) -> list[str]:
+    """waitress as it comes; with lookahead, also under another name
+    (``--ident``), which the guard does not go by."""
     return [
         PY, "-m", "waitress", f"--listen=127.0.0.1:{APP_PORT}",
-        f"--channel-request-lookahead={lookahead}", f"{MODULE}:app",
+        f"--channel-request-lookahead={lookahead}", *(["--ident=app"] if lookahead else []),
+        f"{MODULE}:app",
     ]  # fmt: skip
 
 
