@@ -200,7 +200,10 @@ def test_folded_names_never_let_the_other_host_in(hosts, tmp_path, name):
             assert status == 200, (body, log)
 
 
-@pytest.mark.parametrize("name", sorted(FOLDING))
+# Not uvicorn as it comes: its own --proxy-headers rewrite makes nginx's
+# client the peer, which no trusted_proxies names (docs/asgi.md: use
+# --no-proxy-headers).
+@pytest.mark.parametrize("name", sorted(FOLDING - {"uvicorn"}))
 def test_a_proxy_that_drops_underscore_names_serves_this_host(hosts, tmp_path, name):
     """nginx as it comes (``underscores_in_headers off``) and the option
     that says so: this host is served again, and no spelling gets through."""
