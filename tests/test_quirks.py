@@ -45,7 +45,7 @@ from .netns import (
     two_hosts,
     wait_for_port_in,
 )
-from .nginx import X_FORWARDED_FOR, nginx, require_nginx
+from .nginx import FORWARDED, X_FORWARDED_FOR, nginx, require_nginx
 from .server_matrix import UWSGI
 from .servers import ROOT
 
@@ -217,6 +217,26 @@ def test_a_proxy_that_drops_underscore_names_serves_this_host(hosts, tmp_path, n
         attack(hosts, PROXY_PORT, FOLDED)
         status, body = this_host(hosts)
         assert status == 200, body
+
+
+def test_forwarded_alone_is_read_on_a_folding_server(hosts, tmp_path):
+    """``Forwarded`` has no ``-`` to fold: a proxy that names its client
+    there alone is judged as usual under hypercorn's WSGI mode, with default
+    options, and a client's ``X_Forwarded_For`` beside it is refused."""
+    require_nginx()
+    require_server("hypercorn")
+    write_app(tmp_path, "trusted_proxies='127.0.0.1'")
+    with (
+        server_in(hosts.server_ns, SERVERS["hypercorn"], tmp_path, "hypercorn", APP_PORT),
+        nginx_in(hosts, tmp_path, FORWARDED, server=UNDERSCORES_ON),
+    ):
+        attack(hosts, PROXY_PORT, FOLDED)
+        status, body = this_host(hosts)
+        assert status == 200, body
+        status, body = http_get(
+            hosts.server_ns, hosts.server_ip4, PROXY_PORT, "/admin", {"X_Forwarded_For": "::1"}
+        )
+        assert status == 403, body
 
 
 APACHE = """\
