@@ -127,8 +127,8 @@ def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
     waitress deletes from the environ only; its parsed request keeps every
     header. The channel is ``client_disconnected``'s ``__self__``; the
     request it serves is ``channel.requests[0]`` (``channel.request`` is the
-    next one, still being parsed). An internal that moved says nothing, as
-    before this check existed.
+    next one, still being parsed). An internal that moved is no evidence
+    either way, never an error: the request is judged on its environ.
     """
     try:
         headers = environ["waitress.client_disconnected"].__self__.requests[0].headers
