@@ -127,14 +127,17 @@ def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
     waitress deletes from the environ only; its parsed request keeps every
     header. The channel is ``client_disconnected``'s ``__self__``; the
     request it serves is ``channel.requests[0]`` (``channel.request`` is the
-    next one, still being parsed). An internal that moved is no evidence
-    either way, never an error: the request is judged on its environ.
+    next one, still being parsed). A channel that has no such request is
+    odd, and counts as a deletion: refused, never guessed at.
     """
+    disconnected = environ.get("waitress.client_disconnected")
+    if disconnected is None:
+        return False  # a waitress that says nothing of its channel
     try:
-        headers = environ["waitress.client_disconnected"].__self__.requests[0].headers
+        headers = disconnected.__self__.requests[0].headers
         return any(name in headers and "HTTP_" + name not in environ for name in WAITRESS_DELETES)
-    except Exception:  # no channel, no request: no evidence, never an error
-        return False
+    except Exception:  # an internal that moved: no way to know, so no grant
+        return True
 
 
 def connection_socket(environ: Mapping[str, Any]) -> Any:

@@ -44,3 +44,25 @@ def test_status_says_what_the_option_means(drops):
         assert "RequestHeader unset X_Forwarded_For" in output
     else:
         assert "until proxy_drops_underscore_headers=True" in output and "granian" in output
+
+
+def test_a_waitress_channel_that_cannot_be_read_grants_nothing():
+    """An environ marked by waitress whose channel has no request to read
+    (an internal that moved): refused every time, the fast path included."""
+    statuses = []
+
+    def start_response(status, headers, exc_info=None):
+        statuses.append(status[:3])
+
+    guarded = SelfHostMiddleware(lambda environ, start_response: start_response("200 OK", []) or [])
+    for _ in range(3):
+        environ = {
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "localhost:8000",
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/",
+            "wsgi.url_scheme": "http",
+            "waitress.client_disconnected": lambda: False,  # a function: no channel
+        }
+        guarded(environ, start_response)
+    assert statuses == ["403"] * 3
