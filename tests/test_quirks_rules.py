@@ -8,6 +8,7 @@ from flask import Flask
 
 from flask_selfhost import SelfHost, SelfHostMiddleware
 from flask_selfhost.cli import status
+from flask_selfhost.connection import FOLDS_UNDERSCORE_NAMES
 from flask_selfhost.doctor.proxies import passes_underscores
 from flask_selfhost.options import Options
 
@@ -66,3 +67,10 @@ def test_a_waitress_channel_that_cannot_be_read_grants_nothing():
         }
         guarded(environ, start_response)
     assert statuses == ["403"] * 3
+
+
+def test_the_folding_servers_are_the_measured_ones():
+    """The guard's list is the one the real servers showed (test_quirks.py)."""
+    from .test_quirks import FOLDING, PACKAGES
+
+    assert {PACKAGES.get(name, name) for name in FOLDING} == FOLDS_UNDERSCORE_NAMES
