@@ -20,6 +20,9 @@ What may be remembered, and why it is safe:
 - nothing at all for a request that carried a forwarding header, a PROXY
   protocol mark, gunicorn's HTTP/2 mark or a browser's headers: the fast
   path tests for each of those itself, on every request;
+- nothing from a request that waitress served: waitress may have deleted
+  the forwarding headers it carried, which only the full rules look for
+  (see :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
   shows no mark of it (see :mod:`flask_selfhost.environ`).

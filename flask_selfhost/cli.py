@@ -29,9 +29,10 @@ from flask.cli import AppGroup, NoAppException, ScriptInfo
 from . import __version__, doctor
 from .addresses import parse_ip
 from .asgi import is_guarded_asgi
+from .connection import FOLDS_UNDERSCORE_NAMES
 from .extension import EXTENSION_NAME, exempt_views, find_flask_app
 from .facts import KnownConnection, RequestFacts
-from .forwarded import TrustedProxies
+from .forwarded import DROP_UNDERSCORE_NAMES, TrustedProxies
 from .guard import judge
 from .log import log_field
 from .options import Options
@@ -218,6 +219,21 @@ def option_lines(options: Options) -> list[str]:
     return [f"  {name:<{width}}  {shown_value(getattr(options, name))}" for name in names]
 
 
+def underscore_line(options: Options) -> str:
+    """What ``proxy_drops_underscore_headers`` means for a proxied app."""
+    if options.proxy_drops_underscore_headers:
+        return (
+            "proxy_drops_underscore_headers: the proxy must drop header names with "
+            f"underscores ({DROP_UNDERSCORE_NAMES}); 'selfhost doctor' checks nginx"
+        )
+    servers = ", ".join(sorted(FOLDS_UNDERSCORE_NAMES))
+    return (
+        "relayed requests with X-Forwarded-For are refused under servers that give "
+        f"X_Forwarded_For the same environ key ({servers}; WSGI) until "
+        "proxy_drops_underscore_headers=True"
+    )
+
+
 @flask_group.command("status", with_appcontext=False)
 def status() -> None:
     """Say whether this app is guarded by flask_selfhost, and how.
@@ -239,6 +255,8 @@ def status() -> None:
         sys.exit(1)
     click.echo(f"{name}: guarded by flask_selfhost ({guard_kind(app)}), with these options:")
     click.echo("\n".join(option_lines(options)))
+    if options.trusted_proxies:
+        click.echo(underscore_line(options))
     views = find_flask_app(app) or app
     if isinstance(getattr(views, "view_functions", None), Mapping):
         public = exempt_views(views)
@@ -269,6 +287,7 @@ def doctor_command(port: int | None, as_json: bool) -> None:
     findings: list[doctor.Finding] = []
     spec: str | None = None
     guarded: bool | None = None
+    drops = False
     try:
         app = info.load_app()
     except NoAppException:
@@ -276,8 +295,9 @@ def doctor_command(port: int | None, as_json: bool) -> None:
     else:
         spec = info.app_import_path or app.import_name
         guarded = doctor.is_guarded(app)
+        drops = doctor.drops_underscores(app)
         findings += doctor.app_findings(spec, app)
-    findings += doctor.audit(doctor.Scope(port, spec, guarded))
+    findings += doctor.audit(doctor.Scope(port, spec, guarded, drops_underscores=drops))
     click.echo(doctor.render(findings, as_json))
     sys.exit(doctor.exit_status(findings))
 

@@ -65,6 +65,81 @@ def family(sock: Any) -> int:
         return int(value)
 
 
+# Which server built the environ ----------------------------------------------
+
+WAITRESS, CHEROOT, GRANIAN, BJOERN, UWSGI = "waitress", "cheroot", "granian", "bjoern", "uwsgi"
+HYPERCORN, UVICORN = "hypercorn", "uvicorn"
+
+
+def server_name(environ: Mapping[str, Any]) -> str:
+    """The server that built ``environ``, named as this module's constants
+    do, or ``""`` for the others. Read only from what a server writes and no
+    client can: keys without ``HTTP_``, ``SERVER_SOFTWARE``, value types.
+
+    hypercorn and uvicorn serve WSGI through the same kind of adapter, with
+    no ``SERVER_SOFTWARE`` and an int ``SERVER_PORT`` (a WSGI server writes
+    a string); which of the two is loaded only names it.
+    """
+    if "waitress.client_disconnected" in environ:  # whatever --ident says
+        return WAITRESS
+    if type(environ.get("uwsgi.version")) is bytes:
+        return UWSGI
+    software = environ.get("SERVER_SOFTWARE")
+    if type(software) is str and software:
+        software = software.lower()
+        for name in (WAITRESS, CHEROOT, GRANIAN):
+            if software.startswith(name):
+                return name
+        return ""
+    if type(environ.get("SERVER_PORT")) is int:
+        return HYPERCORN if HYPERCORN in sys.modules else UVICORN
+    if "_bjoern" in sys.modules:  # bjoern names itself nowhere else
+        return BJOERN
+    return ""
+
+
+#: Servers that give ``X_Forwarded_For``, ``X-Forwarded_For`` and
+#: ``X-Forwarded-For`` the one environ key ``HTTP_X_FORWARDED_FOR`` (joined,
+#: or the last one kept), so that behind a proxy that passes names with
+#: underscores the client writes part of what the app reads as the proxy's
+#: header. Measured (``tests/test_quirks.py``); gunicorn, waitress, Werkzeug
+#: and bjoern drop such names, and the ASGI fronts read exact names.
+FOLDS_UNDERSCORE_NAMES = frozenset({HYPERCORN, UVICORN, GRANIAN, CHEROOT, UWSGI})
+
+#: What waitress deletes from the environ unless its own ``trusted_proxy``
+#: names the peer (``clear_untrusted_proxy_headers``, on by default), as its
+#: parser keys them (``waitress/proxy_headers.py``).
+WAITRESS_DELETES = (
+    "X_FORWARDED_FOR",
+    "X_FORWARDED_HOST",
+    "X_FORWARDED_PROTO",
+    "X_FORWARDED_PORT",
+    "X_FORWARDED_BY",
+    "FORWARDED",
+)
+
+
+def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
+    """True when the request waitress serves carried a forwarding header
+    that its environ no longer has: waitress deleted it, so a proxy relayed
+    the request and the app cannot see for whom.
+
+    waitress deletes from the environ only; its parsed request keeps every
+    header. The channel is ``client_disconnected``'s ``__self__``; the
+    request it serves is ``channel.requests[0]`` (``channel.request`` is the
+    next one, still being parsed). A channel that has no such request is
+    odd, and counts as a deletion: refused, never guessed at.
+    """
+    disconnected = environ.get("waitress.client_disconnected")
+    if disconnected is None:
+        return False  # a waitress that says nothing of its channel
+    try:
+        headers = disconnected.__self__.requests[0].headers
+        return any(name in headers and "HTTP_" + name not in environ for name in WAITRESS_DELETES)
+    except Exception:  # an internal that moved: no way to know, so no grant
+        return True
+
+
 def connection_socket(environ: Mapping[str, Any]) -> Any:
     """The accepted connection, or ``None`` when the server did not say."""
     # gunicorn.sock: gunicorn's gevent_pywsgi worker, whose environ gevent builds.
@@ -75,13 +150,11 @@ def connection_socket(environ: Mapping[str, Any]) -> Any:
     )
     if sock is not None:
         return sock
-    software = environ.get("SERVER_SOFTWARE")
-    if type(software) is not str:
-        software = ""  # uWSGI sets none
+    server = server_name(environ)
     with contextlib.suppress(Exception):  # an internal that moved: no witness, never an error
-        if software.startswith("waitress"):
+        if server == WAITRESS:
             return _real(environ["waitress.client_disconnected"].__self__.socket)
-        if software.startswith("Cheroot"):
+        if server == CHEROOT:
             return _real(environ["wsgi.input"].rfile.raw._sock)
     return _uwsgi_http_socket(environ)
 
@@ -214,12 +287,9 @@ def unknown_local_reason(environ: Mapping[str, Any]) -> str | None:
     """Why the server behind ``environ`` cannot say which local address a
     connection used, and what to change; ``None`` when nothing is known.
     Names no address: it is shown to clients."""
-    if type(environ.get("uwsgi.version")) is bytes:
+    server = server_name(environ)
+    if server == UWSGI:
         return NO_WITNESS["uwsgi-router" if "UWSGI_ROUTER" in environ else "uwsgi-nginx"]
-    software = environ.get("SERVER_SOFTWARE")
-    software = software.lower() if type(software) is str else ""
-    if software.startswith("granian"):
-        return NO_WITNESS["granian"]
-    if not software and "_bjoern" in sys.modules:  # bjoern names itself nowhere else
-        return NO_WITNESS["bjoern"]
+    if server in (GRANIAN, BJOERN):
+        return NO_WITNESS[server]
     return None

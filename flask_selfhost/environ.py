@@ -105,11 +105,9 @@ class EnvironConnection:
             return witness.is_unix_socket(sock)
         # waitress keeps no socket in the environ; it marks a unix-socket
         # client as 'localhost', which no TCP client's address can be.
-        software = self._environ.get("SERVER_SOFTWARE")
         return (
             self._environ.get("REMOTE_ADDR") == "localhost"
-            and type(software) is str
-            and software.startswith("waitress")
+            and witness.server_name(self._environ) == witness.WAITRESS
         )
 
     def unknown_local_reason(self) -> str | None:
@@ -134,6 +132,9 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         proxy_protocol = H2C
 
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
+    server = witness.server_name(environ)
+    # Asked even when other headers say "relayed": the refusal then names the recipe.
+    deleted = server == witness.WAITRESS and witness.waitress_deleted_forwarding(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")
@@ -163,12 +164,13 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         text(get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")) if browser else None,
         text(get("HTTP_FORWARDED")) if relayed else None,
         text(get("HTTP_X_FORWARDED_FOR")) if relayed else None,
-        relayed,
+        relayed or deleted,
         None if proxy_protocol is None else text(proxy_protocol),
         text(proxy_addr) or None,
         rewritten,
         original_remote,
-        text(get("SERVER_SOFTWARE")),
+        server,
+        deleted,
     )
 
 

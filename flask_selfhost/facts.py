@@ -85,7 +85,13 @@ class RequestFacts(NamedTuple):
     :param rewritten: ``remote`` was rewritten by a middleware that kept the
         original (Werkzeug's ``ProxyFix``), which is then ``original_remote``.
     :param original_remote: The ``REMOTE_ADDR`` that middleware saw.
-    :param server: The server's name (``SERVER_SOFTWARE``), for messages only.
+    :param server: The server that built the request, as
+        :func:`flask_selfhost.connection.server_name` names it (``""`` when
+        unknown, ``None`` when not asked): what it does to headers decides
+        how far they can be read.
+    :param deleted_forwarding: The server deleted forwarding headers that the
+        request carried (waitress, by default): ``relayed`` is then True,
+        with a client that nothing names.
     """
 
     remote: str | None
@@ -108,6 +114,7 @@ class RequestFacts(NamedTuple):
     rewritten: bool = False
     original_remote: str | None = None
     server: str | None = None
+    deleted_forwarding: bool = False
 
 
 def text(value: object) -> str | None:

@@ -45,6 +45,7 @@ from functools import lru_cache
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
 from .caching import PRIVATE
+from .connection import WAITRESS
 from .decision import Decision
 from .facts import UNIX, RequestFacts
 from .host_addresses import host_addresses
@@ -441,10 +442,38 @@ PROXY_WITHOUT_HEADERS = (
     "127.0.0.1 is trusted), or over TCP when the proxy uses a unix socket "
     "(trusted_proxies=['unix'])"
 )
-WAITRESS_DELETED_HEADERS = (
-    PROXY_WITHOUT_HEADERS + " (waitress deletes X-Forwarded-For and Forwarded unless it runs with "
-    "clear_untrusted_proxy_headers=False)"
+#: The recipe for waitress behind a proxy: its headers kept, the guard judging them.
+WAITRESS_RECIPE = (
+    "run waitress with its forwarding headers kept (waitress-serve "
+    "--no-clear-untrusted-proxy-headers, or clear_untrusted_proxy_headers=False; not its "
+    "trusted_proxy, which rewrites the client) and put the proxy's address in trusted_proxies"
 )
+WAITRESS_HID_HEADERS = (
+    "the request carried forwarding headers that waitress deleted before the app ran, so a "
+    f"proxy relayed it for a client nobody can name; {WAITRESS_RECIPE}"
+)
+WAITRESS_DELETED_HEADERS = (
+    f"{PROXY_WITHOUT_HEADERS} (waitress deletes X-Forwarded-For and Forwarded: {WAITRESS_RECIPE})"
+)
+#: What drops every spelling of a forwarding header name with an underscore.
+DROP_UNDERSCORE_NAMES = (
+    "nginx's default 'underscores_in_headers off;' (remove any 'underscores_in_headers on;'), "
+    "or in Apache, before ProxyPass, 'RequestHeader unset X_Forwarded_For', "
+    "'RequestHeader unset X-Forwarded_For' and 'RequestHeader unset X_Forwarded-For'"
+)
+
+
+def folded_names_reason(server: str | None) -> str:
+    """Why a relayed request is refused on a server that folds header names."""
+    return (
+        f"{server} gives X_Forwarded_For and X-Forwarded-For the same environ key, so a client "
+        "behind a proxy that passes header names with underscores writes part of the "
+        f"X-Forwarded-For that the guard reads; make the proxy drop such names "
+        f"({DROP_UNDERSCORE_NAMES}) and set proxy_drops_underscore_headers=True, or serve "
+        "the app with gunicorn or waitress, which drop them"
+    )
+
+
 UNIX_LOCAL = "the client connected over a unix socket (unix_socket_is_local)"
 UNIX_REFUSED = (
     "the client connected over a unix socket, which has no client address; set "
@@ -484,8 +513,7 @@ def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decisi
     address = parse_ip(facts.remote)  # a unix socket's client has no address
     if address is None or not trusted.trusts(address):
         return None
-    server = facts.server or ""
-    reason = WAITRESS_DELETED_HEADERS if server.startswith("waitress") else PROXY_WITHOUT_HEADERS
+    reason = WAITRESS_DELETED_HEADERS if facts.server == WAITRESS else PROXY_WITHOUT_HEADERS
     return Decision(False, RULE, reason, facts.remote, None, facts.remote)
 
 

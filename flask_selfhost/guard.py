@@ -28,7 +28,11 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       shared cache in front cannot replay it to another host
       (:mod:`flask_selfhost.caching`). gunicorn's cleartext
       HTTP/2 is refused even then: gunicorn drops the PROXY header's client
-      there (see :mod:`flask_selfhost.environ`).
+      there (see :mod:`flask_selfhost.environ`). So is a request whose
+      forwarding headers waitress deleted (it keeps them in its parsed
+      request), and, unless ``proxy_drops_underscore_headers``, an
+      ``X-Forwarded-For`` on a server that folds ``X_Forwarded_For`` into
+      it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`).
    b. Otherwise a request whose peer is in ``trusted_proxies`` is refused:
       a proxy that sends no forwarding header (or a server that deleted
       them) would pass everyone it relays as itself.
@@ -90,7 +94,19 @@ def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decis
             local = facts.connection.local_address()
             reason = forwarded.H2C_CLIENT_UNKNOWN
             return Decision(False, forwarded.RULE, reason, None, local, facts.remote)
+        if facts.deleted_forwarding:  # nothing left to judge, trusted proxy or not
+            local = facts.connection.local_address()
+            reason = forwarded.WAITRESS_HID_HEADERS
+            return Decision(False, forwarded.RULE, reason, facts.remote, local)
         if trusted:
+            if (
+                facts.x_forwarded_for is not None
+                and facts.server in witness.FOLDS_UNDERSCORE_NAMES
+                and not options.proxy_drops_underscore_headers
+            ):
+                local = facts.connection.local_address()
+                reason = forwarded.folded_names_reason(facts.server)
+                return Decision(False, forwarded.RULE, reason, facts.remote, local, facts.remote)
             return judge_relayed(facts, trusted, options.proxy_hops)
         proxy = facts.proxy_protocol is not None
         reason = forwarded.PROXY_UNTRUSTED if proxy else forwarded.UNTRUSTED
@@ -184,6 +200,13 @@ def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Deci
         _warn_without_witness(environ)
     facts = facts_from_environ(environ)
     decision = judge(facts, options)
-    if decision.allowed and decision.rule == "source" and decision.local_addr is None:
+    if (
+        decision.allowed
+        and decision.rule == "source"
+        and decision.local_addr is None
+        # Under waitress a request may hide that it was relayed (its headers
+        # deleted); only the full rules ask waitress's parsed request.
+        and facts.server != witness.WAITRESS
+    ):
         options.accepted.remember(facts, decision)
     return decision

@@ -48,6 +48,14 @@ class Options:
         default (nginx alone). At most this many entries, from the right, are
         read from a forwarding header, so a client's own entries further left
         never count even if ``trusted_proxies`` is broader than it should be.
+    :param proxy_drops_underscore_headers: Say that the proxy in front drops
+        header names with underscores (``X_Forwarded_For``), as nginx does
+        by default. False by default: on a server that gives such a name the
+        environ key of ``X-Forwarded-For`` (hypercorn's, uvicorn's and
+        granian's WSGI modes, cheroot, uWSGI), a client could write part of
+        the header the guard reads, so a request relayed with
+        ``X-Forwarded-For`` is refused there. Other servers drop such names
+        themselves and ignore this option.
     :param unix_socket_is_local: Treat a unix-socket connection without
         forwarding headers as a client on this host (a local tool talking to
         the socket). False by default: such a request is refused, because a
@@ -70,6 +78,7 @@ class Options:
     refuse_body: str | None = None
     trusted_proxies: TrustedProxies = NO_PROXIES
     proxy_hops: int = 1
+    proxy_drops_underscore_headers: bool = False
     unix_socket_is_local: bool = False
     allowed_hosts: frozenset[str] = frozenset()
     trusted_origins: frozenset[str] = frozenset()
@@ -111,6 +120,11 @@ class Options:
         hops = self.proxy_hops
         if type(hops) is not int or hops < 1:
             raise ValueError(f"flask_selfhost: proxy_hops must be an int >= 1, got {hops!r}")
+        if type(self.proxy_drops_underscore_headers) is not bool:
+            raise TypeError(
+                "flask_selfhost: proxy_drops_underscore_headers must be True or False, "
+                f"got {self.proxy_drops_underscore_headers!r}"
+            )
         if type(self.unix_socket_is_local) is not bool:
             raise TypeError(
                 "flask_selfhost: unix_socket_is_local must be True or False, "

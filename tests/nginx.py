@@ -45,6 +45,7 @@ http {{
 {http}
     server {{
 {listens}
+        {server}
         location / {{
             {location}
         }}
@@ -63,18 +64,25 @@ class Nginx:
 
 
 def nginx_command(
-    listen: Sequence[tuple[str, int]], location: str, directory: Path, http: str = ""
+    listen: Sequence[tuple[str, int]],
+    location: str,
+    directory: Path,
+    http: str = "",
+    server: str = "",
 ) -> list[str]:
     """Write a configuration with ``location`` as the body of ``location /``
-    (and ``http`` in the ``http`` block: a ``proxy_cache_path``, say) into
-    ``directory``; the command that runs nginx on it, in the foreground."""
+    (``http`` in the ``http`` block: a ``proxy_cache_path``, say; ``server``
+    as directives of the server block) into ``directory``; the command that
+    runs nginx on it, in the foreground."""
     directory.mkdir(parents=True, exist_ok=True)
     listens = "\n".join(
         f"        listen [{host}]:{port};" if ":" in host else f"        listen {host}:{port};"
         for host, port in listen
     )
     config = directory / "nginx.conf"
-    config.write_text(CONFIG.format(dir=directory, listens=listens, location=location, http=http))
+    config.write_text(
+        CONFIG.format(dir=directory, listens=listens, location=location, http=http, server=server)
+    )
     # -e: errors from before the config is read go to our log too, not to /var/log.
     return ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr"]
 
@@ -92,6 +100,7 @@ def nginx(
     prefix: Sequence[str] = (),
     wait=None,
     http: str = "",
+    server: str = "",
 ) -> Iterator[Nginx]:
     """Run nginx listening on ``listen`` (address, port pairs), proxying to
     ``upstream`` (``http://127.0.0.1:PORT`` or ``http://unix:/path:``) with
@@ -100,10 +109,10 @@ def nginx(
     ``prefix`` runs it under another command (``ip netns exec NAME``); then
     ``wait`` (called with the process) replaces the wait for the first
     listen address, which this process cannot reach. ``http`` goes into the
-    ``http`` block.
+    ``http`` block, ``server`` into the server block (``underscores_in_headers on;``).
     """
     location = f"proxy_pass {upstream};\n            {headers}"
-    command = nginx_command(listen, location, directory, http)
+    command = nginx_command(listen, location, directory, http, server)
     with open(directory / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(
             [*prefix, *command, "-g", "daemon off;"],

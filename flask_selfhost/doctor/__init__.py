@@ -18,6 +18,8 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.app`: the app of ``--app``, and whether
   flask_selfhost guards it;
 - :mod:`~flask_selfhost.doctor.served`: whether ``--port`` serves that app;
+- :mod:`~flask_selfhost.doctor.proxies`: an nginx that passes header names
+  with underscores, when the app says its proxy drops them;
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
 
 Exit status: 0 nothing risky, 1 something risky, 2 something could not be
@@ -60,6 +62,7 @@ from .nat import (
     read_nat,
     read_own_addresses,
 )
+from .proxies import underscore_findings
 from .report import (
     ASSUMED,
     NOTE,
@@ -81,6 +84,7 @@ def run(port: int | None = None, app_spec: str | None = None, as_json: bool = Fa
     """Audit this host, print the findings, return the exit status."""
     findings: list[Finding] = []
     guarded: bool | None = None
+    drops = False
     if app_spec is not None:
         try:
             app = load_app(app_spec)
@@ -92,8 +96,11 @@ def run(port: int | None = None, app_spec: str | None = None, as_json: bool = Fa
             )
         else:
             guarded = is_guarded(app)
+            drops = drops_underscores(app)
             findings += app_findings(app_spec, app)
-    findings += audit(Scope(port, app_spec if guarded is not None else None, guarded))
+    findings += audit(
+        Scope(port, app_spec if guarded is not None else None, guarded, drops_underscores=drops)
+    )
     print(render(findings, as_json))
     return exit_status(findings)
 
@@ -119,7 +126,15 @@ def audit(scope: Scope) -> list[Finding]:
     findings += forwarder_findings(listeners)
     values, problems = read_route_localnet()
     findings += problems + route_localnet_findings(values, scope)
+    if scope.drops_underscores:
+        findings += underscore_findings(listeners)
     return findings + nat
+
+
+def drops_underscores(app: object) -> bool:
+    """The app's guard says its proxy drops header names with underscores."""
+    options = guard_of(app)
+    return options is not None and options.proxy_drops_underscore_headers
 
 
 __all__ = [
@@ -142,6 +157,7 @@ __all__ = [
     "audit",
     "classify_address",
     "decode_proc_address",
+    "drops_underscores",
     "exit_status",
     "forwarder_findings",
     "guard_of",
@@ -168,4 +184,5 @@ __all__ = [
     "run",
     "same_app",
     "served_findings",
+    "underscore_findings",
 ]

@@ -42,6 +42,8 @@ class Scope:
     app: str | None = None
     guarded: bool | None = None
     bypass: str | None = None
+    #: The app's guard says its proxy drops header names with underscores.
+    drops_underscores: bool = False
 
     @property
     def guarded_port(self) -> bool:
