@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .crosssite import merge_headers
 from .decision import Decision, Headers
+from .facts import HTTP1_PROTOCOLS
 from .guard import evaluate
 from .options import Options
 
@@ -151,8 +152,14 @@ def guard_wsgi_app(next_app: WSGIApplication, options: Options, refuse: Refuse) 
         # The common request, answered from what the full rules granted before
         # (see flask_selfhost.accepted). Written out here, not called: a call
         # costs as much as all of these lookups.
+        # HTTP/1.x only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
+        # "HTTP/2.0" included); a missing SERVER_PROTOCOL takes the full rules.
         try:
-            grant = remotes[environ["REMOTE_ADDR"]] if environ["HTTP_HOST"] in hosts else None
+            grant = (
+                remotes[environ["REMOTE_ADDR"]]
+                if environ["HTTP_HOST"] in hosts and environ["SERVER_PROTOCOL"] in HTTP1_PROTOCOLS
+                else None
+            )
         except (KeyError, TypeError):  # absent or unhashable: not the common request
             grant = None
         if (
@@ -175,7 +182,6 @@ def guard_wsgi_app(next_app: WSGIApplication, options: Options, refuse: Refuse) 
             and "HTTP_X_CLUSTER_CLIENT_IP" not in environ
             and "HTTP_FASTLY_CLIENT_IP" not in environ
             and "PROXY_PROTOCOL" not in environ
-            and "gunicorn.http2.priority_weight" not in environ  # environ.GUNICORN_HTTP2
         ):
             if is_enabled_for(DEBUG):
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
