@@ -198,7 +198,9 @@ def test_the_common_path_answers_the_common_request(monkeypatch):
 
 
 @pytest.mark.parametrize("options", [{}, {"trusted_proxies": ["127.0.0.1"]}])
-@pytest.mark.parametrize("protocol", ["HTTP/2", "HTTP/2.0", "HTTP/3", "http/1.1", b"HTTP/1.1", None])
+@pytest.mark.parametrize(
+    "protocol", ["HTTP/2", "HTTP/2.0", "HTTP/3", "http/1.1", b"HTTP/1.1", None]
+)
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_http2_takes_the_full_rules_after_warm_up(options, protocol, scheme):
     """A warm common path and the common request over HTTP/2 (or an odd
