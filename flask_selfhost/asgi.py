@@ -340,14 +340,14 @@ class SelfHostASGIMiddleware:
         try:
             client, headers = scope["client"][0], scope["headers"]
             # Exact types only: a subclass of str or bytes may hash and compare
-            # as it likes, while the full rules read what it holds. HTTP/1.x
-            # only: an HTTP/2 connection may be a proxy's tunnel (a missing
-            # version, which means 1.1, takes the full rules).
+            # as it likes, while the full rules read what it holds. HTTP/1.1
+            # only: an HTTP/2 connection may be a proxy's tunnel (1.0 and a
+            # missing version, which means 1.1, take the full rules).
             if (
                 type(client) is str
                 and type(headers) is list
                 and scope["type"] == "http"
-                and scope["http_version"] in HTTP1_VERSIONS
+                and scope["http_version"] == "1.1"
             ):
                 grant = self._remotes.get(client)
             if grant is not None:
