@@ -18,8 +18,8 @@ What may be remembered, and why it is safe:
 - a Host value, only when the host rule accepts it without the connection's
   local address (loopback literals, ``localhost``, ``allowed_hosts``);
 - nothing at all for a request that carried a forwarding header, a PROXY
-  protocol mark, gunicorn's HTTP/2 mark or a browser's headers: the fast
-  path tests for each of those itself, on every request;
+  protocol mark or a browser's headers, or came over HTTP/2: the fast path
+  tests for each of those itself (it takes HTTP/1.x only), on every request;
 - nothing from a request that waitress served: waitress may have deleted
   the forwarding headers it carried, which only the full rules look for
   (see :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
@@ -80,6 +80,7 @@ class AcceptedRequests:
             not _remembering
             or facts.relayed
             or facts.proxy_protocol is not None
+            or facts.http2 is not None
             or facts.rewritten
             or facts.origin is not None
             or facts.sec_fetch_site is not None

@@ -31,12 +31,21 @@ Where the facts come from, and what ASGI servers do to them:
   ``--proxy-headers-host`` may name any header: those of
   :data:`CLIENT_HEADERS` are forwarding headers too, any other name is one
   the guard cannot know of (so do not use it);
+- cleartext HTTP/2 (h2c): ``http_version`` other than ``1.1`` or ``1.0``
+  (``2`` from hypercorn and granian; missing means ``1.1``, as the spec
+  says) with a ``scheme`` other than ``https``/``wss``. hypercorn answers an
+  ``Upgrade: h2c`` (or a ``PRI *`` preface) that a proxy relays, and the
+  proxy then relays raw bytes: every later stream comes from the proxy's
+  address, with headers the proxy's client wrote. Marked
+  :data:`~flask_selfhost.facts.H2C`, refused by the client rule unless
+  ``allow_cleartext_http2``;
 - gunicorn's ASGI worker (``gunicorn -k asgi``) gives an HTTP/2 request the
   transport's peer even behind ``--proxy-protocol``: after an ``Upgrade: h2c``
   through a PROXY protocol relay on this host, every stream names the relay
   (loopback). The scope cannot tell such a stream from a local one, nor h2c
-  from TLS, so gunicorn's HTTP/2 is refused, with a reason that names the
-  setting to change;
+  from TLS (a client may claim ``:scheme https``), so gunicorn's HTTP/2 is
+  marked :data:`~flask_selfhost.facts.HTTP2_GUNICORN_ASGI` and refused
+  whatever the options, with a reason that names the setting to change;
 - a key that a server leaves out means what the ASGI spec says it means
   (:data:`SPEC_DEFAULTS`): daphne's WebSocket scope has no ``scheme``,
   which is ``ws``;
@@ -66,7 +75,7 @@ from .asgi_routes import starlette_exempt_app
 from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import allow_remote
-from .facts import UNIX, RequestFacts
+from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, RequestFacts
 from .guard import judge
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
@@ -88,6 +97,8 @@ CLIENT_HEADERS = (
     b"x-cluster-client-ip",
     b"fastly-client-ip",
 )
+#: A module that only gunicorn's ASGI worker loads (``gunicorn.workers.gasgi`` imports it).
+GUNICORN_ASGI = "gunicorn.asgi.protocol"
 #: Header names (lowercase bytes) that say "a proxy forwarded this".
 FORWARDING_HEADERS = frozenset(
     {
@@ -136,12 +147,8 @@ REWRITTEN_CLIENT = (
     "client over TCP looks the same: connect it over a unix socket, "
     "trusted_proxies=['unix']"
 )
-GUNICORN_HTTP2 = (
-    "gunicorn's ASGI worker gives HTTP/2 requests the connection's peer, not a PROXY protocol "
-    "header's client (behind a relay on this host, cleartext h2c names the relay), and the "
-    "request cannot tell h2c from TLS, so the client is unknown; serve HTTP/1.1 only "
-    "(--http-protocols h1, gunicorn's default)"
-)
+#: Why gunicorn's HTTP/2 is refused (the client rule says it).
+GUNICORN_HTTP2 = forwarded.GUNICORN_ASGI_HTTP2
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
     "unix socket), so unix_socket_is_local cannot work there; use uvicorn --uds, or TCP "
@@ -263,7 +270,19 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
         False,
         None,
         "asgi",
+        False,
+        _http2(scope, scheme),
     )
+
+
+def _http2(scope: Scope, scheme: str | None) -> str | None:
+    """The ``http2`` fact: which HTTP/2 this is, if its connection may be a
+    tunnel (``scheme`` read as ``http``/``https``)."""
+    if scope.get("http_version", "1.1") in HTTP1_VERSIONS:
+        return None  # as the common path reads it
+    if GUNICORN_ASGI in sys.modules:
+        return HTTP2_GUNICORN_ASGI
+    return None if scheme == "https" else H2C
 
 
 def rewritten_by_server(facts: RequestFacts, scope: Scope) -> bool:
@@ -301,24 +320,11 @@ def _client_entries(scope: Scope) -> set[str]:
     return entries
 
 
-#: A module that only gunicorn's ASGI worker loads (``gunicorn.workers.gasgi`` imports it).
-GUNICORN_ASGI = "gunicorn.asgi.protocol"
-
-
-def gunicorn_http2(scope: Scope) -> bool:
-    """True for an HTTP/2 request (or WebSocket) in gunicorn's ASGI worker:
-    its client may be a PROXY protocol relay's address (see the module's doc).
-    The version first: an HTTP/1.1 request pays one dict look-up."""
-    return scope_value(scope, "http_version") == "2" and GUNICORN_ASGI in sys.modules
-
-
 def evaluate_scope(scope: Scope, options: Options) -> Decision:
     """The decision for an ASGI scope: :func:`flask_selfhost.guard.judge`,
-    after the things only ASGI servers do (rewriting the client, gunicorn's
-    HTTP/2). An HTTP grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
+    after the thing only ASGI servers do (rewriting the client). An HTTP
+    grant teaches the common path (:mod:`flask_selfhost.accepted`)."""
     facts = facts_from_scope(scope)
-    if gunicorn_http2(scope):  # even a trusted proxy's header: its sender is unknown
-        return Decision(False, forwarded.RULE, GUNICORN_HTTP2, facts.remote, None)
     if options.trusted_proxies and rewritten_by_server(facts, scope):
         return Decision(False, forwarded.RULE, REWRITTEN_CLIENT, facts.remote, None)
     decision = judge(facts, options)
@@ -377,13 +383,14 @@ class SelfHostASGIMiddleware:
         try:
             client, headers = scope["client"][0], scope["headers"]
             # Exact types only: a subclass of str or bytes may hash and compare
-            # as it likes, while the full rules read what it holds. HTTP/2
-            # never: under gunicorn's ASGI worker its client may be a relay.
+            # as it likes, while the full rules read what it holds. HTTP/1.1
+            # only: an HTTP/2 connection may be a proxy's tunnel (1.0 and a
+            # missing version, which means 1.1, take the full rules).
             if (
                 type(client) is str
                 and type(headers) is list
                 and scope["type"] == "http"
-                and scope["http_version"] != "2"
+                and scope["http_version"] == "1.1"
             ):
                 grant = self._remotes.get(client)
             if grant is not None:

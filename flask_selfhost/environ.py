@@ -18,12 +18,21 @@ to the environ that the rules must undo:
   shows the proxy itself as a plain client. The connection is remembered
   (weakly, so it is forgotten when closed) and every later request on it
   is judged as relayed by the same header.
-- **gunicorn's cleartext HTTP/2** (h2c, ``--http2-cleartext``) drops a PROXY
-  protocol header's client altogether: an HTTP/2 request shows the relay
-  itself (loopback, say) as a plain client, and the HTTP/1.1 request that
-  carried the header never reaches the app, so nothing can be remembered.
-  gunicorn accepts h2c only from the peers it trusts as proxies, so such a
-  request is marked :data:`H2C`, and the client rule refuses it.
+- **cleartext HTTP/2** (h2c): ``SERVER_PROTOCOL`` is ``HTTP/2`` (hypercorn,
+  granian) or ``HTTP/2.0`` (gunicorn) and ``wsgi.url_scheme`` is not
+  ``https``. Behind a proxy that relayed an ``Upgrade: h2c``, every stream
+  shows the proxy as the client, so such a request is marked
+  :data:`~flask_selfhost.facts.H2C` and the client rule refuses it (unless
+  ``allow_cleartext_http2``). A ``SERVER_PROTOCOL`` other than HTTP/1.x
+  counts as HTTP/2; a missing one as HTTP/1.1.
+- **gunicorn's cleartext HTTP/2** (``--http2-cleartext``) also drops a PROXY
+  protocol header's client: an HTTP/2 request shows the relay itself
+  (loopback, say) as a plain client, and the HTTP/1.1 request that carried
+  the header never reaches the app, so nothing can be remembered. gunicorn's
+  ``wsgi.url_scheme`` follows ``X-Forwarded-Proto`` from its
+  ``forwarded_allow_ips``, so its own socket says whether TLS was used; such
+  a request is marked :data:`~flask_selfhost.facts.H2C_GUNICORN`, refused
+  whatever the options.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from typing import Any
 
 from . import connection as witness
 from .accepted import forget_everything
-from .facts import RequestFacts, text
+from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, RequestFacts, text
 
 #: Environ keys of the headers that say "a proxy forwarded this". Checked by
 #: exact key (a scan of the environ for every ``HTTP_X_FORWARDED_*`` would cost
@@ -62,9 +71,6 @@ _FORWARDING_KEYS = frozenset(FORWARDING_HEADERS)
 
 #: A key gunicorn sets in the environ of HTTP/2 requests only.
 GUNICORN_HTTP2 = "gunicorn.http2.priority_weight"
-#: The ``proxy_protocol`` fact of gunicorn's cleartext HTTP/2 request: relayed
-#: by a proxy (maybe through a PROXY header) whose client cannot be known.
-H2C = "h2c"
 
 #: Connections (gunicorn's socket objects) that carried a PROXY protocol
 #: header, with what it said: (client, kind, proxy_addr). Weak keys, so an
@@ -127,10 +133,6 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
             get("gunicorn.socket"), remote, proxy_protocol, proxy_addr
         )
 
-    if GUNICORN_HTTP2 in environ and not _is_tls(get("gunicorn.socket")):
-        # Over TLS gunicorn reads no PROXY header at all (it wraps the socket first).
-        proxy_protocol = H2C
-
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
     server = witness.server_name(environ)
     # Asked even when other headers say "relayed": the refusal then names the recipe.
@@ -145,6 +147,8 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
             host, scheme = original.get("HTTP_HOST"), original.get("wsgi.url_scheme")
         else:
             host = scheme = ""  # unusable: refused, never taken as absent
+
+    http2 = _http2(environ, scheme)
 
     # Only browsers send these; the rest of their headers matter only then.
     origin, site = get("HTTP_ORIGIN"), get("HTTP_SEC_FETCH_SITE")
@@ -171,7 +175,19 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         original_remote,
         server,
         deleted,
+        http2,
     )
+
+
+def _http2(environ: Mapping[str, Any], scheme: object) -> str | None:
+    """The ``http2`` fact: which HTTP/2 this is, if its connection may be a
+    tunnel (``scheme`` is the one the server saw, before any ProxyFix)."""
+    if environ.get("SERVER_PROTOCOL", "HTTP/1.1") in HTTP1_PROTOCOLS:
+        return None  # as the fronts' common path reads it
+    if GUNICORN_HTTP2 in environ:
+        # Over TLS gunicorn reads no PROXY header at all (it wraps the socket first).
+        return None if _is_tls(environ.get("gunicorn.socket")) else H2C_GUNICORN
+    return None if scheme == "https" else H2C
 
 
 def _is_tls(sock: Any) -> bool:

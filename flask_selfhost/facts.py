@@ -31,6 +31,25 @@ from typing import NamedTuple, Protocol
 #: The peer address of a unix-socket connection (:meth:`Connection.peer_address`).
 UNIX = "unix"
 
+# What :attr:`RequestFacts.http2` says of an HTTP/2 request that the client
+# rule must judge. Such a connection carries many requests (streams) at once,
+# and no stream may be granted on the word of a peer that may be a tunnel.
+
+#: Cleartext HTTP/2 (h2c: HTTP/2 without TLS, by ``Upgrade: h2c`` or prior
+#: knowledge). No browser speaks it; a proxy that relayed an upgrade (and
+#: then relays raw bytes) or a deliberate tool does.
+H2C = "h2c"
+#: gunicorn's cleartext HTTP/2 under its WSGI workers: gunicorn drops a PROXY
+#: protocol header's client there, so the client may be a relay on this host.
+H2C_GUNICORN = "h2c-gunicorn"
+#: HTTP/2 under gunicorn's ASGI worker: its streams name the transport's peer
+#: (a PROXY protocol relay, say), and the scope cannot tell h2c from TLS.
+HTTP2_GUNICORN_ASGI = "http2-gunicorn-asgi"
+#: Protocol versions that carry one request at a time (WSGI's
+#: ``SERVER_PROTOCOL``, ASGI's ``http_version``): the rest are judged as HTTP/2.
+HTTP1_PROTOCOLS = ("HTTP/1.1", "HTTP/1.0")
+HTTP1_VERSIONS = ("1.1", "1.0")
+
 
 class Connection(Protocol):
     """The connection the server accepted, asked only when a rule needs it
@@ -92,6 +111,12 @@ class RequestFacts(NamedTuple):
     :param deleted_forwarding: The server deleted forwarding headers that the
         request carried (waitress, by default): ``relayed`` is then True,
         with a client that nothing names.
+    :param http2: :data:`H2C`, :data:`H2C_GUNICORN` or
+        :data:`HTTP2_GUNICORN_ASGI` for an HTTP/2 request whose connection
+        may be a tunnel; ``None`` for HTTP/1.x and for HTTP/2 that the server
+        witnessed over TLS. A protocol version the adapter does not know
+        counts as HTTP/2: odd values are refused over cleartext, never
+        taken for HTTP/1.1.
     """
 
     remote: str | None
@@ -115,6 +140,7 @@ class RequestFacts(NamedTuple):
     original_remote: str | None = None
     server: str | None = None
     deleted_forwarding: bool = False
+    http2: str | None = None
 
 
 def text(value: object) -> str | None:

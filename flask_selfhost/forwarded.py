@@ -47,7 +47,7 @@ from .addresses import CACHE_SIZE, IPAddress, parse_ip
 from .caching import PRIVATE
 from .connection import WAITRESS
 from .decision import Decision
-from .facts import UNIX, RequestFacts
+from .facts import H2C, H2C_GUNICORN, HTTP2_GUNICORN_ASGI, UNIX, RequestFacts
 from .host_addresses import host_addresses
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -424,6 +424,25 @@ H2C_CLIENT_UNKNOWN = (
     "protocol header's client with it, so the client is unknown; let the proxy speak "
     "HTTP/1.1 or TLS to gunicorn"
 )
+GUNICORN_ASGI_HTTP2 = (
+    "gunicorn's ASGI worker gives HTTP/2 requests the connection's peer, not a PROXY protocol "
+    "header's client (behind a relay on this host, cleartext h2c names the relay), and the "
+    "request cannot tell h2c from TLS, so the client is unknown; serve HTTP/1.1 only "
+    "(--http-protocols h1, gunicorn's default)"
+)
+CLEARTEXT_HTTP2 = (
+    "the request came over cleartext HTTP/2 (h2c), which no browser sends: a proxy that "
+    "relays an 'Upgrade: h2c' or a piped request becomes a tunnel, and every later stream "
+    "arrives from the proxy's address with headers its client wrote, so the client is "
+    "unknown; drop the Upgrade header at the proxy (or let it speak HTTP/1.1 without "
+    "upgrades), and set allow_cleartext_http2 only when no proxy can reach this server"
+)
+#: Why each kind of HTTP/2 (:attr:`RequestFacts.http2`) is refused.
+HTTP2_REASONS = {
+    H2C: CLEARTEXT_HTTP2,
+    H2C_GUNICORN: H2C_CLIENT_UNKNOWN,
+    HTTP2_GUNICORN_ASGI: GUNICORN_ASGI_HTTP2,
+}
 PROXY_UNKNOWN_SENDER = "the sender of the PROXY protocol header is unknown (no connection socket)"
 REWRITTEN = (
     "REMOTE_ADDR was rewritten before the guard ran and its original does not match the "
@@ -501,6 +520,22 @@ def judge_unix_socket(facts: RequestFacts, unix_socket_is_local: bool) -> Decisi
         return None
     reason = UNIX_LOCAL if unix_socket_is_local else UNIX_REFUSED
     return Decision(unix_socket_is_local, "source", reason, facts.remote, None, UNIX)
+
+
+def judge_http2(facts: RequestFacts, allow_cleartext_http2: bool) -> Decision | None:
+    """A refusal for an HTTP/2 request whose connection may be a tunnel, or
+    ``None`` when it is not one (or is cleartext HTTP/2 the operator allowed).
+
+    Judged before anything the request says: through a tunnel, every header
+    of a stream (a forwarding header included) is the other host's own, and
+    the peer is the proxy. gunicorn's HTTP/2 stays refused whatever the
+    options, because its client may be a PROXY protocol relay's address.
+    """
+    kind = facts.http2
+    if kind is None or (kind == H2C and allow_cleartext_http2):
+        return None
+    reason = HTTP2_REASONS.get(kind, CLEARTEXT_HTTP2)  # an unknown kind: refused all the same
+    return Decision(False, RULE, reason, facts.remote, None)
 
 
 def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decision | None:

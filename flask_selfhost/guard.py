@@ -17,7 +17,15 @@ response headers added) or a refusal; :data:`RULES` is the list, and
 
 1. **client** - who sent this?
 
-   a. A request that carries a forwarding header (``Forwarded``,
+   a. An HTTP/2 request whose connection may be a proxy's tunnel is
+      refused before anything it says is read: cleartext HTTP/2 (h2c),
+      unless ``allow_cleartext_http2``, and gunicorn's HTTP/2, always (its
+      client may be a PROXY protocol relay; see
+      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.asgi`). No
+      browser speaks h2c; a proxy that relayed an ``Upgrade: h2c`` or piped
+      a request relays raw bytes from then on, and every later stream
+      arrives from the proxy with headers its client wrote.
+   b. A request that carries a forwarding header (``Forwarded``,
       ``X-Forwarded-*``, ``X-Real-IP``, or a CDN's client header such as
       ``CF-Connecting-IP``) or came through a PROXY protocol
       header (on any request of that connection) is a proxy relaying someone
@@ -26,17 +34,15 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       judged instead (:mod:`flask_selfhost.forwarded`), and a grant carries
       a ``Cache-Control`` that every front makes the answer's, so that a
       shared cache in front cannot replay it to another host
-      (:mod:`flask_selfhost.caching`). gunicorn's cleartext
-      HTTP/2 is refused even then: gunicorn drops the PROXY header's client
-      there (see :mod:`flask_selfhost.environ`). So is a request whose
+      (:mod:`flask_selfhost.caching`). A request whose
       forwarding headers waitress deleted (it keeps them in its parsed
       request), and, unless ``proxy_drops_underscore_headers``, an
       ``X-Forwarded-For`` on a server that folds ``X_Forwarded_For`` into
       it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`).
-   b. Otherwise a request whose peer is in ``trusted_proxies`` is refused:
+   c. Otherwise a request whose peer is in ``trusted_proxies`` is refused:
       a proxy that sends no forwarding header (or a server that deleted
       them) would pass everyone it relays as itself.
-   c. Otherwise the source rule (:mod:`flask_selfhost.addresses`): the
+   d. Otherwise the source rule (:mod:`flask_selfhost.addresses`): the
       client address is loopback, or equals the local address the
       connection arrived on, as the server witnessed it. A unix-socket
       connection has no client address: refused unless
@@ -53,11 +59,12 @@ response headers added) or a refusal; :data:`RULES` is the list, and
    headers that every front adds to the response; a granted preflight
    (``decision.answers_preflight``) is answered by the front itself.
 
-Speed: the WSGI fronts answer the common request (a loopback client, no
-forwarding header, a Host such as ``localhost:PORT`` or ``127.0.0.1:PORT``,
-no ``Origin`` or ``Sec-Fetch-*``) without calling :func:`evaluate`, from the
-grants :func:`evaluate` remembered in ``options.accepted``
-(:mod:`flask_selfhost.accepted`); everything else comes here.
+Speed: the WSGI fronts answer the common request (HTTP/1.x, a loopback
+client, no forwarding header, a Host such as ``localhost:PORT`` or
+``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``) without calling
+:func:`evaluate`, from the grants :func:`evaluate` remembered in
+``options.accepted`` (:mod:`flask_selfhost.accepted`); everything else comes
+here.
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ from .crosssite import judge_cross_site
 from .decision import Decision
 from .environ import facts_from_environ
 from .facts import RequestFacts
-from .forwarded import judge_relayed, judge_unix_socket, judge_unrelayed_peer
+from .forwarded import judge_http2, judge_relayed, judge_unix_socket, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .log import log_warning
 from .options import Options
@@ -88,12 +95,12 @@ Rule = Callable[[RequestFacts, Options, Decision], Decision]
 
 def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
     """Rule 1: the client, as witnessed or as a trusted proxy names it."""
+    if facts.http2 is not None:  # before any header: a tunnel's headers are its client's
+        refusal = judge_http2(facts, options.allow_cleartext_http2)
+        if refusal is not None:
+            return refusal
     trusted = options.trusted_proxies
     if facts.relayed or facts.proxy_protocol is not None:
-        if facts.proxy_protocol == wsgi.H2C:  # even a trusted proxy cannot name the client
-            local = facts.connection.local_address()
-            reason = forwarded.H2C_CLIENT_UNKNOWN
-            return Decision(False, forwarded.RULE, reason, None, local, facts.remote)
         if facts.deleted_forwarding:  # nothing left to judge, trusted proxy or not
             local = facts.connection.local_address()
             reason = forwarded.WAITRESS_HID_HEADERS

@@ -116,8 +116,16 @@ def guard_wsgi_app(
         # The common request, answered from what the full rules granted before
         # (see flask_selfhost.accepted). Written out here, not called: a call
         # costs as much as all of these lookups.
+        # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
+        # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
+        # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third
+        # of a tuple's.
         try:
-            grant = remotes[environ["REMOTE_ADDR"]] if environ["HTTP_HOST"] in hosts else None
+            grant = (
+                remotes[environ["REMOTE_ADDR"]]
+                if environ["HTTP_HOST"] in hosts and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                else None
+            )
         except (KeyError, TypeError):  # absent or unhashable: not the common request
             grant = None
         if (
@@ -140,7 +148,6 @@ def guard_wsgi_app(
             and "HTTP_X_CLUSTER_CLIENT_IP" not in environ
             and "HTTP_FASTLY_CLIENT_IP" not in environ
             and "PROXY_PROTOCOL" not in environ
-            and "gunicorn.http2.priority_weight" not in environ  # environ.GUNICORN_HTTP2
         ):
             if is_enabled_for(DEBUG):
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))

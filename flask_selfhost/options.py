@@ -60,6 +60,14 @@ class Options:
         forwarding headers as a client on this host (a local tool talking to
         the socket). False by default: such a request is refused, because a
         proxy that adds no headers looks the same.
+    :param allow_cleartext_http2: Judge cleartext HTTP/2 (h2c: HTTP/2
+        without TLS) like any request. False by default: it is refused,
+        because no browser speaks it and a proxy that relayed an
+        ``Upgrade: h2c`` (or piped a request) becomes a tunnel whose streams
+        all come from the proxy's address, with headers the proxy's client
+        wrote. Set it only for a server that no proxy reaches (a local tool
+        that speaks h2c on purpose). gunicorn's HTTP/2 stays refused: its
+        client may be a PROXY protocol relay.
     :param allowed_hosts: Host header names to accept besides ``localhost``,
         ``*.localhost`` and this host's IP literals: exact names
         (``"mybox"``), ``".example.internal"`` for a domain and its
@@ -80,6 +88,7 @@ class Options:
     proxy_hops: int = 1
     proxy_drops_underscore_headers: bool = False
     unix_socket_is_local: bool = False
+    allow_cleartext_http2: bool = False
     allowed_hosts: frozenset[str] = frozenset()
     trusted_origins: frozenset[str] = frozenset()
     check_cross_site: bool = True
@@ -120,16 +129,15 @@ class Options:
         hops = self.proxy_hops
         if type(hops) is not int or hops < 1:
             raise ValueError(f"flask_selfhost: proxy_hops must be an int >= 1, got {hops!r}")
-        if type(self.proxy_drops_underscore_headers) is not bool:
-            raise TypeError(
-                "flask_selfhost: proxy_drops_underscore_headers must be True or False, "
-                f"got {self.proxy_drops_underscore_headers!r}"
-            )
-        if type(self.unix_socket_is_local) is not bool:
-            raise TypeError(
-                "flask_selfhost: unix_socket_is_local must be True or False, "
-                f"got {self.unix_socket_is_local!r}"
-            )
+        for name in (
+            "proxy_drops_underscore_headers",
+            "unix_socket_is_local",
+            "allow_cleartext_http2",
+        ):
+            if type(getattr(self, name)) is not bool:
+                raise TypeError(
+                    f"flask_selfhost: {name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     def _check_browser_options(self) -> None:
         # Normalised once, to frozensets: hashable (a cache key) with a cached hash.

@@ -5,7 +5,7 @@ block is checked by the rule for its language, and a block or command that
 no rule covers fails. Python blocks run as pasted in a fresh interpreter;
 shell commands run when they can run here (CLI, servers on a free port,
 firewall commands inside a network namespace made for them) and are checked
-against setup.cfg or .ci/run otherwise; nginx and systemd blocks are loaded;
+against setup.cfg or .ci/run otherwise; nginx, HAProxy and systemd blocks are loaded;
 output samples are produced again by the code that prints them.
 """
 
@@ -53,6 +53,7 @@ from flask_selfhost.log import log_decision
 from . import test_logging
 from .apps import APACHE
 from .conftest import require_commands, require_root
+from .haproxy import haproxy_command
 from .nginx import nginx, require_nginx
 from .servers import (
     ROOT,
@@ -115,7 +116,7 @@ def ids(blocks: list[Block]) -> list[str]:
     return [block.where for block in blocks]
 
 
-CHECKED = {"python", "sh", "nginx", "ini", "text"}
+CHECKED = {"python", "sh", "nginx", "haproxy", "ini", "text"}
 
 
 def test_every_block_has_a_checked_language():
@@ -483,6 +484,27 @@ def nginx_with(location: str, port: int, tmp_path: Path) -> Iterator[None]:
     headers = re.sub(r"\s*proxy_pass \S+;[^\n]*", "", location)
     with nginx([("127.0.0.1", port)], upstream, headers, tmp_path / "nginx"):
         yield
+
+
+# haproxy ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", by_language("haproxy"), ids=ids(by_language("haproxy")))
+def test_haproxy_block_serves_the_guarded_app(block, tmp_path):
+    """An HAProxy block is its sections (``bind :80``, upstream
+    ``127.0.0.1:8000``): run in front of a guarded gunicorn, it relays this
+    host's request, and the Host it passes on keeps the rebinding defence."""
+    require_commands("haproxy")
+    app_port, proxy_port = free_port(), free_port()
+    command = haproxy_command(block.text, [("127.0.0.1", proxy_port)], app_port, tmp_path)
+    app = "tests.nginx:guarded_app(trusted_proxies='127.0.0.1')"
+    args = ["-b", f"127.0.0.1:{app_port}", "--workers", "1", app]
+    with (
+        gunicorn(args, ("127.0.0.1", app_port), tmp_path),
+        server_process(command, ("127.0.0.1", proxy_port), tmp_path, name="haproxy"),
+    ):
+        assert request("127.0.0.1", proxy_port, "/").status == 200
+        assert request("127.0.0.1", proxy_port, "/", headers={"Host": "evil.example"}).status == 403
 
 
 # ini (systemd units) ----------------------------------------------------------------

@@ -101,26 +101,44 @@ values = st.one_of(
     odd,
 )
 #: What every server puts in the environ (Flask needs it to route).
-SERVER = {"wsgi.url_scheme": "http", "SERVER_NAME": "0.0.0.0", "SERVER_PORT": "8000"}
+SERVER = {
+    "wsgi.url_scheme": "http",
+    "SERVER_NAME": "0.0.0.0",
+    "SERVER_PORT": "8000",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+}
+#: SERVER_PROTOCOL as servers write it (hypercorn and granian "HTTP/2",
+#: gunicorn "HTTP/2.0"), missing, or odd; and the scheme it came with
+#: (always there: Flask routes with it).
+protocols = st.one_of(
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "HTTP/2.0", "HTTP/3", "http/1.1", ...]),
+    odd,
+)
+schemes = st.sampled_from(["http", "https"])
 environs = st.builds(
-    lambda remote, host, extra, method: {
+    lambda remote, host, extra, method, protocol, scheme: {
         **SERVER,
         "REQUEST_METHOD": method,
         "PATH_INFO": "/admin",
         **({} if remote is ... else {"REMOTE_ADDR": remote}),
         **({} if host is ... else {"HTTP_HOST": host}),
         **extra,
+        "SERVER_PROTOCOL": protocol,
+        "wsgi.url_scheme": scheme,
     },
     st.one_of(remotes, st.just(...)),
     st.one_of(hosts, st.just(...)),
     st.dictionaries(st.sampled_from(OPTIONAL), values, max_size=2),
     st.sampled_from(["GET", "POST", "OPTIONS"]),
-)
+    st.one_of(st.just("HTTP/1.1"), protocols),
+    st.one_of(st.just("http"), schemes),
+).map(lambda environ: {key: value for key, value in environ.items() if value is not ...})
 OPTIONS = [
     {},
     {"trusted_proxies": ["127.0.0.1"]},
     {"allowed_hosts": ["evil.example"], "refuse_status": 404},
     {"trusted_origins": ["http://evil.example"]},
+    {"allow_cleartext_http2": True},
 ]
 # The common request, as a server sends it again and again: warms the memory.
 COMMON = [
@@ -168,6 +186,38 @@ def test_the_common_path_answers_as_the_full_rules(
         assert fast_lines == handler.lines, environ
 
 
+def test_the_common_path_answers_the_common_request(monkeypatch):
+    """The differential tests above mean something only if the common path
+    does answer: once warm, the common request never reaches the full rules."""
+    front = SelfHostMiddleware(app)
+    for environ in COMMON:
+        call(front, environ)
+    monkeypatch.setattr("flask_selfhost.middleware.evaluate", None)  # a call would raise
+    for environ in COMMON:
+        assert call(front, environ).status == "200 OK", environ
+
+
+@pytest.mark.parametrize("options", [{}, {"trusted_proxies": ["127.0.0.1"]}])
+@pytest.mark.parametrize(
+    "protocol", ["HTTP/2", "HTTP/2.0", "HTTP/3", "http/1.1", b"HTTP/1.1", None]
+)
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_http2_takes_the_full_rules_after_warm_up(options, protocol, scheme):
+    """A warm common path and the common request over HTTP/2 (or an odd
+    protocol): the full rules' answer, and over cleartext, a refusal."""
+    for allow in (False, True):
+        fast, full = wsgi_fronts({**options, "allow_cleartext_http2": allow})
+        forgetful(full.options)
+        for environ in COMMON:
+            call(fast, environ), call(full, environ)
+        environ = {**COMMON[0], "SERVER_PROTOCOL": protocol, "wsgi.url_scheme": scheme}
+        if options:  # a relayed request is the common one behind a trusted proxy
+            environ["HTTP_X_FORWARDED_FOR"] = "127.0.0.2"
+        answer = call(fast, environ)
+        assert answer == call(full, environ), environ
+        assert answer.status == ("200 OK" if allow or scheme == "https" else "403 Forbidden")
+
+
 def test_the_memory_is_used_and_bounded():
     front = SelfHostMiddleware(app)
     accepted = front.options.accepted
@@ -206,7 +256,7 @@ def test_what_is_never_remembered(environ):
         assert not accepted.remotes  # a request with other headers teaches nothing
 
 
-@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL", GUNICORN_HTTP2])
+@pytest.mark.parametrize("key", [*OPTIONAL, "PROXY_PROTOCOL", GUNICORN_HTTP2, "SERVER_PROTOCOL"])
 @pytest.mark.parametrize("value", ["127.0.0.1", "same-origin", "http://localhost:8000", ""])
 def test_each_header_takes_the_full_rules_after_warm_up(key, value):
     """The fast path's list of headers, one by one: a warm memory and a
@@ -275,8 +325,12 @@ pairs = st.one_of(
     st.just((b"host",)),  # malformed: not a pair
     st.tuples(st.just(b"host"), st.just("127.0.0.1:8000")),  # str, not bytes
 )
+#: ``http_version`` as servers write it (hypercorn "2"), missing, or odd.
+versions = st.one_of(st.sampled_from(["1.1", "1.0", "2", "3", "2.0", ...]), odd)
+#: The scheme of an HTTP scope (or a WebSocket's): plain, TLS, missing, odd.
+asgi_schemes = st.sampled_from(["http", "https", "ws", "wss", ..., "gopher"])
 random_scopes = st.builds(
-    lambda kind, client, headers: {
+    lambda kind, client, headers, version, scheme: {
         "type": kind,
         "method": "GET",
         "path": "/admin",
@@ -284,14 +338,19 @@ random_scopes = st.builds(
         "server": ("127.0.0.1", 8000),
         "client": client,
         "headers": headers,
+        "http_version": version,
+        **({} if scheme is None else {"scheme": scheme}),
     },
     st.sampled_from(["http", "http", "websocket"]),
     st.one_of(st.tuples(remotes, st.integers(0, 65535)), odd),
     st.one_of(st.lists(pairs, max_size=5), odd),
-)
+    st.one_of(st.just("1.1"), versions),
+    st.one_of(st.just(None), asgi_schemes),
+).map(lambda scope: {key: value for key, value in scope.items() if value is not ...})
 ASGI_COMMON = [
     {
         "type": "http",
+        "http_version": "1.1",
         "method": "GET",
         "path": "/",
         "scheme": "http",
@@ -304,17 +363,22 @@ ASGI_COMMON = [
 ]
 
 
-# The common request plus a header or two, anywhere in the list: where a
-# fast path that skipped a header would answer differently.
+# The common request plus a header or two, anywhere in the list, or over
+# another protocol: where a fast path that skipped a check would answer
+# differently.
 near_common = st.builds(
-    lambda scope, extra, at: {
+    lambda scope, extra, at, version, scheme: {
         **scope,
         "headers": scope["headers"][:at] + extra + scope["headers"][at:],
+        "http_version": version,
+        "scheme": scheme,
     },
     st.sampled_from(ASGI_COMMON),
-    st.lists(pairs, min_size=1, max_size=2),
+    st.lists(pairs, max_size=2),
     st.integers(0, 3),
-)
+    st.one_of(st.just("1.1"), versions),
+    st.one_of(st.just("http"), asgi_schemes),
+).map(lambda scope: {key: value for key, value in scope.items() if value is not ...})
 scopes = st.one_of(random_scopes, near_common)
 
 
@@ -353,6 +417,44 @@ def test_each_asgi_header_takes_the_full_rules_after_warm_up(name, value):
             asgi_call(fast, scope), asgi_call(full, scope)
         scope = {**ASGI_COMMON[0], "headers": [*ASGI_COMMON[0]["headers"], (name, value)]}
         assert asgi_call(fast, scope) == asgi_call(full, scope), (options, scope)
+
+
+def test_the_asgi_common_path_answers_the_common_request(monkeypatch):
+    """As for WSGI: once warm, the common scope never reaches the full rules."""
+    front = SelfHostASGIMiddleware(asgi_app)
+    for scope in ASGI_COMMON:
+        asgi_call(front, scope)
+
+    async def never(*args):
+        raise AssertionError("the full rules ran")
+
+    monkeypatch.setattr(front, "judged", never)
+    for scope in ASGI_COMMON:
+        assert asgi_call(front, scope)[0]["status"] == 200, scope
+
+
+@pytest.mark.parametrize("options", [{}, {"trusted_proxies": ["127.0.0.1"]}])
+@pytest.mark.parametrize("version", ["2", "3", "2.0", b"1.1", None, ...])
+@pytest.mark.parametrize("scheme", ["http", "https", "ws", "wss", ...])
+def test_asgi_http2_takes_the_full_rules_after_warm_up(options, version, scheme):
+    """A warm common path and the common scope over HTTP/2 (or an odd or
+    missing version): the full rules' answer, and over cleartext (a scheme
+    other than https/wss, or none), a refusal unless allow_cleartext_http2."""
+    for allow in (False, True):
+        fast = SelfHostASGIMiddleware(asgi_app, allow_cleartext_http2=allow, **options)
+        full = SelfHostASGIMiddleware(asgi_app, allow_cleartext_http2=allow, **options)
+        forgetful(full.options)
+        for scope in ASGI_COMMON:
+            asgi_call(fast, scope), asgi_call(full, scope)
+        scope = {**ASGI_COMMON[0], "http_version": version, "scheme": scheme}
+        scope = {key: value for key, value in scope.items() if value is not ...}
+        if options:  # a relayed request is the common one behind a trusted proxy
+            scope["headers"] = [*scope["headers"], (b"x-forwarded-for", b"127.0.0.2")]
+        answer = asgi_call(fast, scope)
+        assert answer == asgi_call(full, scope), scope
+        http1 = version is ...  # missing: 1.1, as the spec says
+        allowed = http1 or allow or scheme in ("https", "wss")
+        assert answer[0]["status"] == (200 if allowed else 403), scope
 
 
 class ForgetWhileChecking(int):

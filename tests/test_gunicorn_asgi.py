@@ -107,23 +107,28 @@ def test_gunicorns_http2_is_refused_even_after_a_loopback_grant(
 ):
     """The relay's HTTP/2 stream, as gunicorn's ASGI worker gives it:
     refused by the full rules and not taken by the common path, which a
-    loopback HTTP/1.1 request has just taught. Without gunicorn's worker
-    (hypercorn's HTTP/2 names the real peer) the same scope passes."""
+    loopback HTTP/1.1 request has just taught, even with
+    allow_cleartext_http2 and a claimed ``https`` scheme. Without gunicorn's
+    worker (hypercorn's scheme is the connection's) the same scope is
+    refused as cleartext HTTP/2 by default, and passes over TLS or with
+    allow_cleartext_http2."""
     if in_gunicorn:
         monkeypatch.setitem(sys.modules, GUNICORN_ASGI, types.ModuleType(GUNICORN_ASGI))
     else:
         monkeypatch.delitem(sys.modules, GUNICORN_ASGI, raising=False)
-    guard = SelfHostASGIMiddleware(asgi_whoami, **options)
     warm = scope(host="localhost", **({"x_forwarded_for": "127.0.0.2"} if options else {}))
-    assert status(run(guard, warm)) == 200  # HTTP/1.1: never affected
     relayed = {**scope(host="localhost", **headers), "http_version": "2"}
-    sent = run(guard, relayed)
-    if in_gunicorn:
-        assert status(sent) == 403
-        assert GUNICORN_HTTP2 in logged()
-        assert H2_SETTING in GUNICORN_HTTP2
-    else:
-        assert status(sent) == 200
+    for allow in (False, True):
+        guard = SelfHostASGIMiddleware(asgi_whoami, allow_cleartext_http2=allow, **options)
+        assert status(run(guard, warm)) == 200  # HTTP/1.1: never affected
+        for claimed in ("http", "https"):
+            sent = run(guard, {**relayed, "scheme": claimed})
+            if in_gunicorn:
+                assert status(sent) == 403
+                assert GUNICORN_HTTP2 in logged()
+                assert H2_SETTING in GUNICORN_HTTP2
+            else:
+                assert status(sent) == (200 if allow or claimed == "https" else 403), claimed
 
 
 # 1. The four ways in -----------------------------------------------------------
