@@ -183,5 +183,7 @@ def test_the_refusal_is_logged_with_the_fix(caplog):
         guarded(environ, lambda status, headers, exc_info=None: seen.append(status))
     assert seen == ["403 Forbidden"]
     [line] = [record.getMessage() for record in caplog.records]
-    assert line.startswith("refused 'GET /admin\\n' remote=127.0.0.1 local=- rule=forwarded: ")
+    assert line.startswith(
+        'selfhost=refused method=GET path="/admin\\n" remote=127.0.0.1 local=- rule=forwarded '
+    )
     assert "cleartext HTTP/2 (h2c)" in line and "allow_cleartext_http2" in line
