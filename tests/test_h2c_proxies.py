@@ -31,7 +31,7 @@ import pytest
 from .conftest import require_commands
 from .haproxy import haproxy_command
 from .netns import ns_command, ns_run, require_netns, server_in, two_hosts, wait_for_port_in
-from .servers import ROOT, stop_process_group
+from .servers import ROOT, last_refusal, stop_process_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 
@@ -468,6 +468,12 @@ def test_the_documented_proxy_configurations_drop_the_upgrade(hosts, tmp_path, p
         config = doc_block(proxy, "h2c")
     listen = (hosts.server_ip4, PROXY_PORT)
     options = {**TRUSTED, "allow_cleartext_http2": True}
+    # hypercorn's WSGI mode gives X_Forwarded_For the key of X-Forwarded-For:
+    # nginx drops such names as it comes, HAProxy and Varnish pass them, so
+    # there a relayed X-Forwarded-For is refused with the fix in the log.
+    folds = front == "flask"
+    if folds and proxy == "nginx":
+        options["proxy_drops_underscore_headers"] = True
     with (
         hypercorn_in(hosts, tmp_path, front, options),
         proxy_in(hosts.server_ns, proxy, config, listen, tmp_path / proxy),
@@ -477,4 +483,8 @@ def test_the_documented_proxy_configurations_drop_the_upgrade(hosts, tmp_path, p
             assert answer["before"] == [403] * len(before), answer
             assert answer["head"].startswith("HTTP/1.1 403"), answer
         answer = attack(hosts.server_ns, listen, [], UPGRADE[proxy], [[]])
-        assert answer["head"].startswith("HTTP/1.1 200"), answer
+        if folds and proxy != "nginx":
+            assert answer["head"].startswith("HTTP/1.1 403"), answer
+            assert "the same environ key" in last_refusal(tmp_path), answer
+        else:
+            assert answer["head"].startswith("HTTP/1.1 200"), answer
