@@ -49,33 +49,3 @@ def _fresh_proxy_protocol_memory():
     environ.proxy_protocol_seen = False
     environ.proxy_connections.clear()
     accepted._remembering = True
-
-
-# Headless Chromium for the browser tests (tests/browser.py) ----------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from .browser import chromium
-
-    require_commands("chromium")
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    with chromium() as context:
-        yield context
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    page.close()
-
-
-@pytest.fixture(scope="module")
-def evil():
-    """The attacker's site, ``http://evil.test:PORT``."""
-    from .browser import attacker_site
-
-    with attacker_site() as site:
-        yield site
