@@ -9,7 +9,7 @@
   refuses all it gets; only :data:`NAMES` and the addresses a test passes
   bypass it, so no engine reaches any address but the test's own, and
   background networking is switched off besides.
-- :func:`test_names` puts the test's names in ``/etc/hosts`` (all three
+- :func:`hosts_entries` puts the test's names in ``/etc/hosts`` (all three
   engines read it) and takes exactly those lines out again, whatever happens.
 - :func:`demo_server` serves the demo (WSGI under gunicorn, ASGI under
   uvicorn), guarded or not, wrapped in a recorder that prints each tagged
@@ -114,7 +114,7 @@ def hosts_writable() -> bool:
 
 
 @contextlib.contextmanager
-def test_names(address: str = "127.0.0.1") -> Iterator[None]:
+def hosts_entries(address: str = "127.0.0.1") -> Iterator[None]:
     """:data:`NAMES` resolve to ``address`` through ``/etc/hosts`` while inside.
     Only our own marked line is added and removed (the file is shared with
     whatever else runs on this machine), also when the test fails."""
@@ -342,8 +342,7 @@ def _chromium(directory: Path, proxy: int, direct: list[str]) -> Iterator[Engine
         "--disable-default-apps",
         f"--user-data-dir={directory / 'profile'}",
         f"--proxy-server=http://127.0.0.1:{proxy}",
-        # <-loopback>: loopback goes through the proxy too unless listed.
-        f"--proxy-bypass-list={';'.join(direct)};<-loopback>",
+        f"--proxy-bypass-list={';'.join(direct)}",
     ]
     port = free_port()
     log = directory / "chromedriver.log"
@@ -414,7 +413,10 @@ def _webkit(directory: Path, proxy: int, direct: list[str]) -> Iterator[Engine]:
         env["DISPLAY"] = display
         with _process([WEBKITDRIVER, f"--port={port}"], log, env) as process:
             _wait_for_port(port, process, log)
-            args = [f"--proxy=http://127.0.0.1:{proxy}", *(f"--ignore-host={name}" for name in direct)]
+            args = [
+                f"--proxy=http://127.0.0.1:{proxy}",
+                *(f"--ignore-host={name}" for name in direct),
+            ]
             args.append("--enable-hyperlink-auditing=true")  # Safari's default: pings on
             options = {"binary": MINIBROWSER, "args": ["--automation", *args]}
             capabilities = {"alwaysMatch": {"webkitgtk:browserOptions": options}}
@@ -440,7 +442,9 @@ def recorded_wsgi(guarded: bool = True):  # type: ignore[no-untyped-def]
             _print_seen(environ.get("QUERY_STRING", ""), environ, int(status.split()[0]))
             return start_response(status, headers, *rest)
 
-        return inner(environ, start if "case=" in environ.get("QUERY_STRING", "") else start_response)
+        return inner(
+            environ, start if "case=" in environ.get("QUERY_STRING", "") else start_response
+        )
 
     app.wsgi_app = record  # outside the guard (init_app wraps wsgi_app first)
     return app
@@ -454,7 +458,9 @@ def recorded_asgi(guarded: bool = True):  # type: ignore[no-untyped-def]
 
     app = create_app(guarded=False)
     if guarded:
-        app = SelfHostASGIMiddleware(app, **json.loads(os.environ.get("SELFHOST_TEST_OPTIONS", "{}")))
+        app = SelfHostASGIMiddleware(
+            app, **json.loads(os.environ.get("SELFHOST_TEST_OPTIONS", "{}"))
+        )
 
     async def record(scope, receive, send):  # type: ignore[no-untyped-def]
         query = scope.get("query_string", b"").decode("latin-1")
@@ -488,7 +494,8 @@ def _print_seen(query: str, environ: dict, status: int) -> None:
     case = parse_qs(query).get("case", [""])[0]
     line = {"case": case, "method": environ["REQUEST_METHOD"], "status": status}
     line.update(path=environ.get("PATH_INFO", ""), headers=headers)
-    print("SEEN " + json.dumps(line), file=sys.stderr, flush=True)
+    # One write per record: gunicorn's threads share the log.
+    os.write(2, ("\nSEEN " + json.dumps(line) + "\n").encode())
 
 
 @dataclass
