@@ -29,11 +29,11 @@ from .browser import (
     attacker_site,
     demo_server,
     engine,
+    hosts_entries,
     hosts_writable,
     missing,
     rebinding_switch,
     refusing_proxy,
-    hosts_entries,
 )
 from .servers import ROOT
 
@@ -108,7 +108,8 @@ try {
     headers: {"Content-Type": "application/json"}, body: '{"n": 1}'});
   out.act = act.status;
 } catch (error) { out.error = String(error); }
-if (arguments[1]) out.socket = await drive(location.origin.replace(/^http/, "ws") + "/ws?case=" + tag + "-ws");
+const ws = location.origin.replace(/^http/, "ws");
+if (arguments[1]) out.socket = await drive(ws + "/ws?case=" + tag + "-ws");
 const form = document.createElement("form");
 form.method = "post"; form.action = "/admin/act?case=" + tag + "-form";
 document.body.appendChild(form);
