@@ -125,7 +125,7 @@ HOSTILE = [
 ]  # fmt: skip
 OWN_HOSTS = {"own-ip": "127.0.0.1", "own-localhost": "localhost", "own-name": ALLOWED_NAME}
 WORKING = [f"{tag}-{step}" for tag in OWN_HOSTS for step in ("read", "fetch", "ws", "form")]
-WORKING += ["trusted-fetch", "trusted-ws"]
+WORKING += ["trusted-fetch", "trusted-ws", "link"]
 WEBSOCKET = {case for case in HOSTILE + WORKING if case.endswith(("ws", "websocket"))}
 
 #: What an engine never sends (measured; the docs' table says so too).
@@ -210,7 +210,14 @@ def run_cases(browser, evil, app, tmp: Path) -> dict[str, list[dict]]:
     if (arguments[1]) out.socket = await drive(arguments[1] + "/ws?case=trusted-ws");
     return out;"""
     browser.run(trusted, app.origin, ws)
-    return app.wait_for(mark, {"trusted-fetch"}, timeout=4)
+
+    # A link from the hostile page: a top-level GET navigation opens the app.
+    evil.pages["/links"] = f'<a id="link" href="{app.origin}/admin?case=link">my admin</a>'
+    browser.open(evil.url("/links"))
+    browser.run('setTimeout(() => document.getElementById("link").click(), 0);')
+    seen = app.wait_for(mark, {"trusted-fetch", "link"}, timeout=4)
+    seen["actions"] = [{"count": app.actions()}]
+    return seen
 
 
 @pytest.fixture(scope="module", params=FRONTS)
@@ -256,6 +263,15 @@ def test_own_pages_and_a_trusted_origin_work(results, browser, case, request):
         return
     guarded = results["guarded"].get(case, [])
     assert guarded and all(seen["status"] < 400 for seen in guarded), shown(guarded)
+
+
+def test_only_the_own_pages_and_the_trusted_origin_acted(results, request):
+    """The guarded app's counter: each own page's fetch and form (and its
+    WebSocket's act under ASGI), and the trusted origin's; no hostile page's."""
+    asgi = request.node.callspec.params["results"] == "asgi"
+    expected = len(OWN_HOSTS) * (3 if asgi else 2) + (2 if asgi else 1)
+    assert results["guarded"]["actions"] == [{"count": expected}]
+    assert results["unguarded"]["actions"][0]["count"] > expected  # the hostile pages acted
 
 
 # ------------------------------------------------------------ the docs' table
