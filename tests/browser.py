@@ -24,6 +24,7 @@ Everything is a context manager that stops what it started.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -109,6 +110,9 @@ def refusing_proxy() -> Iterator[tuple[int, list[bytes]]]:
         thread.join(5)
 
 
+_entries = itertools.count()
+
+
 def hosts_writable() -> bool:
     return os.access(HOSTS_FILE, os.W_OK)
 
@@ -118,7 +122,7 @@ def hosts_entries(address: str = "127.0.0.1") -> Iterator[None]:
     """:data:`NAMES` resolve to ``address`` through ``/etc/hosts`` while inside.
     Only our own marked line is added and removed (the file is shared with
     whatever else runs on this machine), also when the test fails."""
-    line = f"{address} {' '.join(NAMES)} {HOSTS_MARK} {os.getpid()}\n"
+    line = f"{address} {' '.join(NAMES)} {HOSTS_MARK} {os.getpid()}-{next(_entries)}\n"
 
     def without_ours(text: str) -> str:
         return "".join(kept for kept in text.splitlines(True) if kept != line)
