@@ -60,12 +60,13 @@ def logged(caplog):
     return lambda: "\n".join(r.getMessage() for r in caplog.records if r.name == "flask_selfhost")
 
 
-# Headless Chromium for the browser tests (tests/browser.py) ----------------
+# Headless Chromium through Playwright, for the page-level browser tests
+# (tests/playwright_pages.py) ----------------
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from .browser import chromium
+    from .playwright_pages import chromium
 
     require_commands("chromium")
     pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
@@ -84,7 +85,7 @@ def page(browser):
 @pytest.fixture(scope="module")
 def evil():
     """The attacker's site, ``http://evil.test:PORT``."""
-    from .browser import attacker_site
+    from .playwright_pages import attacker_site
 
     with attacker_site() as site:
         yield site

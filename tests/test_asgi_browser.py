@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from .browser import asgi_demo_server, rebinding_switch
+from .playwright_pages import asgi_demo_server, rebinding_switch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ With the browsers' default policy, or ``same-origin``, the same form works.
 On ``127.0.0.1`` and ``localhost`` the browser also sends
 ``Sec-Fetch-Site: same-origin``, and no-referrer does no harm there.
 
-Real pieces: Debian's Chromium (``tests/browser.py``, which maps
+Real pieces: Debian's Chromium (``tests/playwright_pages.py``, which maps
 ``mybox.test`` to 127.0.0.1 and nothing else leaves this host), the Flask
 extension under Werkzeug's server on a loopback port. What the browser sent
 is recorded outside the guard.
@@ -25,7 +25,7 @@ from flask import Flask
 
 from flask_selfhost import SelfHost
 
-from .browser import OWN_NAME
+from .playwright_pages import OWN_NAME
 from .servers import werkzeug_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
