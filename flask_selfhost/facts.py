@@ -47,8 +47,9 @@ H2C_GUNICORN = "h2c-gunicorn"
 HTTP2_GUNICORN_ASGI = "http2-gunicorn-asgi"
 #: Protocol versions that carry one request at a time (WSGI's
 #: ``SERVER_PROTOCOL``, ASGI's ``http_version``): the rest are judged as HTTP/2.
-HTTP1_PROTOCOLS = ("HTTP/1.1", "HTTP/1.0")
-HTTP1_VERSIONS = ("1.1", "1.0")
+#: granian writes ``HTTP/1`` for an HTTP/1.0 request.
+HTTP1_PROTOCOLS = ("HTTP/1.1", "HTTP/1.0", "HTTP/1")
+HTTP1_VERSIONS = ("1.1", "1.0", "1")
 
 
 class Connection(Protocol):

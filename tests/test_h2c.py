@@ -110,6 +110,7 @@ ENVIRON = {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost", "REQUEST_METHOD
     [
         ({"SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http"}, None),
         ({"SERVER_PROTOCOL": "HTTP/1.0", "wsgi.url_scheme": "http"}, None),
+        ({"SERVER_PROTOCOL": "HTTP/1", "wsgi.url_scheme": "http"}, None),  # granian, HTTP/1.0
         ({"wsgi.url_scheme": "http"}, None),  # missing: HTTP/1.1, as every server sends it
         ({"SERVER_PROTOCOL": "HTTP/2", "wsgi.url_scheme": "http"}, H2C),  # hypercorn, granian
         ({"SERVER_PROTOCOL": "HTTP/2", "wsgi.url_scheme": "https"}, None),
@@ -151,6 +152,7 @@ SCOPE = {"type": "http", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 800
     [
         ({"http_version": "1.1", "scheme": "http"}, None),
         ({"http_version": "1.0", "scheme": "http"}, None),
+        ({"http_version": "1", "scheme": "http"}, None),
         ({"scheme": "http"}, None),  # missing: "1.1", as the spec says
         ({"http_version": "2", "scheme": "http"}, H2C),  # hypercorn's h2c
         ({"http_version": "2"}, H2C),  # no scheme: the spec's default, http
