@@ -51,3 +51,11 @@ def write_server_table() -> None:
 
 
 write_server_table()
+
+
+def setup(app: object) -> None:
+    """HAProxy configuration blocks (```haproxy, run by tests/test_docs.py):
+    Pygments has no lexer for them, so they are shown as plain text."""
+    from pygments.lexers.special import TextLexer
+
+    app.add_lexer("haproxy", TextLexer)  # type: ignore[attr-defined]
