@@ -620,9 +620,9 @@ class RebindingSwitch:
     ``Host: rebind.test:PORT``, exactly what the browser itself would send.
     """
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, address: str = "127.0.0.1", port: int = 0) -> None:
         self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server((address, port))
         self.port = self.listener.getsockname()[1]
         self.open: set[socket.socket] = set()
         self.lock = threading.Lock()
@@ -682,8 +682,11 @@ class RebindingSwitch:
 
 
 @contextlib.contextmanager
-def rebinding_switch(target: int) -> Iterator[RebindingSwitch]:
-    switch = RebindingSwitch(target)
+def rebinding_switch(
+    target: int, address: str = "127.0.0.1", port: int = 0
+) -> Iterator[RebindingSwitch]:
+    """A :class:`RebindingSwitch` on ``address:port`` (any free port by default)."""
+    switch = RebindingSwitch(target, address, port)
     try:
         yield switch
     finally:

@@ -25,14 +25,14 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .browser import RebindingSwitch
+from .browser import rebinding_switch as browser_rebinding_switch
 from .servers import Server, free_port, gunicorn, request, server_process, werkzeug_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -172,81 +172,7 @@ def attacker_site() -> Iterator[AttackerSite]:
         yield site
 
 
-class RebindingSwitch:
-    """DNS rebinding, at the TCP level: listens on ``127.0.0.2:port`` (where
-    ``rebind.test`` resolves) and splices each new connection to ``target``,
-    a loopback port. The test loads the attacker's page while ``target`` is
-    the attacker's server, then calls :meth:`rebind` to point it at the app:
-    from then on the page's requests reach the app, as when the attacker's
-    DNS answer changes to 127.0.0.1. The app sees a loopback client and
-    ``Host: rebind.test:PORT``, exactly what the browser itself would send.
-    """
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port = port
-        self.target = target
-        self.listener = socket.create_server((REBINDING_ADDRESS, port))
-        self.open: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://{REBINDING_NAME}:{self.port}{path}"
-
-    def rebind(self, target: int) -> None:
-        """Point the name at ``target``; connections to the old one are closed,
-        so that the browser cannot keep talking to the attacker's server."""
-        with self.lock:
-            self.target = target
-            for sock in list(self.open):
-                self._close(sock)
-
-    def close(self) -> None:
-        self._close(self.listener)
-        self.thread.join(5)
-        with self.lock:
-            for sock in list(self.open):
-                self._close(sock)
-
-    def _close(self, sock: socket.socket) -> None:
-        self.open.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            with self.lock:
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                except OSError:
-                    client.close()
-                    continue
-                upstream.settimeout(None)
-                self.open.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        with self.lock:
-            self._close(source)
-            self._close(sink)
-
-
-@contextlib.contextmanager
-def rebinding_switch(port: int, target: int) -> Iterator[RebindingSwitch]:
-    switch = RebindingSwitch(port, target)
-    try:
-        yield switch
-    finally:
-        switch.close()
+def rebinding_switch(port: int, target: int) -> contextlib.AbstractContextManager[RebindingSwitch]:
+    """The rebinding name on ``REBINDING_ADDRESS:port`` (the app's own port, so
+    that the rebound page is same-origin with it), first spliced to ``target``."""
+    return browser_rebinding_switch(target, REBINDING_ADDRESS, port)

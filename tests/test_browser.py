@@ -8,7 +8,7 @@ app's side: its action counter, its access log and flask_selfhost's log.
 
 (a) DNS rebinding: the attacker's page, loaded from ``http://rebind.test:PORT``,
     reaches the app at the same origin once the name points here
-    (:class:`tests.playwright_pages.RebindingSwitch`): it must not read or act.
+    (:class:`tests.browser.RebindingSwitch`): it must not read or act.
 (b) a page on ``http://evil.test:OTHER`` must not act through a form POST or
     ``fetch(..., {mode: "no-cors"})``, nor make the app answer a CORS read.
 (c) the app's own pages on ``127.0.0.1`` and ``localhost`` work, forms included.
