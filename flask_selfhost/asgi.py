@@ -75,8 +75,9 @@ from .asgi_routes import starlette_exempt_app
 from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import allow_remote
-from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, RequestFacts
+from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, RequestFacts
 from .guard import judge
+from .kernel_witness import ends_witnessed
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 
@@ -203,6 +204,19 @@ class ScopeConnection:
             return NO_ADDRESSES
         address = parse_ip(_host(self._server))
         return BIND_ADDRESS if address is not None and address.is_unspecified else None
+
+    def ends(self) -> Ends | None:
+        # Ports as ints only: a server that gives anything else witnesses nothing.
+        local = self.local_address()
+        client, server = self._client, self._server
+        try:
+            if local is not None and type(client[1]) is int and type(server[1]) is int:
+                peer = _host(client)
+                if peer is not None:
+                    return Ends(peer, client[1], local, server[1])
+        except (TypeError, IndexError, KeyError):
+            pass
+        return None
 
 
 def _host(pair: Any) -> str | None:
@@ -406,6 +420,10 @@ class SelfHostASGIMiddleware:
                     common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
+        if common and self.options.check_client_socket:  # no connection to remember on
+            common = ends_witnessed(
+                ScopeConnection(scope).ends(), self.options.require_client_socket
+            )
         if common:  # the app is awaited outside the try: its errors are its own
             if is_enabled_for(DEBUG) and grant is not None:
                 log_decision(grant, scope.get("method"), scope.get("path"))

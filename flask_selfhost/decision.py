@@ -29,6 +29,9 @@ FORWARDED = "forwarded"
 HOST = "host"
 CROSS_SITE = "cross-site"
 PREFLIGHT = "preflight"
+#: The kernel finds no socket of this host behind a client that claims to be
+#: this host (see :mod:`flask_selfhost.kernel_witness`).
+KERNEL = "kernel"
 
 #: What a refused client is told, per rule: short, and the same whatever the
 #: server or the options (the operator's reason goes to the log).
@@ -38,6 +41,7 @@ PUBLIC_REASONS = {
     HOST: "Host not allowed",
     CROSS_SITE: "cross-site request",
     PREFLIGHT: "cross-site request",
+    KERNEL: "not from this host",
 }
 #: For a rule without a text of its own.
 PUBLIC_REASON = "not from this host"
@@ -47,7 +51,7 @@ class Decision(NamedTuple):
     """The outcome of :func:`evaluate`.
 
     ``rule`` names the rule that decided (``"source"``, ``"forwarded"``,
-    ``"host"``, ``"cross-site"`` or ``"preflight"``);
+    ``"host"``, ``"cross-site"``, ``"preflight"`` or ``"kernel"``);
     ``reason`` is a sentence for the operator (the log, the CLI, the
     doctor) that names no address but may name the server and the setting
     to change; the client sees :attr:`public_reason` only. ``remote_addr``

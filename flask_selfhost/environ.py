@@ -43,7 +43,8 @@ from typing import Any
 
 from . import connection as witness
 from .accepted import forget_everything
-from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, RequestFacts, text
+from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, Ends, RequestFacts, text
+from .kernel_witness import socket_ends
 
 #: Environ keys of the headers that say "a proxy forwarded this". Checked by
 #: exact key (a scan of the environ for every ``HTTP_X_FORWARDED_*`` would cost
@@ -118,6 +119,9 @@ class EnvironConnection:
 
     def unknown_local_reason(self) -> str | None:
         return witness.unknown_local_reason(self._environ)
+
+    def ends(self) -> Ends | None:
+        return socket_ends(witness.connection_socket(self._environ))
 
 
 def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:

@@ -52,6 +52,19 @@ HTTP1_PROTOCOLS = ("HTTP/1.1", "HTTP/1.0", "HTTP/1")
 HTTP1_VERSIONS = ("1.1", "1.0", "1")
 
 
+class Ends(NamedTuple):
+    """A TCP connection's two ends as the server witnessed them: the peer's
+    address and port, the local address and port it arrived on, and the
+    server's object for the connection (a verdict may be remembered on it;
+    ``None`` when the server gives none)."""
+
+    peer: str
+    peer_port: int
+    local: str
+    local_port: int
+    connection: object = None
+
+
 class Connection(Protocol):
     """The connection the server accepted, asked only when a rule needs it
     (the local address may cost a system call)."""
@@ -70,6 +83,10 @@ class Connection(Protocol):
     def unknown_local_reason(self) -> str | None:
         """Why this server cannot say which local address a connection used,
         and what to change; ``None`` when nothing specific is known."""
+
+    def ends(self) -> Ends | None:
+        """The TCP connection's two ends, or ``None`` when the server does
+        not witness both addresses and ports (or it is no TCP connection)."""
 
 
 class RequestFacts(NamedTuple):
@@ -160,9 +177,10 @@ class KnownConnection:
     :param peer: The peer's address (or :data:`UNIX`), or ``None``.
     :param unix: Whether the connection is a unix socket.
     :param reason: What :meth:`unknown_local_reason` says.
+    :param ends: What :meth:`ends` says.
     """
 
-    __slots__ = ("_local", "_peer", "_reason", "_unix")
+    __slots__ = ("_ends", "_local", "_peer", "_reason", "_unix")
 
     def __init__(
         self,
@@ -170,8 +188,10 @@ class KnownConnection:
         peer: str | None = None,
         unix: bool = False,
         reason: str | None = None,
+        ends: Ends | None = None,
     ) -> None:
         self._local, self._peer, self._unix, self._reason = local, peer, unix, reason
+        self._ends = ends
 
     def local_address(self) -> str | None:
         return self._local
@@ -184,3 +204,6 @@ class KnownConnection:
 
     def unknown_local_reason(self) -> str | None:
         return self._reason
+
+    def ends(self) -> Ends | None:
+        return self._ends

@@ -82,6 +82,7 @@ from .environ import facts_from_environ
 from .facts import RequestFacts
 from .forwarded import judge_http2, judge_relayed, judge_unix_socket, judge_unrelayed_peer
 from .hosts import judge_request_host
+from .kernel_witness import witness_client
 from .log import log_warning
 from .options import Options
 
@@ -94,7 +95,22 @@ Rule = Callable[[RequestFacts, Options, Decision], Decision]
 
 
 def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 1: the client, as witnessed or as a trusted proxy names it."""
+    """Rule 1: the client, as witnessed or as a trusted proxy names it; a
+    grant for a peer that claims to be this host also needs the kernel's
+    witness (:mod:`flask_selfhost.kernel_witness`)."""
+    decision = _judge_client(facts, options)
+    if not decision.allowed:
+        return decision
+    return witness_client(
+        facts.connection,
+        facts.server,
+        decision,
+        options.check_client_socket,
+        options.require_client_socket,
+    )
+
+
+def _judge_client(facts: RequestFacts, options: Options) -> Decision:
     if facts.http2 is not None:  # before any header: a tunnel's headers are its client's
         refusal = judge_http2(facts, options.allow_cleartext_http2)
         if refusal is not None:

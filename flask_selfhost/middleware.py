@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 from .crosssite import merge_headers
 from .decision import Decision, Headers
 from .guard import evaluate
+from .kernel_witness import environ_witnessed
+from .kernel_witness import witnessed_connections as witnessed
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
 
@@ -148,6 +150,12 @@ def guard_wsgi_app(
             and "HTTP_X_CLUSTER_CLIENT_IP" not in environ
             and "HTTP_FASTLY_CLIENT_IP" not in environ
             and "PROXY_PROTOCOL" not in environ
+            # The kernel's witness, remembered on the connection by the full rules.
+            and (
+                not options.check_client_socket
+                or environ.get("gunicorn.socket") in witnessed
+                or environ_witnessed(environ, options.require_client_socket)
+            )
         ):
             if is_enabled_for(DEBUG):
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))

@@ -80,6 +80,25 @@ class Options:
     :param check_cross_site: False turns off the cross-site rule (Fetch
         Metadata, Origin and preflights; see :mod:`flask_selfhost.crosssite`):
         any page the user visits can then make the browser act here.
+    :param check_client_socket: Ask the kernel for the client's own socket
+        when a TCP client claims to be this host (loopback or one of this
+        host's addresses), and refuse it when no socket of this host holds
+        that connection: address translation on this host (an ``SNAT`` to
+        its own address, the DNAT trap with an ``SNAT`` to ``127.0.0.1``)
+        cannot then pass another host off as this one (see
+        :mod:`flask_selfhost.kernel_witness`). True by default. Set it to
+        False only where this host's own clients reach the app through
+        translation that hides their socket: an OUTPUT ``REDIRECT`` or
+        ``DNAT`` on this host (port 80 redirected to 8000), or rootless
+        container networking (pasta, slirp4netns) that relays clients into
+        the app's network namespace; their requests are refused otherwise.
+        Where netlink cannot be used at all (not Linux, ``AF_NETLINK``
+        blocked), the log says so once and the guard goes on without it.
+    :param require_client_socket: Refuse every client that claims to be
+        this host unless the kernel vouches for it: where netlink cannot be
+        used, or the server does not say which addresses and ports a
+        connection joins (granian on a wildcard address, bjoern, mod_wsgi).
+        False by default.
     """
 
     refuse_status: int = 403
@@ -92,6 +111,8 @@ class Options:
     allowed_hosts: frozenset[str] = frozenset()
     trusted_origins: frozenset[str] = frozenset()
     check_cross_site: bool = True
+    check_client_socket: bool = True
+    require_client_socket: bool = False
     #: Grants remembered for the common request (see :mod:`flask_selfhost.accepted`).
     accepted: AcceptedRequests = field(init=False, repr=False, compare=False, hash=False)
 
@@ -151,10 +172,15 @@ class Options:
             elif not isinstance(value, (list, tuple, set, frozenset)):
                 raise TypeError(f"flask_selfhost: {name} must be a list of strings, got {value!r}")
             object.__setattr__(self, name, normalise(value))
-        if type(self.check_cross_site) is not bool:
-            raise TypeError(
-                "flask_selfhost: check_cross_site must be True or False, "
-                f"got {self.check_cross_site!r}"
+        for name in ("check_cross_site", "check_client_socket", "require_client_socket"):
+            if type(getattr(self, name)) is not bool:
+                raise TypeError(
+                    f"flask_selfhost: {name} must be True or False, got {getattr(self, name)!r}"
+                )
+        if self.require_client_socket and not self.check_client_socket:
+            raise ValueError(
+                "flask_selfhost: require_client_socket needs check_client_socket "
+                "(the check it requires)"
             )
 
     @classmethod

@@ -53,6 +53,21 @@ def _fresh_proxy_protocol_memory():
 
 
 @pytest.fixture
+def made_up_connections(monkeypatch):
+    """For tests of the other rules through ASGI scopes written by hand:
+    their ``client`` and ``server`` name connections that do not exist,
+    which the kernel witness refuses as not found. Here the kernel vouches
+    for every such client; tests/test_kernel_witness.py and
+    tests/test_peer_socket.py ask the real kernel about real connections."""
+    from flask_selfhost import peer_socket
+
+    def vouched(peer: str, peer_port: int, local: str, local_port: int) -> peer_socket.Verdict:
+        return peer_socket.Verdict(True, peer_socket.HELD, "a connection made up by the test")
+
+    monkeypatch.setattr(peer_socket, "check_client", vouched)
+
+
+@pytest.fixture
 def logged(caplog):
     """The guard's log so far, as one text: where a refusal's full reason is
     read (the client is told only a fixed text per rule)."""

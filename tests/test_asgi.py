@@ -16,6 +16,9 @@ from werkzeug.test import Client
 from flask_selfhost import SelfHostMiddleware
 from flask_selfhost.asgi import SelfHostASGIMiddleware, is_guarded_asgi
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 
 async def app(scope, receive, send):
     if scope["type"] == "websocket":

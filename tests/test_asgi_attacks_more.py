@@ -25,6 +25,9 @@ from flask_selfhost.options import Options
 
 from .test_asgi_exempt import THIS_HOST, body, call, request, status
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 
 def rerouting_app() -> tuple[FastAPI, list[str]]:
     """A FastAPI app with a public listing, a local-only delete and a

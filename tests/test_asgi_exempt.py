@@ -29,6 +29,9 @@ from flask_selfhost.asgi import allow_remote as asgi_allow_remote
 
 from . import fastapi_app
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 OTHER_HOST, THIS_HOST = "10.0.0.2", "192.0.2.7"
 
 

@@ -19,11 +19,14 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_selfhost import Options, SelfHost, SelfHostMiddleware
+from flask_selfhost import Options, SelfHost, SelfHostMiddleware, kernel_witness
 from flask_selfhost import accepted as memory
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
 from flask_selfhost.asgi import SelfHostASGIMiddleware
 from flask_selfhost.environ import FORWARDING_HEADERS, GUNICORN_HTTP2
+
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
 
 
 class NeverRemember(AcceptedRequests):
@@ -71,6 +74,9 @@ class Lines(logging.Handler):
 
 @pytest.fixture
 def log_lines():
+    # Said once per process, at the first request whose server gives no
+    # 4-tuple (these environs): said here, so that no request's lines hold it.
+    kernel_witness.note_unwitnessed(None)
     logger = logging.getLogger("flask_selfhost")
     handler, level = Lines(), logger.level
     logger.addHandler(handler)

@@ -59,6 +59,9 @@ from .nginx import nginx_command, require_nginx
 from .servers import gunicorn_command, last_refusal, logs_in, stop_process_group, unix_request
 from .test_asgi import run, scope, status
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 
 def real(test):
     """A test against real servers in network namespaces."""

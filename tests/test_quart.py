@@ -25,6 +25,9 @@ from flask_selfhost.quart import SelfHost, allow_remote, exempt_views, local_onl
 from . import quart_app
 from .test_asgi_exempt import OTHER_HOST, THIS_HOST, body, call, request, status
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 PROXIED = {"x_forwarded_for": "::1"}  # the proxy relays a client on this host
 
 

@@ -17,6 +17,9 @@ from flask_selfhost import SelfHost, SelfHostMiddleware
 from flask_selfhost.asgi import SelfHostASGIMiddleware
 from flask_selfhost.decision import PUBLIC_REASONS
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 BODIES = {
     f"Forbidden: only clients on this server's own host may use it ({text}).\n"
     for text in PUBLIC_REASONS.values()

@@ -30,6 +30,9 @@ from flask_selfhost.asgi import SelfHostASGIMiddleware, facts_from_scope
 
 from .servers import free_port, server_process
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 
 async def app(scope, receive, send):
     if scope["type"] == "websocket":

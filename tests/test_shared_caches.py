@@ -36,6 +36,9 @@ from .conftest import require_commands
 from .netns import Hosts, gunicorn_in, ns_command, ns_run, server_in, two_hosts, wait_for_port_in
 from .nginx import X_FORWARDED_FOR, nginx, require_nginx
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 # The header rewrite -------------------------------------------------------
 
 

@@ -21,6 +21,9 @@ from flask import Flask
 
 from flask_selfhost import SelfHost, SelfHostMiddleware, local_only
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 OTHER_HOST = "10.0.0.2"
 
 

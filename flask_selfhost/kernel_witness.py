@@ -1,0 +1,203 @@
+"""
+The kernel as witness of a client on this host
+==============================================
+
+The source rule trusts addresses, and network address translation on this
+host forges them: an INPUT ``SNAT`` to this host's own address, a ``DNAT``
+to it paired with that ``SNAT``, or the DNAT trap to ``127.0.0.1`` paired
+with an ``SNAT`` to ``127.0.0.1`` all make another host's connection look
+like this host's (:mod:`flask_selfhost.peer_socket` tells how). So a grant of
+the client rule for a TCP connection whose witnessed peer is loopback or
+one of this host's own addresses (:mod:`flask_selfhost.host_addresses`)
+also needs the kernel to find the client's own socket on this host
+(:func:`witness_client`). Other peers (a trusted proxy on another host) are
+not asked about: the kernel would not know them.
+
+What it reads: the connection's two ends as the server witnessed them
+(:class:`~flask_selfhost.facts.Ends`, from the accepted socket of a WSGI
+server or from ``scope["client"]`` and ``scope["server"]`` of an ASGI
+server that fills them per connection). Where a server gives no such
+witness (granian bound to a wildcard address, bjoern, mod_wsgi, a unix
+socket) the check does not run, and the log says so once.
+
+Memory: where the server gives a connection object (WSGI's accepted
+socket), a grant is remembered on it (:data:`witnessed_connections`, weak,
+so it goes with the connection), and the connection's later requests, the
+WSGI fast path's included, cost one set lookup. Nothing is ever keyed on the
+4-tuple (tuples are reused, and an INPUT ``SNAT`` keeps the attacker's
+source port), and nothing a client can grow is stored. ASGI scopes carry no
+connection object: each request asks the kernel again.
+
+Where netlink cannot be used at all (not Linux, ``AF_NETLINK`` refused by
+seccomp or ``RestrictAddressFamilies``), the first check finds out once
+(:func:`peer_socket.available`), says so in the log, and the guard goes on
+without the witness, unless ``require_client_socket`` refuses every such
+request instead. On a host where it works, a query that fails for one
+request refuses that request.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import weakref
+from typing import Any
+
+from . import peer_socket
+from .addresses import parse_ip
+from .connection import connection_socket
+from .decision import KERNEL, Decision
+from .facts import Connection, Ends
+from .host_addresses import host_addresses
+from .log import log_warning
+
+#: Connections (socket objects) whose client the kernel found on this host.
+witnessed_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+#: False once this process has found that netlink cannot be asked here.
+usable = True
+_probed = False
+_probe_lock = threading.Lock()
+#: Whether the log has said that a server gives no 4-tuple (once per process).
+_unwitnessed_said = False
+
+NOT_WITNESSED = (
+    "the server does not say which addresses and ports the connection joins, so the kernel "
+    "cannot be asked whether the client is on this host (require_client_socket refuses such "
+    "clients instead)"
+)
+UNUSABLE = "the kernel cannot be asked about clients here ({why}); {consequence}"
+GOING_ON = (
+    "the guard goes on without that witness, so address translation on this host can make "
+    "another host look local (require_client_socket refuses instead)"
+)
+REFUSING = "require_client_socket is set, so every client on this host is refused"
+
+
+def socket_ends(sock: Any) -> Ends | None:
+    """The two ends of an accepted TCP socket (``None`` for anything else),
+    remembered on ``sock`` itself."""
+    if sock is None:
+        return None
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        peer, local = sock.getpeername(), sock.getsockname()
+        ends = Ends(peer[0], peer[1], local[0], local[1], sock)
+    except Exception:  # a closed or foreign object: no witness, never an error page
+        return None
+    if type(ends.peer) is not str or type(ends.local) is not str:
+        return None
+    return ends
+
+
+def is_this_host(ends: Ends) -> bool:
+    """The peer claims to be this host: loopback, the local address, or
+    another address of this host."""
+    peer = parse_ip(ends.peer.split("%", 1)[0])
+    if peer is None:
+        return False
+    return (
+        peer.is_loopback
+        or peer == parse_ip(ends.local.split("%", 1)[0])
+        or peer in host_addresses.current()
+    )
+
+
+def _probe() -> None:
+    """Find out once per process whether netlink answers here."""
+    global usable, _probed
+    with _probe_lock:
+        if _probed:
+            return
+        works, why = peer_socket.available()
+        usable, _probed = works, True
+    if not works:
+        log_warning(UNUSABLE.format(why=why, consequence=GOING_ON))
+
+
+def verdict_for(ends: Ends, required: bool) -> peer_socket.Verdict | None:
+    """The kernel's verdict on the client of ``ends``, or ``None`` when the
+    witness cannot run here and is not required (the grant stands)."""
+    if not _probed:
+        _probe()
+    if not usable:
+        if not required:
+            return None
+        return peer_socket.Verdict(
+            False,
+            peer_socket.UNAVAILABLE,
+            UNUSABLE.format(why="netlink sock_diag does not answer", consequence=REFUSING),
+        )
+    return peer_socket.check_client(ends.peer, ends.peer_port, ends.local, ends.local_port)
+
+
+def note_unwitnessed(server: str | None) -> None:
+    """Say once per process that the server's connections cannot be checked."""
+    global _unwitnessed_said
+    if not _unwitnessed_said:
+        _unwitnessed_said = True
+        log_warning(f"{server or 'this server'}: {NOT_WITNESSED}")
+
+
+def witness_client(
+    connection: Connection, server: str | None, grant: Decision, check: bool, required: bool
+) -> Decision:
+    """``grant`` (the client rule's), or a refusal when the connection's
+    peer claims to be this host and the kernel finds no socket of a client
+    here that holds it."""
+    if not check or connection.is_unix():
+        return grant
+    ends = connection.ends()
+    if ends is None:
+        note_unwitnessed(server)
+        if not required:
+            return grant
+        reason = f"the client cannot be checked: {NOT_WITNESSED}"
+        return Decision(False, KERNEL, reason, grant.remote_addr, grant.local_addr, grant.peer_addr)
+    remembered = ends.connection
+    if remembered is not None:
+        try:
+            if remembered in witnessed_connections:
+                return grant
+        except TypeError:  # not weakly referable: judged on every request
+            remembered = None
+    if not is_this_host(ends):
+        return grant
+    verdict = verdict_for(ends, required)
+    if verdict is None:
+        return grant
+    if verdict.granted:
+        if remembered is not None:
+            witnessed_connections.add(remembered)
+        return grant
+    reason = (
+        f"the kernel finds no client of this host for this connection ({verdict.reason}, "
+        f"port {ends.peer_port} to port {ends.local_port}): {verdict.detail}"
+    )
+    return Decision(False, KERNEL, reason, grant.remote_addr, ends.local, grant.peer_addr)
+
+
+# The fronts' fast paths: a grant from memory still needs the witness ------------
+
+
+def environ_witnessed(environ: Any, required: bool) -> bool:
+    """For the WSGI fast path (gunicorn's socket is looked up there itself):
+    whether the connection of ``environ`` was witnessed already, or cannot
+    be and need not be. False sends the request to the full rules."""
+    sock = environ.get("werkzeug.socket") or connection_socket(environ)
+    if sock is None:  # the server gives no socket: the check cannot run
+        return not required
+    if sock in witnessed_connections:
+        return True
+    return _probed and not usable and not required
+
+
+def ends_witnessed(ends: Ends | None, required: bool) -> bool:
+    """For the ASGI fast path, whose scope names no connection object:
+    whether the kernel vouches for the client of ``ends`` now (or the check
+    cannot run and need not). False sends the request to the full rules."""
+    if ends is None:
+        return not required
+    verdict = verdict_for(ends, required)
+    return verdict is None or verdict.granted
