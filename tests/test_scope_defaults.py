@@ -8,9 +8,10 @@ one, and a key with no default stays unknown: refused, never guessed. The
 common path reads keys directly; a missing one sends the request to the
 full rules.
 
-The real thing: daphne serving a guarded app, a raw WebSocket handshake
-with the app's own Origin and no ``Sec-Fetch-*``, and Chromium opening the
-ASGI demo's own WebSocket under daphne.
+The real thing: daphne serving a guarded app, and a raw WebSocket handshake
+with the app's own Origin and no ``Sec-Fetch-*``. Chromium, Firefox and
+WebKit opening the ASGI demo's own WebSocket under daphne are cases of
+tests/test_engines.py.
 """
 
 from __future__ import annotations
@@ -259,24 +260,3 @@ def test_daphne_own_websocket_is_accepted_and_another_sites_refused(tmp_path):
         == 3
     )
     assert log.count("selfhost=refused ") == 3  # the own handshakes and the non-browser passed
-
-
-@pytest.mark.slow
-@pytest.mark.browser
-def test_chromium_opens_the_own_pages_websocket_under_daphne(browser, page, tmp_path):
-    """The ASGI demo under daphne: its admin page's live counter is a
-    WebSocket to its own origin, which Chromium opens with an Origin and no
-    ``Sec-Fetch-*``."""
-    pytest.importorskip("daphne", reason="needs daphne (the test extra installs it)")
-    port = free_port()
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    with server_process(
-        [*command, "demo_app.asgi:app"], ("127.0.0.1", port), tmp_path, name="daphne"
-    ) as server:
-        for host in ("127.0.0.1", "localhost"):
-            assert page.goto(f"http://{host}:{port}/admin").status == 200
-            page.wait_for_function("document.getElementById('live').textContent !== 'connecting'")
-            assert page.inner_text("#live") == "0", server.log()
-        log = server.log()
-    assert log.count('"WSCONNECT /ws"') == 2
-    assert "selfhost=refused " not in log
