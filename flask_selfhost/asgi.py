@@ -29,8 +29,9 @@ Where the facts come from, and what ASGI servers do to them:
   client equals an entry of its own forwarding headers is refused, with a
   reason that names the server setting to change. daphne's
   ``--proxy-headers-host`` may name any header: those of
-  :data:`CLIENT_HEADERS` are forwarding headers too, any other name is one
-  the guard cannot know of (so do not use it);
+  :data:`~flask_selfhost.forwarding_syntax.CLIENT_HEADERS` are forwarding
+  headers too, any other name is one the guard cannot know of (so do not
+  use it);
 - cleartext HTTP/2 (h2c): ``http_version`` other than ``1.1`` or ``1.0``
   (``2`` from hypercorn and granian; missing means ``1.1``, as the spec
   says) with a ``scheme`` other than ``https``/``wss``. hypercorn answers an
@@ -69,13 +70,14 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from . import forwarded
+from . import forwarded, forwarding_syntax, hidden_relays
 from .addresses import parse_ip
 from .asgi_routes import starlette_exempt_app
 from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import allow_remote
 from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, RequestFacts
+from .forwarding_syntax import ASGI_CLIENT_NAMES, ASGI_NAMES
 from .guard import judge
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
@@ -86,34 +88,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: Headers that name the client alone (nginx's X-Real-IP, CDNs' own):
-#: daphne's ``--proxy-headers-host`` takes the client from the one it is told,
-#: its first entry verbatim, and keeps no original.
-CLIENT_HEADERS = (
-    b"x-real-ip",
-    b"cf-connecting-ip",
-    b"true-client-ip",
-    b"x-client-ip",
-    b"x-cluster-client-ip",
-    b"fastly-client-ip",
-)
 #: A module that only gunicorn's ASGI worker loads (``gunicorn.workers.gasgi`` imports it).
 GUNICORN_ASGI = "gunicorn.asgi.protocol"
-#: Header names (lowercase bytes) that say "a proxy forwarded this".
-FORWARDING_HEADERS = frozenset(
-    {
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-host",
-        b"x-forwarded-proto",
-        b"x-forwarded-port",
-        b"x-forwarded-prefix",
-        b"x-forwarded-server",
-        b"x-forwarded-scheme",
-        b"x-forwarded-ssl",
-        *CLIENT_HEADERS,
-    }
-)
 #: Headers a request may carry once: twice is malformed (refused), never a guess.
 SINGLE = (b"host", b"origin", b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest")
 SCHEMES = {"ws": "http", "wss": "https"}
@@ -148,7 +124,7 @@ REWRITTEN_CLIENT = (
     "trusted_proxies=['unix']"
 )
 #: Why gunicorn's HTTP/2 is refused (the client rule says it).
-GUNICORN_HTTP2 = forwarded.GUNICORN_ASGI_HTTP2
+GUNICORN_HTTP2 = hidden_relays.GUNICORN_ASGI_HTTP2
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
     "unix socket), so unix_socket_is_local cannot work there; use uvicorn --uds, or TCP "
@@ -264,7 +240,7 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
         header(b"access-control-request-private-network"),
         header(b"forwarded"),
         header(b"x-forwarded-for"),
-        not FORWARDING_HEADERS.isdisjoint(seen),
+        not ASGI_NAMES.isdisjoint(seen),
         None,
         None,
         False,
@@ -295,25 +271,26 @@ def rewritten_by_server(facts: RequestFacts, scope: Scope) -> bool:
     client = parse_ip(facts.remote)
     entries: list[str] = []
     for parse, value in (
-        (forwarded.parse_x_forwarded_for, facts.x_forwarded_for),
-        (forwarded.parse_forwarded, facts.forwarded),
+        (forwarding_syntax.parse_x_forwarded_for, facts.x_forwarded_for),
+        (forwarding_syntax.parse_forwarded, facts.forwarded),
     ):
-        if value is not None and len(value) <= forwarded.MAX_HEADER_LENGTH:
+        if value is not None and len(value) <= forwarding_syntax.MAX_HEADER_LENGTH:
             try:
                 entries.extend(parse(value) or ())
-            except forwarded.MalformedHeader:
+            except forwarding_syntax.MalformedHeader:
                 continue  # the rules refuse it anyway
     return any(parse_ip(entry) == client for entry in entries)
 
 
 def _client_entries(scope: Scope) -> set[str]:
-    """The entries of the request's :data:`CLIENT_HEADERS`, as text."""
+    """The entries of the request's
+    :data:`~flask_selfhost.forwarding_syntax.CLIENT_HEADERS`, as text."""
     entries: set[str] = set()
     headers = scope.get("headers")
     for pair in headers if isinstance(headers, (list, tuple)) else ():
         try:
             name, value = pair
-            if bytes(name).lower() in CLIENT_HEADERS:
+            if bytes(name).lower() in ASGI_CLIENT_NAMES:
                 entries.update(entry.strip() for entry in bytes(value).decode("latin-1").split(","))
         except (TypeError, ValueError):
             continue  # unreadable: the host rule refuses the request

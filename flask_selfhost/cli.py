@@ -32,10 +32,11 @@ from .asgi import is_guarded_asgi
 from .connection import FOLDS_UNDERSCORE_NAMES
 from .extension import EXTENSION_NAME, exempt_views, find_flask_app
 from .facts import KnownConnection, RequestFacts
-from .forwarded import DROP_UNDERSCORE_NAMES, TrustedProxies
 from .guard import judge
+from .hidden_relays import DROP_UNDERSCORE_NAMES
 from .log import log_field
 from .options import Options
+from .proxies import TrustedProxies
 
 CHECK_HELP = """\
 Apply the guard's source rule to a client address and the local address the

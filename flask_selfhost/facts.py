@@ -95,8 +95,9 @@ class RequestFacts(NamedTuple):
     :param forwarded: The ``Forwarded`` header.
     :param x_forwarded_for: The ``X-Forwarded-For`` header.
     :param relayed: Any forwarding header is present (``Forwarded``,
-        ``X-Forwarded-*``, ``X-Real-IP``, ``CF-Connecting-IP`` and the like):
-        a proxy relays someone else's request, or a client pretends that one
+        ``X-Forwarded-*``, ``X-Real-IP``, ``CF-Connecting-IP`` and the like:
+        :data:`~flask_selfhost.forwarding_syntax.FORWARDING_HEADERS`): a
+        proxy relays someone else's request, or a client pretends that one
         does.
     :param proxy_protocol: The server read a PROXY protocol header on this
         connection (its kind, such as ``TCP4`` or ``LOCAL``), so ``remote``

@@ -115,7 +115,9 @@ def guard_wsgi_app(
         nonlocal options, refuse, remotes, hosts, serving
         # The common request, answered from what the full rules granted before
         # (see flask_selfhost.accepted). Written out here, not called: a call
-        # costs as much as all of these lookups.
+        # costs as much as all of these lookups. The HTTP_ keys below are
+        # forwarding_syntax.ENVIRON_KEYS, one test each (a set's isdisjoint
+        # costs more); tests/test_forwarding_headers.py holds them to it.
         # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
         # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
         # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third

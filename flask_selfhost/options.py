@@ -20,8 +20,8 @@ from werkzeug.exceptions import default_exceptions
 from .accepted import AcceptedRequests
 from .crosssite import normalise_trusted_origins
 from .decision import Decision
-from .forwarded import NO_PROXIES, TrustedProxies
 from .hosts import normalise_allowed_hosts
+from .proxies import NO_PROXIES, TrustedProxies
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,9 @@ from flask_selfhost.facts import (
     KnownConnection,
     RequestFacts,
 )
-from flask_selfhost.forwarded import (
-    CLEARTEXT_HTTP2,
-    GUNICORN_ASGI_HTTP2,
-    H2C_CLIENT_UNKNOWN,
-    LOOPBACK_CLIENT,
-)
+from flask_selfhost.forwarded import LOOPBACK_CLIENT
 from flask_selfhost.guard import judge
+from flask_selfhost.hidden_relays import CLEARTEXT_HTTP2, GUNICORN_ASGI_HTTP2, H2C_CLIENT_UNKNOWN
 
 # 1. The rule: a table of facts -------------------------------------------------
 
