@@ -239,3 +239,13 @@ def test_the_import_hook_can_fail():
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert json.loads(done.stdout)["error"] is not None
+
+
+def test_the_lazy_names_are_the_flask_fronts():
+    from flask_selfhost import extension
+
+    assert flask_selfhost.SelfHost is extension.SelfHost
+    assert flask_selfhost.local_only is extension.local_only
+    assert {"SelfHost", "local_only"} <= set(dir(flask_selfhost)) <= set(vars(flask_selfhost))
+    with pytest.raises(AttributeError, match="no attribute 'SelfHoast'"):
+        flask_selfhost.SelfHoast  # noqa: B018 - the lookup is the test
