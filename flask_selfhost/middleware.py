@@ -22,6 +22,7 @@ refusals at WARNING, allowed requests at DEBUG.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -195,8 +196,12 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
         return refuse_plainly(decision, checked, environ, start_response)
 
     # Around a Flask app, @allow_remote and @local_only views mean what they
-    # mean under SelfHost. Imported here: extension imports us.
-    from .extension import find_flask_app, refuse_unless_exempt
+    # mean under SelfHost. No Flask app exists unless Flask is loaded, so a
+    # plain WSGI app's guard never imports it; and flask_routes imports this
+    # module, so it is imported here, not at the top.
+    if "flask" not in sys.modules:
+        return guard_wsgi_app(app, checked, refuse)
+    from .flask_routes import find_flask_app, refuse_unless_exempt
 
     flask_app = find_flask_app(app)
     if flask_app is None:

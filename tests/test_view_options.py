@@ -140,7 +140,7 @@ def test_verdict_options_of_a_view_only_make_it_stricter():
 
 
 def test_a_look_alike_attribute_is_not_a_views_options():
-    from flask_selfhost.extension import VIEW_OPTIONS
+    from flask_selfhost.views import VIEW_OPTIONS
 
     app = Flask(__name__)
     SelfHost(app)
