@@ -116,12 +116,16 @@ def refusal(decision: Decision, options: Options, response_class: type[Any]) -> 
     (``errorhandler(403)``), else as this plain text."""
     # Both frameworks raise Werkzeug's HTTP errors; imported here, by the
     # fronts' calls, so that importing this module loads no framework.
-    from werkzeug.exceptions import default_exceptions
+    from werkzeug.exceptions import HTTPException, default_exceptions
 
+    status = options.refuse_status
     body = options.body_for(decision)
-    response = response_class(body, options.refuse_status, content_type="text/plain; charset=utf-8")
+    response = response_class(body, status, content_type="text/plain; charset=utf-8")
     response.headers["Cache-Control"] = "no-store"
-    error = default_exceptions[options.refuse_status](description=body, response=response)
+    # Werkzeug 2.x has no class for 421: the base class, with the code set
+    # so that the app's errorhandler(421) still finds it.
+    error = default_exceptions.get(status, HTTPException)(description=body, response=response)
+    error.code = status
     error.selfhost_decision = decision  # type: ignore[attr-defined]
     return error
 
