@@ -45,14 +45,14 @@ from flask import Flask, Response, after_this_request, current_app, request
 from flask.ctx import RequestContext
 from werkzeug.exceptions import HTTPException, default_exceptions
 
-from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the Flask front's name for it
 from .guard import evaluate
-from .log import DEBUG, is_enabled_for, log_decision
-from .middleware import Refuse, guard_wsgi_app, refuse_plainly, with_headers
+from .log import log_decision
+from .middleware import Refuse, guard_wsgi_app
 from .options import Options
+from .respond import NO_STORE, PLAIN_TEXT, merge_headers, refuse_wsgi, start_response_with
 
 EXTENSION_NAME = "selfhost"
 CONFIG_PREFIX = "SELFHOST_"
@@ -142,8 +142,8 @@ def refusal(
     raises for a refused request: rendered through the app's error handlers
     (``errorhandler(403)``), else as this plain text."""
     body = options.body_for(decision)
-    response = response_class(body, options.refuse_status, content_type="text/plain; charset=utf-8")
-    response.headers["Cache-Control"] = "no-store"
+    response = response_class(body, options.refuse_status, content_type=PLAIN_TEXT)
+    response.headers.set(*NO_STORE)
     error = default_exceptions[options.refuse_status](description=body, response=response)
     error.selfhost_decision = decision  # type: ignore[attr-defined]
     return error
@@ -228,11 +228,9 @@ def _check(options: Options) -> Decision:
             response.headers.extend(merged)
             return response
 
-    if decision.allowed:
-        if is_enabled_for(DEBUG):
-            log_decision(decision, request.method, request.path)
-        return decision
     log_decision(decision, request.method, request.path)
+    if decision.allowed:
+        return decision
     raise refusal(decision, options)
 
 
@@ -270,11 +268,11 @@ def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
 
     def refuse(decision: Decision, environ: Any, start_response: Any) -> Any:
         if decision.headers:  # Vary, on the refusal and on an exempt view's answer alike
-            start_response = with_headers(start_response, decision.headers)
+            start_response = start_response_with(start_response, decision.headers)
         context = _routed_context(app, environ)
         if context is None:
             # Refuse in plain text rather than let Werkzeug's error become a 500.
-            return refuse_plainly(decision, options, environ, start_response)
+            return refuse_wsgi(decision, options, environ, start_response)
         view = _routed_view(app, context)
         if is_exempt(view):
             # Straight to Flask, past any middleware between it and the guard:
@@ -324,10 +322,10 @@ def refuse_unless_exempt(app: Flask, options: Options) -> Refuse:
         view = None if context is None else _routed_view(app, context)
         if is_exempt(view):
             if decision.headers:
-                start_response = with_headers(start_response, decision.headers)
+                start_response = start_response_with(start_response, decision.headers)
             return flask_wsgi_app(environ, start_response)
         answer = refusal_options(view, options)
-        return refuse_plainly(decision, answer, environ, start_response)
+        return refuse_wsgi(decision, answer, environ, start_response)
 
     return refuse_or_serve
 

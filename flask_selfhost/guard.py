@@ -21,7 +21,7 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       refused before anything it says is read: cleartext HTTP/2 (h2c),
       unless ``allow_cleartext_http2``, and gunicorn's HTTP/2, always (its
       client may be a PROXY protocol relay; see
-      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.asgi`). No
+      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.scope`). No
       browser speaks h2c; a proxy that relayed an ``Upgrade: h2c`` or piped
       a request relays raw bytes from then on, and every later stream
       arrives from the proxy with headers its client wrote.
