@@ -27,10 +27,8 @@ from . import __version__, doctor
 from .addresses import parse_ip
 from .facts import KnownConnection, RequestFacts
 from .guard import judge
-from .hidden_relays import DROP_UNDERSCORE_NAMES
 from .log import log_field
 from .options import Options
-from .proxies import TrustedProxies
 
 CHECK_HELP = """\
 Apply the guard's source rule to a client address and the local address the

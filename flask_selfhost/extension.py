@@ -48,14 +48,14 @@ from typing import Any
 
 from flask import Flask, Response, after_this_request, current_app, request
 
-from .crosssite import merge_headers
 from .decision import Decision
 from .exempt import View, is_exempt
 from .flask_routes import routed_context, routed_view
 from .guard import evaluate
-from .log import DEBUG, is_enabled_for, log_decision
-from .middleware import Refuse, guard_wsgi_app, refuse_plainly, with_headers
+from .log import log_decision
+from .middleware import Refuse, guard_wsgi_app
 from .options import Options
+from .respond import merge_headers, refuse_wsgi, start_response_with
 from .views import ExtensionBase, ViewOptions, local_only_decorator, refusal, refusal_options
 
 
@@ -75,11 +75,9 @@ def _check(options: Options) -> Decision:
             response.headers.extend(merged)
             return response
 
-    if decision.allowed:
-        if is_enabled_for(DEBUG):
-            log_decision(decision, request.method, request.path)
-        return decision
     log_decision(decision, request.method, request.path)
+    if decision.allowed:
+        return decision
     raise refusal(decision, options, Response)
 
 
@@ -94,11 +92,11 @@ def _refuse_through_flask(app: Flask, options: Options) -> Refuse:
 
     def refuse(decision: Decision, environ: Any, start_response: Any) -> Any:
         if decision.headers:  # Vary, on the refusal and on an exempt view's answer alike
-            start_response = with_headers(start_response, decision.headers)
+            start_response = start_response_with(start_response, decision.headers)
         context = routed_context(app, environ)
         if context is None:
             # Refuse in plain text rather than let Werkzeug's error become a 500.
-            return refuse_plainly(decision, options, environ, start_response)
+            return refuse_wsgi(decision, options, environ, start_response)
         view = routed_view(app, context)
         if is_exempt(view):
             # Straight to Flask, past any middleware between it and the guard:

@@ -28,8 +28,9 @@ from . import doctor
 from .asgi import is_guarded_asgi
 from .connection import FOLDS_UNDERSCORE_NAMES
 from .flask_routes import find_flask_app
-from .forwarded import DROP_UNDERSCORE_NAMES, TrustedProxies
+from .hidden_relays import DROP_UNDERSCORE_NAMES
 from .options import Options
+from .proxies import TrustedProxies
 from .views import EXTENSION_NAME, exempt_views
 
 flask_group = AppGroup("selfhost", help="The flask_selfhost guard of this app.")

@@ -25,8 +25,9 @@ from flask.ctx import RequestContext
 
 from .decision import Decision
 from .exempt import is_exempt
-from .middleware import Refuse, refuse_plainly, with_headers
+from .middleware import Refuse
 from .options import Options
+from .respond import refuse_wsgi, start_response_with
 from .views import refusal_options
 
 
@@ -78,9 +79,9 @@ def refuse_unless_exempt(app: Flask, options: Options) -> Refuse:
         view = None if context is None else routed_view(app, context)
         if is_exempt(view):
             if decision.headers:
-                start_response = with_headers(start_response, decision.headers)
+                start_response = start_response_with(start_response, decision.headers)
             return flask_wsgi_app(environ, start_response)
         answer = refusal_options(view, options)
-        return refuse_plainly(decision, answer, environ, start_response)
+        return refuse_wsgi(decision, answer, environ, start_response)
 
     return refuse_or_serve

@@ -198,6 +198,14 @@ REWRITTEN = (
     "REMOTE_ADDR was rewritten before the guard ran and its original does not match the "
     "connection; put the guard outside (before) ProxyFix"
 )
+REWRITTEN_CLIENT = (
+    "the client address is one its own forwarding headers name: the server may have put it "
+    "there and kept no original, so the proxy cannot be checked; turn that off (uvicorn: "
+    "--no-proxy-headers; daphne: no --proxy-headers; hypercorn: no ProxyFixMiddleware) and "
+    "let trusted_proxies judge the headers. A proxy on this host that relays this host's "
+    "client over TCP looks the same: connect it over a unix socket, "
+    "trusted_proxies=['unix']"
+)
 REWRITTEN_UNVERIFIED = (
     "REMOTE_ADDR was rewritten before the guard ran, and this server gives no witness of "
     "the connection to check the original against; put the guard outside (before) ProxyFix"
@@ -235,7 +243,9 @@ def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int)
     connection's witnessed peer (a second ProxyFix overwrites that original,
     and an original nothing can check never grants); or, under the PROXY
     protocol, the connection's witnessed peer, since the address the server
-    reports is the header's client.
+    reports is the header's client. A client that an ASGI server may have
+    taken from the headers themselves (``facts.remote_in_headers``) has no
+    peer left to check: refused.
     """
     forwarded, x_forwarded_for = facts.forwarded, facts.x_forwarded_for
     for value in (forwarded, x_forwarded_for):
@@ -244,6 +254,8 @@ def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int)
     if facts.proxy_protocol is not None:
         return _judge_proxy_protocol(facts, trusted, proxy_hops)
 
+    if facts.remote_in_headers:  # the peer that wrote the headers is unknown
+        return Decision(False, RULE, REWRITTEN_CLIENT, facts.remote, None)
     peer = facts.remote
     if facts.rewritten:
         peer = facts.original_remote

@@ -21,7 +21,7 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       refused before anything it says is read: cleartext HTTP/2 (h2c),
       unless ``allow_cleartext_http2``, and gunicorn's HTTP/2, always (its
       client may be a PROXY protocol relay; see
-      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.asgi`). No
+      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.scope`). No
       browser speaks h2c; a proxy that relayed an ``Upgrade: h2c`` or piped
       a request relays raw bytes from then on, and every later stream
       arrives from the proxy with headers its client wrote.
@@ -39,7 +39,10 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       forwarding headers waitress deleted (it keeps them in its parsed
       request), and, unless ``proxy_drops_underscore_headers``, an
       ``X-Forwarded-For`` on a server that folds ``X_Forwarded_For`` into
-      it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`).
+      it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`), are
+      refused too; so is a client that an ASGI server may have taken from
+      the request's own forwarding headers (``remote_in_headers``, see
+      :mod:`flask_selfhost.scope`): the peer that sent them is unknown.
    c. Otherwise a request whose peer is in ``trusted_proxies`` is refused:
       a proxy that sends no forwarding header (or a server that deleted
       them) would pass everyone it relays as itself. These relays, a's

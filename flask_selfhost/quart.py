@@ -54,13 +54,14 @@ from quart import (
 )
 from werkzeug.datastructures import Headers
 
-from .asgi import ASGIApp, Receive, Scope, SelfHostASGIMiddleware, Send, evaluate_scope
-from .crosssite import merge_headers
+from .asgi import SelfHostASGIMiddleware
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
-from .log import DEBUG, is_enabled_for, log_decision
+from .log import log_decision
 from .options import Options
+from .respond import merge_headers
+from .scope import ASGIApp, Receive, Scope, Send, evaluate_scope
 from .views import (
     ExtensionBase,
     SelfHostState,
@@ -180,11 +181,9 @@ def _check(options: Options) -> Decision:
             response.headers.extend(merged)
             return response
 
-    if decision.allowed:
-        if is_enabled_for(DEBUG):
-            log_decision(decision, connection.method, connection.path)
-        return decision
     log_decision(decision, connection.method, connection.path)
+    if decision.allowed:
+        return decision
     raise refusal(decision, options, Response)
 
 

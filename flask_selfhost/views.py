@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .decision import Decision
 from .exempt import View, is_exempt
 from .options import Options
+from .respond import NO_STORE, PLAIN_TEXT
 
 if TYPE_CHECKING:
     from werkzeug.exceptions import HTTPException
@@ -120,8 +121,8 @@ def refusal(decision: Decision, options: Options, response_class: type[Any]) -> 
 
     status = options.refuse_status
     body = options.body_for(decision)
-    response = response_class(body, status, content_type="text/plain; charset=utf-8")
-    response.headers["Cache-Control"] = "no-store"
+    response = response_class(body, status, content_type=PLAIN_TEXT)
+    response.headers.set(*NO_STORE)
     # Werkzeug 2.x has no class for 421: the base class, with the code set
     # so that the app's errorhandler(421) still finds it.
     error = default_exceptions.get(status, HTTPException)(description=body, response=response)

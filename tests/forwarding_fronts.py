@@ -165,8 +165,8 @@ def rules_decision(front: str, header: str) -> Any:
 
         environ = EnvironBuilder("/admin", **wsgi_request(header)).get_environ()
         return evaluate(environ, Options())
-    from flask_selfhost.asgi import facts_from_scope
     from flask_selfhost.guard import judge
+    from flask_selfhost.scope import facts_from_scope
 
     return judge(facts_from_scope(scope(header)))
 

@@ -27,7 +27,8 @@ import time
 import pytest
 
 from flask_selfhost import asgi
-from flask_selfhost.asgi import SelfHostASGIMiddleware, facts_from_scope
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+from flask_selfhost.scope import evaluate_scope, facts_from_scope, scope_value
 
 from .servers import free_port, server_process
 
@@ -128,12 +129,12 @@ def test_a_secure_scheme_is_read_in_any_case(scheme):
 
 
 def test_keys_without_a_default_stay_unknown():
-    assert asgi.scope_value({"type": "http"}, "http_version") is None
-    assert asgi.scope_value({"type": "websocket"}, "http_version") == "1.1"
-    assert asgi.scope_value({"type": "websocket"}, "scheme") == "ws"
-    assert asgi.scope_value({"type": "http"}, "scheme") == "http"
-    assert asgi.scope_value({"type": ["http"]}, "scheme") is None  # an odd type: no default
-    assert asgi.scope_value({}, "scheme") is None
+    assert scope_value({"type": "http"}, "http_version") is None
+    assert scope_value({"type": "websocket"}, "http_version") == "1.1"
+    assert scope_value({"type": "websocket"}, "scheme") == "ws"
+    assert scope_value({"type": "http"}, "scheme") == "http"
+    assert scope_value({"type": ["http"]}, "scheme") is None  # an odd type: no default
+    assert scope_value({}, "scheme") is None
 
 
 @pytest.mark.parametrize("kind", ["http", "websocket"])
@@ -164,11 +165,10 @@ def test_common_path_sends_a_scope_with_a_missing_key_to_the_full_rules(monkeypa
     }
     assert run(guard, request)[0]["status"] == 200  # the grant the common path remembers
     judged = []
-    real = asgi.evaluate_scope
 
     def counting(scope, options):
         judged.append(scope)
-        return real(scope, options)
+        return evaluate_scope(scope, options)
 
     monkeypatch.setattr(asgi, "evaluate_scope", counting)
     assert run(guard, request)[0]["status"] == 200
