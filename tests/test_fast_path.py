@@ -23,7 +23,8 @@ from flask_selfhost import Options, SelfHost, SelfHostMiddleware, kernel_witness
 from flask_selfhost import accepted as memory
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
 from flask_selfhost.asgi import SelfHostASGIMiddleware
-from flask_selfhost.environ import FORWARDING_HEADERS, GUNICORN_HTTP2
+from flask_selfhost.environ import GUNICORN_HTTP2
+from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
 
 #: Scopes written by hand name connections that do not exist (see the fixture).
 pytestmark = pytest.mark.usefixtures("made_up_connections")
@@ -99,7 +100,7 @@ hosts = st.one_of(
 OPTIONAL = [
     "HTTP_ORIGIN",
     "HTTP_SEC_FETCH_SITE",
-    *FORWARDING_HEADERS,
+    *ENVIRON_KEYS,
     "werkzeug.proxy_fix.orig",
 ]
 values = st.one_of(
