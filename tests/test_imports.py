@@ -42,7 +42,7 @@ ALL_MODULES = sorted(
 # Guards a plain WSGI app and a plain ASGI app, asks each for a loopback
 # client's request and another host's, and says which frameworks were loaded.
 GUARDED_APPS = """\
-import asyncio, io, json, sys
+import asyncio, io, json, socket, sys
 
 import flask_selfhost
 import flask_selfhost.asgi
@@ -72,12 +72,19 @@ def wsgi_answer(remote):
     return int(statuses[0][:3]), body.decode()
 
 
+# A real loopback connection: the guard asks the kernel for its client's socket.
+listener = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(listener.getsockname())
+accepted, peer = listener.accept()
+
+
 async def asgi_answer(remote):
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "",
         "headers": [(b"host", b"127.0.0.1:8000")],
-        "client": (remote, 50000), "server": ("127.0.0.1", 8000),
+        "client": peer if remote == "127.0.0.1" else (remote, 50000),
+        "server": accepted.getsockname(),
     }
     sent = []
 
