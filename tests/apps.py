@@ -73,3 +73,9 @@ class MethodOverride:
         if "HTTP_X_HTTP_METHOD_OVERRIDE" in environ:
             environ["REQUEST_METHOD"] = environ["HTTP_X_HTTP_METHOD_OVERRIDE"].upper()
         return self.app(environ, start_response)
+
+
+#: The same guards with the kernel witness off: the control that shows what
+#: the address rule alone grants (tests/test_kernel_witness.py).
+unwitnessed_app = SelfHostMiddleware(whoami, check_client_socket=False)
+unwitnessed_asgi_app = SelfHostASGIMiddleware(asgi_whoami, check_client_socket=False)

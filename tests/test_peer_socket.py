@@ -39,7 +39,16 @@ from flask_selfhost.peer_socket import (
 )
 
 from .conftest import require_commands, require_root
-from .netns import Hosts, dnat_to_loopback, ns_command, ns_run, require_netns, two_hosts
+from .nat_rules import (
+    PORT,
+    dnat_and_snat_to_own_address,
+    dnat_trap_and_snat_to_loopback,
+    snat_to_another_listening_port,
+    snat_to_own_address,
+    snat_to_own_ipv6_address,
+    snat_to_the_listening_port,
+)
+from .netns import Hosts, ns_command, ns_run, require_netns, two_hosts
 from .servers import ROOT
 
 LISTEN, ESTABLISHED, TIME_WAIT = 10, 1, 6
@@ -547,7 +556,6 @@ def test_a_client_of_another_user_is_found_with_its_uid(other_user):
 
 # Another host disguised by NAT (root) ---------------------------------------------------
 
-PORT = 8000
 
 #: A plain server run inside the server namespace ("this host"): it accepts
 #: one connection, reads one byte, asks the kernel for the client's socket,
@@ -611,55 +619,6 @@ def witness(hosts: Hosts, listen: str, client_ns: str, dial: str, dial_port: int
         if server.poll() is None:
             server.kill()
             server.wait()
-
-
-def iptables(hosts: Hosts, *rule: str) -> None:
-    ns_run(hosts.server_ns, "iptables", "-t", "nat", "-A", *rule, check=True)
-
-
-def snat_from_client(hosts: Hosts, to: str) -> list[str]:
-    match = ["INPUT", "-p", "tcp", "-s", hosts.client_ip4, "--dport", str(PORT)]
-    return [*match, "-j", "SNAT", "--to-source", to]
-
-
-def snat_to_own_address(hosts: Hosts) -> None:
-    iptables(hosts, *snat_from_client(hosts, hosts.server_ip4))
-
-
-def dnat_and_snat_to_own_address(hosts: Hosts) -> None:
-    iptables(
-        hosts,
-        *["PREROUTING", "-i", hosts.server_if, "-p", "tcp", "--dport", str(PORT)],
-        *["-j", "DNAT", "--to-destination", f"{hosts.server_ip4}:{PORT}"],
-    )
-    iptables(hosts, *snat_from_client(hosts, hosts.server_ip4))
-
-
-def dnat_trap_and_snat_to_loopback(hosts: Hosts) -> None:
-    dnat_to_loopback(hosts, PORT)
-    iptables(hosts, *snat_from_client(hosts, "127.0.0.1"))
-
-
-def snat_to_own_ipv6_address(hosts: Hosts) -> None:
-    ns_run(
-        hosts.server_ns,
-        *["ip6tables", "-t", "nat", "-A", "INPUT", "-p", "tcp", "-s", hosts.client_ip6],
-        *["--dport", str(PORT), "-j", "SNAT", "--to-source", hosts.server_ip6],
-        check=True,
-    )
-
-
-def snat_to_another_listening_port(hosts: Hosts) -> None:
-    """The other host's address and port become those another server of
-    this host listens on: the kernel falls back to that LISTEN socket."""
-    iptables(hosts, *snat_from_client(hosts, f"{hosts.server_ip4}:{PORT + 1}"))
-
-
-def snat_to_the_listening_port(hosts: Hosts) -> None:
-    """The other host's address and port become the server's own listening
-    ones: both ends of the connection are equal, and the kernel answers
-    with the server's own accepted socket, established and held."""
-    iptables(hosts, *snat_from_client(hosts, f"{hosts.server_ip4}:{PORT}"))
 
 
 #: name: (rules, where the server listens, the address it then sees on both
