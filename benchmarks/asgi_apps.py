@@ -4,6 +4,8 @@ builds for ``curl http://127.0.0.1:8000/``)."""
 
 from __future__ import annotations
 
+import socket
+
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -84,6 +86,13 @@ async def serve(app, count: int, browser: bool = False) -> None:
     """Serve ``count`` requests to ``app``, one after another, as a server
     would: curl's (:func:`uvicorn_like_scope`), or a browser's."""
     scope = browser_like_scope() if browser else uvicorn_like_scope()
+    # The client and server ends of a real loopback connection: the guard
+    # asks the kernel for the client's socket (on every request: a scope
+    # names no connection to remember it on).
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, peer = listener.accept()
+    scope["client"], scope["server"] = peer, accepted.getsockname()
 
     async def receive() -> dict:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -93,3 +102,5 @@ async def serve(app, count: int, browser: bool = False) -> None:
 
     for _ in range(count):
         await app(dict(scope, state={}), receive, send)
+    for sock in (client, accepted, listener):
+        sock.close()

@@ -68,7 +68,13 @@ elif variant in ("wsgi pass-through", "wsgi absence tests"):
     app = (pass_through if variant == "wsgi pass-through" else with_absence_tests)(trivial_app)
 else:
     app = SelfHostMiddleware(trivial_app) if variant == "wsgi guarded" else trivial_app
-environ = gunicorn_like_environ("127.0.0.1", None)
+# A real loopback connection, as gunicorn's socket: the guard asks the
+# kernel for its client once, on the first request, and remembers it.
+import socket
+listener = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(listener.getsockname())
+accepted, _ = listener.accept()
+environ = gunicorn_like_environ("127.0.0.1", accepted)
 # The cyclic collector runs after a count of allocations, so its passes fall
 # on different requests in different runs: thousands of instructions of
 # noise on a Flask request. Requests here make no cycles; collect now, then

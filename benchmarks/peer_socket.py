@@ -17,23 +17,42 @@ connection's client socket:
 and both sharing schemes with four threads querying at once (wall-clock
 microseconds per query, all threads together). Each figure is the best of
 several repeats, the least disturbed by other work on the machine.
+
+Then the guard with the witness (``check_client_socket``, the default)
+beside the same guard without it, on a real loopback connection:
+microseconds per request of a trivial WSGI app behind
+``SelfHostMiddleware`` on a new connection (the full rules and one query)
+and on a keep-alive connection (the fast path, the connection found in
+memory), and of an ASGI app behind ``SelfHostASGIMiddleware`` (a query per
+request: a scope names no connection to remember on). Last, requests per
+second under real servers on 127.0.0.1, bare, guarded, and guarded without
+the witness, in alternating rounds (median): gunicorn's sync worker with a
+new connection per request (``ab``), and uvicorn with keep-alive
+(``ab -k``); ``--seconds 0`` leaves them out.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
+import re
 import resource
+import shutil
 import socket
+import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from flask_selfhost import peer_socket
+from flask_selfhost import SelfHostMiddleware, kernel_witness, peer_socket
+from flask_selfhost.asgi import SelfHostASGIMiddleware
 
 REPEATS = 5
 
@@ -140,10 +159,220 @@ def measure(count: int, number: int) -> dict[str, float]:
     return figures
 
 
+# The guard with and without the witness ---------------------------------------------
+
+
+def trivial_app(environ: dict, start_response: Callable) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+
+
+def ignore(*_: object) -> None:
+    pass
+
+
+def environ_for(accepted: socket.socket) -> dict:
+    """What gunicorn puts in the environ of ``curl`` on this connection."""
+    peer, local = accepted.getpeername(), accepted.getsockname()
+    return {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_SOFTWARE": "gunicorn/27.0.1",
+        "REMOTE_ADDR": peer[0],
+        "REMOTE_PORT": str(peer[1]),
+        "HTTP_HOST": f"127.0.0.1:{local[1]}",
+        "HTTP_USER_AGENT": "curl/7.88.1",
+        "HTTP_ACCEPT": "*/*",
+        "wsgi.url_scheme": "http",
+        "gunicorn.socket": accepted,
+    }
+
+
+def scope_for(accepted: socket.socket) -> dict:
+    """What uvicorn puts in the scope of ``curl`` on this connection."""
+    local = accepted.getsockname()
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "server": local,
+        "client": accepted.getpeername(),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"host", f"127.0.0.1:{local[1]}".encode()), (b"accept", b"*/*")],
+    }
+
+
+async def asgi_hello(scope: dict, receive: Callable, send: Callable) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"Hello, World!"})
+
+
+def guard_figures(number: int) -> dict[str, tuple[float, float]]:
+    """(with the witness, without) microseconds per request."""
+    figures: dict[str, tuple[float, float]] = {}
+    with connections(1) as pairs:
+        accepted = pairs[0][1]
+        environ = environ_for(accepted)
+        on, off = (
+            SelfHostMiddleware(trivial_app),
+            SelfHostMiddleware(trivial_app, check_client_socket=False),
+        )
+        for app in (on, off):  # the first request teaches the memories
+            assert app(dict(environ), ignore) == [b"Hello, World!"]
+        witnessed = kernel_witness.witnessed_connections
+        assert id(accepted) in witnessed
+
+        def new_connection(app: Callable) -> Callable[[], object]:
+            def request() -> object:
+                witnessed.pop(id(accepted), None)  # as a new socket object would be
+                return app(dict(environ), ignore)
+
+            return request
+
+        figures["WSGI, a new connection"] = (
+            best_us(new_connection(on), number),
+            best_us(new_connection(off), number),
+        )
+        kernel_witness.remember_connection(accepted)
+        figures["WSGI, a keep-alive request"] = (
+            best_us(lambda: on(dict(environ), ignore), number * 10),
+            best_us(lambda: off(dict(environ), ignore), number * 10),
+        )
+        scope = scope_for(accepted)
+        asgi_on = SelfHostASGIMiddleware(asgi_hello)
+        asgi_off = SelfHostASGIMiddleware(asgi_hello, check_client_socket=False)
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            pass
+
+        def asgi_us(app: SelfHostASGIMiddleware) -> float:
+            async def timed() -> float:
+                best = float("inf")
+                for _ in range(REPEATS):
+                    started = time.perf_counter()
+                    for _ in range(number):
+                        await app(dict(scope), receive, send)
+                    best = min(best, (time.perf_counter() - started) / number)
+                return best * 1e6
+
+            asyncio.run(app(dict(scope), receive, send))  # teaches the memory
+            return asyncio.run(timed())
+
+        figures["ASGI, every request"] = (asgi_us(asgi_on), asgi_us(asgi_off))
+    return figures
+
+
+SERVED = """
+from flask_selfhost import SelfHostMiddleware
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+
+def wsgi(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+
+async def asgi(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"Hello, World!"})
+
+wsgi_guarded = SelfHostMiddleware(wsgi)
+wsgi_unwitnessed = SelfHostMiddleware(wsgi, check_client_socket=False)
+asgi_guarded = SelfHostASGIMiddleware(asgi)
+asgi_unwitnessed = SelfHostASGIMiddleware(asgi, check_client_socket=False)
+"""
+
+#: name: (the command for a port and an app, ab's options, the apps)
+SERVERS = {
+    "gunicorn sync, a new connection per request": (
+        lambda port, app: [
+            *(sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "1"),
+            *("-b", f"127.0.0.1:{port}", f"served:{app}"),
+        ],
+        [],
+        "wsgi",
+    ),
+    "uvicorn, keep-alive": (
+        lambda port, app: [
+            *(sys.executable, "-m", "uvicorn", "--port", str(port), "--log-level", "warning"),
+            f"served:{app}",
+        ],
+        ["-k"],
+        "asgi",
+    ),
+}
+VARIANTS = ("bare", "guarded", "unwitnessed")
+
+
+def requests_per_second(port: int, seconds: int, options: list[str]) -> float:
+    done = subprocess.run(
+        [
+            "ab",
+            *options,
+            "-q",
+            "-c",
+            "4",
+            "-t",
+            str(seconds),
+            "-n",
+            "10000000",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(re.search(r"Requests per second:\s+([\d.]+)", done.stdout).group(1))  # type: ignore[union-attr]
+
+
+def server_figures(seconds: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Median req/s per server and variant."""
+    from tests.servers import free_port, server_process
+
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "served.py").write_text(SERVED)
+        env = {"PYTHONPATH": f"{folder}:{Path(__file__).resolve().parent.parent}"}
+        for name, (command, ab_options, kind) in SERVERS.items():
+            measured: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+            with contextlib.ExitStack() as stack:
+                ports = {}
+                for variant in VARIANTS:
+                    app = kind if variant == "bare" else f"{kind}_{variant}"
+                    port = ports[variant] = free_port()
+                    stack.enter_context(
+                        server_process(
+                            command(port, app),
+                            ("127.0.0.1", port),
+                            Path(folder),
+                            env=env,
+                            cwd=Path(folder),
+                        )
+                    )
+                for _ in range(rounds):
+                    for variant in VARIANTS:
+                        measured[variant].append(
+                            requests_per_second(ports[variant], seconds, ab_options)
+                        )
+            figures[name] = {v: statistics.median(values) for v, values in measured.items()}
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sockets", type=int, nargs="+", default=[20, 3000])
     parser.add_argument("--number", type=int, default=5000)
+    parser.add_argument("--seconds", type=int, default=3, help="per ab round; 0: no servers")
+    parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = 2 * max(options.sockets) + 100
@@ -155,6 +384,17 @@ def main() -> None:
         print(f"\n{2 * count} extra loopback sockets")
         for name, value in figures.items():
             print(f"  {name:<34} {value:9.1f} us")
+    print("\nThe guard, with the witness and without (us per request)")
+    for name, (on, off) in guard_figures(options.number).items():
+        print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
+    if options.seconds and shutil.which("ab"):
+        print(f"\nRequests per second, median of {options.rounds} rounds of {options.seconds} s")
+        print(f"  {'':<44} {'bare':>8} {'guarded':>8} {'no witness':>10}")
+        for name, values in server_figures(options.seconds, options.rounds).items():
+            row = " ".join(f"{values[v]:8.0f}" for v in VARIANTS[:2])
+            print(f"  {name:<44} {row} {values['unwitnessed']:10.0f}")
+    elif options.seconds:
+        print("\n(no ab here: Debian's apache2-utils has it)")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,7 @@ def guard_wsgi_app(
             # The kernel's witness, remembered on the connection by the full rules.
             and (
                 not options.check_client_socket
-                or environ.get("gunicorn.socket") in witnessed
+                or id(environ.get("gunicorn.socket")) in witnessed
                 or environ_witnessed(environ, options.require_client_socket)
             )
         ):

@@ -1,12 +1,14 @@
-"""The doctor against ways in that the guard cannot see, on real servers in a
-network namespace: source NAT that gives other hosts this host's own address
-(iptables, ip6tables, nft), and an ``--app`` that is not what the port
-serves. Each case makes a real request from the other host first, so that
+"""The doctor against ways in, on real servers in a network namespace:
+source NAT that gives other hosts this host's own address (iptables,
+ip6tables, nft; refused by the guard's kernel witness, seen by the guard's
+address rule alone only when that is off), and an ``--app`` that is not
+what the port serves. Each case makes a real request from the other host first, so that
 the doctor is judged against what happens, then runs the doctor, then runs
 the fixes the doctor prints and shows that they close the way in."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_selfhost.doctor import REFUSED_BY_GUARD, RISKY, UNKNOWN
+from flask_selfhost.doctor import OK, REFUSED_BY_GUARD, RISKY, UNKNOWN
 
 from .conftest import require_commands
 from .netns import (
@@ -148,31 +150,48 @@ CASES = [
 ]
 
 
+#: The demo's guard without the kernel witness (its config from the environment).
+UNWITNESSED = {"DEMO_SELFHOST_CHECK_CLIENT_SOCKET": "false"}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_source_nat_to_this_host_is_risky_and_its_fix_closes_it(hosts, tmp_path, case):
     case.rules(hosts)
     args = ["-b", case.bind, "--workers", "1", "demo_app:app"]
-    with gunicorn_in(hosts.server_ns, args, PORT, tmp_path):  # [::] takes 127.0.0.1 too
-        target = case.target(hosts)
+    target = case.target(hosts)
+    for folder in ("witnessed", "unwitnessed"):
+        (tmp_path / folder).mkdir()
+    # The guard's kernel witness (on by default): the other host has no socket
+    # on this host, whatever address NAT gave it, and is refused.
+    with gunicorn_in(hosts.server_ns, args, PORT, tmp_path / "witnessed"):
         status, body = http_get(hosts.client_ns, target, PORT, "/admin", case.headers)
-        # The known limit: the guarded app answers the other host, because the
-        # kernel gave it this host's address before the app saw the connection.
-        # Nothing in a request tells it apart; the doctor is where it is found.
+        assert status == 403, body
+        code, report = run_doctor(hosts.server_ns, *APP)
+        assert code == 1, report  # the rule stays risky: other apps here answer it
+        snat = [f for f in report["findings"] if f["details"].get("target") == "SNAT"]
+        assert [f["severity"] for f in snat] == [RISKY], report
+        witness = [f for f in report["findings"] if f["topic"] == "witness"]
+        assert [f["severity"] for f in witness] == [OK], report
+    # Without it, the address rule alone: the guarded app answers the other
+    # host, and the doctor puts nothing down to the guard.
+    off = {**os.environ, **UNWITNESSED}
+    with gunicorn_in(hosts.server_ns, args, PORT, tmp_path / "unwitnessed", env=UNWITNESSED):
+        status, body = http_get(hosts.client_ns, target, PORT, "/admin", case.headers)
         assert status == 200, body
 
-        code, report = run_doctor(hosts.server_ns, *APP)
+        code, report = run_doctor(hosts.server_ns, *APP, env=off)
         assert code == 1, report
         snat = [f for f in report["findings"] if f["details"].get("target") == "SNAT"]
         assert [f["severity"] for f in snat] == [RISKY], report
         assert snat[0]["details"]["makes_remote_local"] is True  # in the JSON, for scripts
         assert not [f for f in report["findings"] if f["details"].get(REFUSED_BY_GUARD)]
-        text = ns_run(hosts.server_ns, *doctor_command(*APP)).stdout
+        text = ns_run(hosts.server_ns, *doctor_command(*APP), env=off).stdout
         assert "refuses them" not in text.splitlines()[-1], text
         assert f"         fix: {snat[0]['fix']}" in text.splitlines()
 
         for finding in snat:
             run_in(hosts.server_ns, finding["fix"])
-        code, report = run_doctor(hosts.server_ns, *APP)
+        code, report = run_doctor(hosts.server_ns, *APP, env=off)
         assert code == 0, report
         assert not [f for f in report["findings"] if f["details"].get("target") == "SNAT"]
         status, body = http_get(hosts.client_ns, target, PORT, "/admin", case.headers)

@@ -277,7 +277,7 @@ def test_a_connection_is_asked_about_once_and_remembered_on_its_socket(monkeypat
     with listener, client, accepted:
         for _ in range(3):  # the first takes the full rules, the rest the fast path
             assert answer(app, environ_of(accepted)).startswith("200")
-        assert len(asked) == 1 and accepted in kernel_witness.witnessed_connections
+        assert len(asked) == 1 and id(accepted) in kernel_witness.witnessed_connections
         # Another connection from the same address is asked about again.
         _, client2, accepted2 = other = loopback_pair()
         with other[0], client2, accepted2:
@@ -323,3 +323,14 @@ def test_the_options_are_checked():
         Options(check_client_socket="no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="require_client_socket needs"):
         Options(check_client_socket=False, require_client_socket=True)
+
+
+def test_the_memory_goes_with_the_socket_object():
+    listener, client, accepted = loopback_pair()
+    with listener, client:
+        kernel_witness.remember_connection(accepted)
+        key = id(accepted)
+        assert key in kernel_witness.witnessed_connections
+        accepted.close()
+        del accepted  # freed: its weak reference's callback forgets it
+        assert key not in kernel_witness.witnessed_connections

@@ -18,6 +18,8 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.app`: the app of ``--app``, and whether
   flask_selfhost guards it;
 - :mod:`~flask_selfhost.doctor.served`: whether ``--port`` serves that app;
+- :mod:`~flask_selfhost.doctor.witness`: whether the app's guard asks the
+  kernel for each local client's socket, and what it would refuse now;
 - :mod:`~flask_selfhost.doctor.proxies`: an nginx that passes header names
   with underscores, when the app says its proxy drops them;
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
@@ -28,7 +30,8 @@ was found). With ``--port``, the status is about that port: what leads only
 to other ports is a note (forwarders excepted, which may relay to any port).
 A guarded ``--app`` is credited (other hosts that reach the port are
 refused) only when the process on ``--port`` names it, and never while a
-source NAT rule makes other hosts look local. Every risky finding has a
+source NAT rule makes other hosts look local, unless the guard asks the
+kernel for each local client's socket (on by default) and netlink answers. Every risky finding has a
 fix: the command or change that removes it. The parsers are pure (text in,
 findings out); the ``read_*`` functions and :func:`run` do the I/O around them.
 """
@@ -80,6 +83,7 @@ from .report import (
 )
 from .served import Process, app_specs_in, read_commands, same_app, served_findings
 from .sysctl import read_route_localnet, route_localnet_findings
+from .witness import witness_findings
 
 
 def run(
@@ -95,6 +99,7 @@ def run(
     findings: list[Finding] = []
     guarded: bool | None = None
     drops = False
+    options = None
     if app_spec is not None:
         try:
             app = load(app_spec)
@@ -107,9 +112,19 @@ def run(
         else:
             guarded = is_guarded(app)
             drops = drops_underscores(app)
+            options = guard_of(app)
             findings += app_findings(app_spec, app)
+    commands = served_commands(port)
+    witnessed, witness = witness_findings(options, port, commands)
+    findings += witnessed
     findings += audit(
-        Scope(port, app_spec if guarded is not None else None, guarded, drops_underscores=drops)
+        Scope(
+            port,
+            app_spec if guarded is not None else None,
+            guarded,
+            drops_underscores=drops,
+            witness=witness,
+        )
     )
     print(render(findings, as_json))
     return exit_status(findings)
@@ -130,7 +145,7 @@ def audit(scope: Scope) -> list[Finding]:
         if served is False:
             scope = replace(scope, guarded=None)
     nat = read_nat(scope=scope, is_root=os.geteuid() == 0, own_addresses=read_own_addresses())
-    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in nat):
+    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in nat) and not scope.witness:
         scope = replace(scope, bypass=SNAT_BYPASS)
     findings += listener_findings(listeners, scope.port, scope.app, scope.guarded, scope.bypass)
     findings += forwarder_findings(listeners)
@@ -139,6 +154,14 @@ def audit(scope: Scope) -> list[Finding]:
     if scope.drops_underscores:
         findings += underscore_findings(listeners)
     return findings + nat
+
+
+def served_commands(port: int | None) -> list[str]:
+    """The command lines of the processes that listen on ``port``."""
+    if port is None:
+        return []
+    listeners = [item for item in read_listeners()[0] if item.port == port]
+    return [" ".join(process.argv) for process in read_commands(listeners).values()]
 
 
 def drops_underscores(app: object) -> bool:
@@ -195,4 +218,5 @@ __all__ = [
     "same_app",
     "served_findings",
     "underscore_findings",
+    "witness_findings",
 ]

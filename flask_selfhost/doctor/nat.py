@@ -339,7 +339,7 @@ def nat_findings(
         for finding in [snat_finding(rule, scope, own_addresses)]
         if finding is not None
     ]
-    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in findings):
+    if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in findings) and not scope.witness:
         scope = replace(scope, bypass=SNAT_BYPASS)
     for rule in rules:
         if rule.target != "DNAT" or not rule.destination:

@@ -44,6 +44,9 @@ class Scope:
     bypass: str | None = None
     #: The app's guard says its proxy drops header names with underscores.
     drops_underscores: bool = False
+    #: The app's guard asks the kernel for each local client's socket, and
+    #: netlink answers here: source NAT to this host's address is no bypass.
+    witness: bool = False
 
     @property
     def guarded_port(self) -> bool:
