@@ -35,7 +35,7 @@ from werkzeug.test import EnvironBuilder
 
 import flask_selfhost
 from flask_selfhost import forwarded
-from flask_selfhost.asgi import UNJUDGED_HEADERS, facts_from_scope
+from flask_selfhost.asgi import UNJUDGED_HEADERS
 from flask_selfhost.forwarding_syntax import (
     ASGI_CLIENT_NAMES,
     ASGI_NAMES,
@@ -43,6 +43,7 @@ from flask_selfhost.forwarding_syntax import (
     ENVIRON_KEYS,
     FORWARDING_HEADERS,
 )
+from flask_selfhost.scope import facts_from_scope
 
 from .forwarding_fronts import OTHER_FRONTS, REMEMBERING_FRONTS, outcome, scope
 

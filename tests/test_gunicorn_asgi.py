@@ -42,7 +42,7 @@ import types
 import pytest
 
 from flask_selfhost.asgi import SelfHostASGIMiddleware
-from flask_selfhost.forwarded import GUNICORN_ASGI_HTTP2
+from flask_selfhost.hidden_relays import GUNICORN_ASGI_HTTP2
 from flask_selfhost.scope import GUNICORN_ASGI
 
 from .apps import asgi_whoami
