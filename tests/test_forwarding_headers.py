@@ -47,6 +47,9 @@ from flask_selfhost.scope import facts_from_scope
 
 from .forwarding_fronts import OTHER_FRONTS, REMEMBERING_FRONTS, outcome, scope
 
+#: Scopes written by hand name connections that do not exist (see the fixture).
+pytestmark = pytest.mark.usefixtures("made_up_connections")
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 PACKAGE = Path(flask_selfhost.__file__).resolve().parent
 
@@ -223,6 +226,11 @@ MADE_UP_KEY = "HTTP_X_MADE_UP_CLIENT"
 ON_THE_COPY = f"""
 import json
 import flask_selfhost
+from flask_selfhost import peer_socket
+
+# Scopes written by hand name connections that do not exist: the kernel
+# vouches for them here, as tests/conftest.py's made_up_connections does.
+peer_socket.check_client = lambda *ends: peer_socket.Verdict(True, peer_socket.HELD, "made up")
 from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
 from tests.forwarding_fronts import FRONTS, REMEMBERING_FRONTS, outcome
 

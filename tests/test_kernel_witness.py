@@ -334,3 +334,27 @@ def test_the_memory_goes_with_the_socket_object():
         accepted.close()
         del accepted  # freed: its weak reference's callback forgets it
         assert key not in kernel_witness.witnessed_connections
+
+
+# The doctor ----------------------------------------------------------------------------
+
+
+def test_the_doctor_says_whether_the_witness_works_and_what_it_would_refuse():
+    from flask_selfhost.doctor import NOTE, OK
+    from flask_selfhost.doctor.witness import read_connections, refused_now, witness_findings
+
+    listener, client, accepted = loopback_pair()
+    with listener, client, accepted:
+        port = listener.getsockname()[1]
+        (ends,) = read_connections(port)  # the accepted end, as /proc/net/tcp lists it
+        assert (ends.peer, ends.peer_port) == accepted.getpeername()
+        assert refused_now([ends]) == []  # this host's own client
+        made_up = Ends("127.0.0.1", 1, "127.0.0.1", port)
+        assert refused_now([made_up]) == [(made_up, peer_socket.NOT_FOUND)]
+        findings, works = witness_findings(Options(), port)
+        assert works and [f.severity for f in findings] == [OK], findings
+        findings, works = witness_findings(Options(check_client_socket=False), port)
+        assert not works and [f.severity for f in findings] == [NOTE]
+        assert "check_client_socket=False" in findings[0].message
+        findings, works = witness_findings(Options(), port, ["granian --interface wsgi app:app"])
+        assert not works and findings[0].details == {"servers": ["granian"]}
