@@ -53,6 +53,11 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       connection arrived on, as the server witnessed it. A unix-socket
       connection has no client address: refused unless
       ``unix_socket_is_local``.
+   e. A grant of b. or d. for a TCP connection whose witnessed peer is
+      loopback or one of this host's addresses also needs the kernel to find
+      the client's own socket on this host (``check_client_socket``, on by
+      default; :mod:`flask_selfhost.kernel_witness`): NAT on this host can
+      give another host such an address, never a socket here.
 
 2. **host** - the Host header names this host: absent, ``localhost``,
    ``*.localhost``, a loopback or local-address IP literal, or a name in

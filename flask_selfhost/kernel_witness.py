@@ -93,7 +93,7 @@ REFUSING = "require_client_socket is set, so every client on this host is refuse
 
 def socket_ends(sock: Any) -> Ends | None:
     """The two ends of an accepted TCP socket (``None`` for anything else),
-    remembered on ``sock`` itself."""
+    with ``sock`` as the connection to remember a verdict for."""
     if sock is None:
         return None
     try:
@@ -128,6 +128,10 @@ def _probe() -> None:
         if _probed:
             return
         works, why = peer_socket.available()
+        if not works and not why.startswith(peer_socket.SILENT):
+            # The probe itself could not be built (out of descriptors, say):
+            # asked again at the next check; meanwhile a failing query refuses.
+            return
         usable, _probed = works, True
     if not works:
         log_warning(UNUSABLE.format(why=why, consequence=GOING_ON))

@@ -405,6 +405,12 @@ def check_client(peer_ip: str, peer_port: int, local_ip: str, local_port: int) -
     return judge_client_socket(find_client_socket(peer_ip, peer_port, local_ip, local_port))
 
 
+#: How :func:`available` begins its answer when the kernel was asked and
+#: failed; any other "no" means that the probe could not be built (no
+#: descriptor left, say), which says nothing of netlink.
+SILENT = "netlink sock_diag does not answer"
+
+
 def available() -> tuple[bool, str]:
     """Whether the kernel can be asked here, and why not: a loopback
     connection of this process's own is looked up and must be granted.
@@ -430,4 +436,4 @@ def available() -> tuple[bool, str]:
         listener.close()
     if verdict.granted:
         return True, "netlink sock_diag answers"
-    return False, f"netlink sock_diag does not answer: {verdict.detail}"
+    return False, f"{SILENT}: {verdict.detail}"

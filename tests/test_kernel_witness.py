@@ -302,7 +302,8 @@ def test_a_made_up_connection_is_refused_on_the_fast_path_too(logged):
 def test_where_netlink_is_unusable_the_guard_goes_on_or_refuses_when_required(monkeypatch, logged):
     monkeypatch.setattr(kernel_witness, "_probed", False)
     monkeypatch.setattr(kernel_witness, "usable", True)
-    monkeypatch.setattr(peer_socket, "available", lambda: (False, "AF_NETLINK refused"))
+    refused = f"{peer_socket.SILENT}: netlink: [Errno 97] AF_NETLINK refused"
+    monkeypatch.setattr(peer_socket, "available", lambda: (False, refused))
     listener, client, accepted = loopback_pair()
     with listener, client, accepted:
         going_on = SelfHostMiddleware(lambda e, s: s("200 OK", []) or [b""])
@@ -358,3 +359,16 @@ def test_the_doctor_says_whether_the_witness_works_and_what_it_would_refuse():
         assert "check_client_socket=False" in findings[0].message
         findings, works = witness_findings(Options(), port, ["granian --interface wsgi app:app"])
         assert not works and findings[0].details == {"servers": ["granian"]}
+
+
+def test_a_probe_that_cannot_be_built_does_not_turn_the_witness_off(monkeypatch, logged):
+    """Out of descriptors at the first check, say: that is no verdict on
+    netlink, so the witness stays on (and is probed again at the next check)."""
+    monkeypatch.setattr(kernel_witness, "_probed", False)
+    monkeypatch.setattr(kernel_witness, "usable", True)
+    monkeypatch.setattr(peer_socket, "available", lambda: (False, "no loopback connection: EMFILE"))
+    fake = Ends("127.0.0.1", 1, "127.0.0.1", 2)
+    verdict = kernel_witness.verdict_for(fake, required=False)
+    assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND  # still asked
+    assert kernel_witness.usable and not kernel_witness._probed
+    assert "cannot be asked" not in logged()
