@@ -166,6 +166,30 @@ def test_another_host_disguised_by_nat_is_refused(server, case, tmp_path):
             assert status == 200, body
 
 
+@pytest.mark.root
+@pytest.mark.slow
+def test_a_local_client_behind_an_output_redirect_is_refused_unless_the_check_is_off(tmp_path):
+    """The documented false refusal, and what check_client_socket=False is
+    for: this host's client dials port 80, an OUTPUT REDIRECT sends it to
+    the server's port, and its socket names port 80."""
+    require_netns()
+    with two_hosts() as hosts:
+        ns_run(
+            hosts.server_ns,
+            *["iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.0.0.1"],
+            *["--dport", "80", "-j", "REDIRECT", "--to-ports", str(PORT)],
+            check=True,
+        )
+        headers = {"Host": "127.0.0.1"}
+        with serving(hosts, "gunicorn sync", "127.0.0.1", tmp_path, control=False) as log_dir:
+            status, body = http_get(hosts.server_ns, "127.0.0.1", 80, "/", headers)
+            assert status == 403, body
+            assert "(not found," in last_refusal(log_dir), logs_in(log_dir)
+        with serving(hosts, "gunicorn sync", "127.0.0.1", tmp_path, control=True):
+            status, body = http_get(hosts.server_ns, "127.0.0.1", 80, "/", headers)
+            assert status == 200, body
+
+
 # This host's own clients pass over every kind of connection -------------------------
 
 #: A client run inside a namespace: one request, then half-close (shutdown
