@@ -20,16 +20,18 @@ What may be remembered, and why it is safe:
 - nothing at all for a request that carried a forwarding header, a PROXY
   protocol mark or a browser's headers, or came over HTTP/2: the fast path
   tests for each of those itself (it takes HTTP/1.x only), on every request;
-- nothing from a request that waitress served: waitress may have deleted
-  the forwarding headers it carried, which only the full rules look for
-  (see :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
+- nothing from a refusal, and nothing from a request that waitress served:
+  waitress may have deleted the forwarding headers it carried, which only
+  the full rules look for (see
+  :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
   shows no mark of it (see :mod:`flask_selfhost.environ`).
 
 Both memories are bounded (:data:`LIMIT` entries, strings of bounded length),
 hold only results of pure functions, and are never keyed on anything a
-client can make large.
+client can make large. :meth:`AcceptedRequests.remember` is the one place
+that decides what a grant proves: the fronts call it with every decision.
 """
 
 from __future__ import annotations
@@ -37,14 +39,17 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
+from .connection import WAITRESS
+from .decision import SOURCE
 from .hosts import MAX_LENGTH, judge_host
 
 if TYPE_CHECKING:
     from .decision import Decision
     from .facts import RequestFacts
 
-#: At most this many client addresses and as many Host values are remembered;
-#: beyond that, requests take the full rules (correct, only slower).
+#: At most this many client addresses and as many Host entries (a Host value
+#: takes two, its WSGI and ASGI forms) are remembered; beyond that, requests
+#: take the full rules (correct, only slower).
 LIMIT = 256
 
 #: Every memory in this process, so that :func:`forget_everything` reaches all.
@@ -59,32 +64,37 @@ def forget_everything() -> None:
     for memory in list(_memories):
         memory.remotes.clear()
         memory.hosts.clear()
-        memory.raw_hosts.clear()
 
 
 class AcceptedRequests:
     """Remembered grants for the common request, per :class:`Options`."""
 
-    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "raw_hosts", "remotes")
+    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remotes")
 
     def __init__(self, allowed_hosts: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
         self.remotes: dict[str, Decision] = {}
-        self.hosts: set[str] = set()
-        self.raw_hosts: set[bytes] = set()  # the same Host values, as ASGI's bytes
+        #: Each accepted Host value twice: as WSGI's ``str`` and as ASGI's raw
+        #: ``bytes``, which never compare equal. A front looks up only the
+        #: type its interface gives (each tests the type first), so neither
+        #: can be granted by the other's form.
+        self.hosts: set[str | bytes] = set()
         _memories.add(self)
 
     def remember(self, facts: RequestFacts, decision: Decision) -> None:
-        """Remember what the full rules' grant for ``facts`` proves."""
+        """Remember what the full rules' ``decision`` for ``facts`` proves,
+        if anything (see the list above)."""
         if (
             not _remembering
+            or not decision.allowed
+            or facts.server == WAITRESS
             or facts.relayed
             or facts.proxy_protocol is not None
             or facts.http2 is not None
             or facts.rewritten
             or facts.origin is not None
             or facts.sec_fetch_site is not None
-            or decision.rule != "source"
+            or decision.rule != SOURCE
             or decision.local_addr is not None
             or decision.peer_addr is not None
             or facts.remote is None
@@ -95,15 +105,14 @@ class AcceptedRequests:
         host = facts.host
         if (
             host is not None
-            and len(self.hosts) < LIMIT
+            and len(self.hosts) < LIMIT - 1
             and len(host) <= MAX_LENGTH
             and judge_host(host, self.allowed_hosts) is None
         ):
             self.hosts.add(host)
-            self.raw_hosts.add(host.encode("latin-1"))
+            self.hosts.add(host.encode("latin-1"))
         if not _remembering:
             # Another thread forgot everything since the check above (the
             # process's first PROXY header): what was just added must go too.
             self.remotes.clear()
             self.hosts.clear()
-            self.raw_hosts.clear()

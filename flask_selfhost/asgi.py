@@ -372,7 +372,7 @@ class SelfHostASGIMiddleware:
         self.app = app
         self.options = Options.from_mapping(options)
         self._remotes = self.options.accepted.remotes
-        self._hosts = self.options.accepted.raw_hosts
+        self._hosts = self.options.accepted.hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``async``, though the common path awaits one thing only: servers

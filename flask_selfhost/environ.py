@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from . import connection as witness
+from . import connection
 from .accepted import forget_everything
 from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, RequestFacts, text
 
@@ -85,39 +85,49 @@ proxy_protocol_seen = False
 
 class EnvironConnection:
     """:class:`~flask_selfhost.facts.Connection` for a WSGI environ: the
-    witnesses :mod:`flask_selfhost.connection` finds, asked lazily, once."""
+    witnesses :mod:`flask_selfhost.connection` finds, asked lazily, once.
 
-    __slots__ = ("_environ", "_local", "_peer")
+    ``server`` is the server that built the environ, as
+    :func:`~flask_selfhost.connection.server_name` named it for the facts.
+    """
+
+    __slots__ = ("_environ", "_local", "_peer", "_server", "_socket")
 
     _UNASKED: Any = object()
 
-    def __init__(self, environ: Mapping[str, Any]) -> None:
-        self._environ = environ
-        self._local = self._peer = self._UNASKED
+    def __init__(self, environ: Mapping[str, Any], server: str) -> None:
+        self._environ, self._server = environ, server
+        self._socket = self._local = self._peer = self._UNASKED
+
+    def socket(self) -> Any:
+        """The accepted connection (or ``None``), found once per request:
+        under uWSGI each search is a ``dup()`` and two system calls."""
+        if self._socket is self._UNASKED:
+            self._socket = connection.connection_socket(self._environ, self._server)
+        return self._socket
 
     def local_address(self) -> str | None:
         if self._local is self._UNASKED:
-            self._local = witness.local_address(self._environ)
+            self._local = connection.local_address_of(self._environ, self.socket)
         return self._local  # type: ignore[no-any-return]
 
     def peer_address(self) -> str | None:
         if self._peer is self._UNASKED:
-            self._peer = witness.peer_address(witness.connection_socket(self._environ))
+            self._peer = connection.peer_address(self.socket())
         return self._peer  # type: ignore[no-any-return]
 
     def is_unix(self) -> bool:
-        sock = witness.connection_socket(self._environ)
+        sock = self.socket()
         if sock is not None:
-            return witness.is_unix_socket(sock)
+            return connection.is_unix_socket(sock)
         # waitress keeps no socket in the environ; it marks a unix-socket
         # client as 'localhost', which no TCP client's address can be.
         return (
-            self._environ.get("REMOTE_ADDR") == "localhost"
-            and witness.server_name(self._environ) == witness.WAITRESS
+            self._environ.get("REMOTE_ADDR") == "localhost" and self._server == connection.WAITRESS
         )
 
     def unknown_local_reason(self) -> str | None:
-        return witness.unknown_local_reason(self._environ)
+        return connection.unknown_local_reason(self._environ, self._server)
 
 
 def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
@@ -134,9 +144,9 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         )
 
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
-    server = witness.server_name(environ)
+    server = connection.server_name(environ)
     # Asked even when other headers say "relayed": the refusal then names the recipe.
-    deleted = server == witness.WAITRESS and witness.waitress_deleted_forwarding(environ)
+    deleted = server == connection.WAITRESS and connection.waitress_deleted_forwarding(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")
@@ -155,7 +165,7 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
     browser = origin is not None or site is not None
     return RequestFacts(
         remote,
-        EnvironConnection(environ),
+        EnvironConnection(environ, server),
         text(host),
         text(scheme),
         text(get("REQUEST_METHOD")),

@@ -72,12 +72,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import connection as witness
-from . import environ as wsgi
-from . import forwarded
+from . import connection, forwarded
 from .addresses import judge_source
 from .crosssite import judge_cross_site
-from .decision import Decision
+from .decision import FORWARDED, SOURCE, Decision
 from .environ import facts_from_environ
 from .facts import RequestFacts
 from .forwarded import judge_http2, judge_relayed, judge_unix_socket, judge_unrelayed_peer
@@ -86,9 +84,6 @@ from .log import log_warning
 from .options import Options
 
 DEFAULT_OPTIONS = Options()
-
-#: Kept here for the fronts and tests that name it.
-FORWARDING_HEADERS = wsgi.FORWARDING_HEADERS
 
 Rule = Callable[[RequestFacts, Options, Decision], Decision]
 
@@ -104,21 +99,21 @@ def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decis
         if facts.deleted_forwarding:  # nothing left to judge, trusted proxy or not
             local = facts.connection.local_address()
             reason = forwarded.WAITRESS_HID_HEADERS
-            return Decision(False, forwarded.RULE, reason, facts.remote, local)
+            return Decision(False, FORWARDED, reason, facts.remote, local)
         if trusted:
             if (
                 facts.x_forwarded_for is not None
-                and facts.server in witness.FOLDS_UNDERSCORE_NAMES
+                and facts.server in connection.FOLDS_UNDERSCORE_NAMES
                 and not options.proxy_drops_underscore_headers
             ):
                 local = facts.connection.local_address()
                 reason = forwarded.folded_names_reason(facts.server)
-                return Decision(False, forwarded.RULE, reason, facts.remote, local, facts.remote)
+                return Decision(False, FORWARDED, reason, facts.remote, local, facts.remote)
             return judge_relayed(facts, trusted, options.proxy_hops)
         proxy = facts.proxy_protocol is not None
         reason = forwarded.PROXY_UNTRUSTED if proxy else forwarded.UNTRUSTED
         local = facts.connection.local_address()  # for the log: a refusal may cost more
-        return Decision(False, forwarded.RULE, reason, facts.remote, local)
+        return Decision(False, FORWARDED, reason, facts.remote, local)
     if trusted:
         refusal = judge_unrelayed_peer(facts, trusted)
         if refusal is not None:
@@ -135,7 +130,7 @@ def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decis
     if unix is not None:
         return unix
     why = facts.connection.unknown_local_reason()
-    return decision if why is None or decision.rule != "source" else decision._replace(reason=why)
+    return decision if why is None or decision.rule != SOURCE else decision._replace(reason=why)
 
 
 def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
@@ -181,16 +176,8 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
     return decision
 
 
-#: Whether this process has looked at its server yet (see _warn_without_witness).
+#: Whether this process has looked at its server yet (see :func:`evaluate`).
 _server_checked = False
-
-
-def _warn_without_witness(environ: Mapping[str, Any]) -> None:
-    """Once per process, on the first request: say so when the server gives
-    no witness of the local address, so that only loopback clients can pass."""
-    reason = witness.unknown_local_reason(environ)
-    if reason is not None:
-        log_warning(reason)
 
 
 def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
@@ -201,19 +188,15 @@ def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Deci
     """
     if options is None:
         options = DEFAULT_OPTIONS
+    facts = facts_from_environ(environ)
     global _server_checked
     if not _server_checked:
+        # Once per process, on the first request: say so when the server gives
+        # no witness of the local address, so that only loopback clients pass.
         _server_checked = True
-        _warn_without_witness(environ)
-    facts = facts_from_environ(environ)
+        reason = facts.connection.unknown_local_reason()
+        if reason is not None:
+            log_warning(reason)
     decision = judge(facts, options)
-    if (
-        decision.allowed
-        and decision.rule == "source"
-        and decision.local_addr is None
-        # Under waitress a request may hide that it was relayed (its headers
-        # deleted); only the full rules ask waitress's parsed request.
-        and facts.server != witness.WAITRESS
-    ):
-        options.accepted.remember(facts, decision)
+    options.accepted.remember(facts, decision)
     return decision

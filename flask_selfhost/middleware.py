@@ -119,11 +119,13 @@ def guard_wsgi_app(
         # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
         # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
         # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third
-        # of a tuple's.
+        # of a tuple's. A str Host only: the memory holds ASGI's bytes forms
+        # too, and the full rules refuse a Host that is not text.
         try:
+            host = environ["HTTP_HOST"]
             grant = (
                 remotes[environ["REMOTE_ADDR"]]
-                if environ["HTTP_HOST"] in hosts and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                if type(host) is str and host in hosts and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
                 else None
             )
         except (KeyError, TypeError):  # absent or unhashable: not the common request
@@ -178,7 +180,7 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
 
     Named like a class, as WSGI middleware usually is, but returns the plain
     function :func:`guard_wsgi_app` builds (see there why): test for a guard
-    with :func:`is_guarded`, not ``isinstance``.
+    with :func:`guard_options`, not ``isinstance``.
 
     Around a Flask app (the app, its ``wsgi_app``, or middleware whose
     ``.app`` leads to it), a refused request routed to an
@@ -202,7 +204,7 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
     return guard_wsgi_app(app, checked, refuse_unless_exempt(flask_app, checked))
 
 
-def is_guarded(app: object) -> Options | None:
+def guard_options(app: object) -> Options | None:
     """The options of a WSGI callable that a flask_selfhost front built, else ``None``."""
     options = getattr(app, "options", None)
     return options if isinstance(options, Options) and callable(app) else None

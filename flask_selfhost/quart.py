@@ -88,7 +88,7 @@ class QuartGuard(SelfHostASGIMiddleware):
     def use(self, options: Options) -> None:
         self.options = options
         # The common path reads these options' memory, not the default's.
-        self._remotes, self._hosts = options.accepted.remotes, options.accepted.raw_hosts
+        self._remotes, self._hosts = options.accepted.remotes, options.accepted.hosts
 
     async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The full rules; the first call (lifespan's startup, or the first

@@ -208,7 +208,7 @@ def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
     ]
     for rule in rule_items:
         key = (rule.get("family"), rule.get("table"), rule.get("chain"))
-        for statement in _walk(rule.get("expr", [])):
+        for statement in _nested_dicts(rule.get("expr", [])):
             for verb in ("jump", "goto"):
                 if isinstance(statement.get(verb), dict):
                     to = (key[0], key[1], statement[verb].get("target"))
@@ -227,7 +227,7 @@ def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
             else f"nft -a list chain {nft_family} {key[1]} {key[2]}, then nft delete rule "
             "... handle N with that rule's handle"
         )
-        for statement in _walk(rule.get("expr", [])):
+        for statement in _nested_dicts(rule.get("expr", [])):
             for target in ("dnat", "redirect", "snat"):
                 if target not in statement:
                     continue
@@ -257,20 +257,20 @@ def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
     return rules, hidden
 
 
-def _walk(value: Any) -> Iterator[dict[str, Any]]:
+def _nested_dicts(value: Any) -> Iterator[dict[str, Any]]:
     """Every dict inside a parsed nft expression, depth first."""
     if isinstance(value, dict):
         yield value
         for inner in value.values():
-            yield from _walk(inner)
+            yield from _nested_dicts(inner)
     elif isinstance(value, list):
         for inner in value:
-            yield from _walk(inner)
+            yield from _nested_dicts(inner)
 
 
 def _nft_matched_port(expr: Any) -> int | None:
     """The one destination port a rule matches (``tcp dport 8000``), else None."""
-    for statement in _walk(expr):
+    for statement in _nested_dicts(expr):
         match = statement.get("match")
         if not isinstance(match, dict) or match.get("op", "==") != "==":
             continue
