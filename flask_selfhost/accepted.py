@@ -74,11 +74,11 @@ class AcceptedRequests:
     def __init__(self, allowed_hosts: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
         self.remotes: dict[str, Decision] = {}
-        #: Each accepted Host value twice: as WSGI's ``str`` and as ASGI's raw
-        #: ``bytes``, which never compare equal. A front looks up only the
-        #: type its interface gives (each tests the type first), so neither
-        #: can be granted by the other's form.
-        self.hosts: set[str | bytes] = set()
+        #: Each accepted Host value twice, as WSGI's ``str`` and as ASGI's raw
+        #: ``bytes`` (which never compare equal), each mapped to its form's
+        #: type: a front takes only an entry of its own interface's type, so
+        #: that a bytes ``HTTP_HOST`` never meets the ASGI form.
+        self.hosts: dict[str | bytes, type] = {}
         _memories.add(self)
 
     def remember(self, facts: RequestFacts, decision: Decision) -> None:
@@ -109,8 +109,8 @@ class AcceptedRequests:
             and len(host) <= MAX_LENGTH
             and judge_host(host, self.allowed_hosts) is None
         ):
-            self.hosts.add(host)
-            self.hosts.add(host.encode("latin-1"))
+            self.hosts[host] = str
+            self.hosts[host.encode("latin-1")] = bytes
         if not _remembering:
             # Another thread forgot everything since the check above (the
             # process's first PROXY header): what was just added must go too.

@@ -109,7 +109,7 @@ def guard_wsgi_app(
     """
     remotes, hosts = options.accepted.remotes, options.accepted.hosts
     if serving is not None:  # nothing granted from memory before serving() has run
-        remotes, hosts = {}, set()
+        remotes, hosts = {}, {}
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         nonlocal options, refuse, remotes, hosts, serving
@@ -119,13 +119,13 @@ def guard_wsgi_app(
         # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
         # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
         # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third
-        # of a tuple's. A str Host only: the memory holds ASGI's bytes forms
-        # too, and the full rules refuse a Host that is not text.
+        # of a tuple's. A Host remembered in WSGI's form only (``is str``):
+        # the memory holds ASGI's bytes too, and the full rules refuse a Host
+        # that is not text.
         try:
-            host = environ["HTTP_HOST"]
             grant = (
                 remotes[environ["REMOTE_ADDR"]]
-                if type(host) is str and host in hosts and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                if hosts[environ["HTTP_HOST"]] is str and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
                 else None
             )
         except (KeyError, TypeError):  # absent or unhashable: not the common request

@@ -80,7 +80,7 @@ class QuartGuard(SelfHostASGIMiddleware):
         self.state, self._serving = state, False
         self.options = state.options
         # Nothing granted from memory before the first call has read the config.
-        self._remotes, self._hosts = {}, set()
+        self._remotes, self._hosts = {}, {}
         self.quart_app = quart_app
         # Quart's own asgi_app, under any middleware that was there before us.
         self.quart_asgi_app: ASGIApp = MethodType(type(quart_app).asgi_app, quart_app)

@@ -224,7 +224,7 @@ def test_the_memory_is_used_and_bounded():
     for environ in COMMON:
         call(front, environ)
     assert set(accepted.remotes) == {"127.0.0.1", "::1", "127.0.0.2"}
-    assert {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"} <= accepted.hosts
+    assert {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"} <= accepted.hosts.keys()
     for number in range(2 * LIMIT):  # distinct loopback sources and Host names
         call(
             front,
