@@ -59,9 +59,31 @@ def uvicorn_like_scope() -> dict:
     }
 
 
-async def serve(app, count: int) -> None:
-    """Serve ``count`` requests to ``app``, one after another, as a server would."""
+def browser_like_scope() -> dict:
+    """The same, for a browser's navigation to the page: the headers Chromium
+    sends (``Sec-Fetch-*`` among them), which take the full rules, whose grant
+    adds ``Vary`` to the answer."""
     scope = uvicorn_like_scope()
+    scope["headers"] = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"connection", b"keep-alive"),
+        (b"upgrade-insecure-requests", b"1"),
+        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0 Safari/537.36"),
+        (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
+        (b"sec-fetch-site", b"none"),
+        (b"sec-fetch-mode", b"navigate"),
+        (b"sec-fetch-user", b"?1"),
+        (b"sec-fetch-dest", b"document"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"accept-language", b"en-US,en;q=0.9"),
+    ]
+    return scope
+
+
+async def serve(app, count: int, browser: bool = False) -> None:
+    """Serve ``count`` requests to ``app``, one after another, as a server
+    would: curl's (:func:`uvicorn_like_scope`), or a browser's."""
+    scope = browser_like_scope() if browser else uvicorn_like_scope()
 
     async def receive() -> dict:
         return {"type": "http.request", "body": b"", "more_body": False}

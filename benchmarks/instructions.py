@@ -17,7 +17,9 @@ under it, from benchmarks/wsgi_floors.py: a closure that only calls the app,
 and the same after the common path's absence tests), and a Starlette hello
 app bare and with SelfHostASGIMiddleware (served by an asyncio loop, as
 uvicorn would call it, without the server), beside the same app with a
-middleware that only awaits the app: the floor under any ASGI guard.
+middleware that only awaits the app: the floor under any ASGI guard; then
+the same app for a browser's navigation (``Sec-Fetch-*``: the full rules,
+and ``Vary`` added to the answer).
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ if variant.startswith("starlette"):
     import asyncio
     from asgi_apps import PassThrough, serve, starlette_hello
     import gc
-    app = starlette_hello(variant != "starlette bare", PassThrough if "pass" in variant else None)
+    guarded = variant.endswith("guarded")
+    app = starlette_hello(guarded or "pass" in variant, PassThrough if "pass" in variant else None)
     gc.collect()
     gc.disable()
-    asyncio.run(serve(app, count))
+    asyncio.run(serve(app, count, "browser" in variant))
     raise SystemExit
 if variant.startswith("flask"):
     flask_app = Flask("bench")
@@ -130,11 +133,13 @@ def main() -> None:
         "wsgi": "trivial WSGI app",
         "flask": "Flask hello world",
         "starlette": "Starlette hello (ASGI)",
+        "starlette browser": "  a browser's request",
     }
     for name, label in labels.items():
         bare = per_request(f"{name} bare")
         for tree, package in trees:
-            if name == "starlette" and not (package / "flask_selfhost" / "asgi.py").exists():
+            has_asgi = (package / "flask_selfhost" / "asgi.py").exists()
+            if name.startswith("starlette") and not has_asgi:
                 print(f"{label:24s} {tree[-14:]:>14s} {bare:10.0f}  (no ASGI front there)")
                 continue
             guarded = per_request(f"{name} guarded", package)

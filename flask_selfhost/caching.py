@@ -44,7 +44,7 @@ import re
 from .decision import Headers
 
 #: What a relayed grant carries in :attr:`Decision.headers`. A front's merge
-#: (:func:`flask_selfhost.crosssite.merge_headers`) reads a ``Cache-Control``
+#: (:func:`flask_selfhost.respond.merge_headers`) reads a ``Cache-Control``
 #: there as "make the answer private" and calls :func:`make_private`; a front
 #: that writes the headers as they are (a CORS preflight's answer) writes this.
 PRIVATE: Headers = (("Cache-Control", "private"),)

@@ -57,7 +57,6 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from .addresses import CACHE_SIZE
-from .caching import make_private
 from .decision import CROSS_SITE, PREFLIGHT, Decision, Headers
 from .facts import RequestFacts
 from .hosts import parse_host
@@ -275,26 +274,3 @@ def _decision(
         peer_addr=source.peer_addr,
         headers=source.headers + headers if allowed else headers,
     )
-
-
-def merge_headers(response_headers: list[tuple[str, str]], extra: Headers) -> list[tuple[str, str]]:
-    """``response_headers`` plus ``extra``: ``Vary`` is added unless the same
-    value is there (it is a list; a second field adds to the first);
-    ``Cache-Control`` (a relayed grant's) overrides whatever the app said, so
-    that no shared cache stores the answer
-    (:func:`flask_selfhost.caching.make_private`); any other header is added
-    only when the app did not set it (an app's own CORS layer wins)."""
-    merged = list(response_headers)
-    private = False
-    for header in extra:
-        name = header[0]
-        if name == "Vary":
-            if header in merged:
-                continue
-        elif name == "Cache-Control":
-            private = True
-            continue
-        elif any(present.lower() == name.lower() for present, _ in response_headers):
-            continue
-        merged.append(header)
-    return make_private(merged) if private else merged

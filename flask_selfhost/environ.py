@@ -44,30 +44,9 @@ from typing import Any
 from . import connection
 from .accepted import forget_everything
 from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, RequestFacts, text
+from .forwarding_syntax import ENVIRON_KEYS
 
-#: Environ keys of the headers that say "a proxy forwarded this". Checked by
-#: exact key (a scan of the environ for every ``HTTP_X_FORWARDED_*`` would cost
-#: a microsecond a request); these are the ones proxies set.
-FORWARDING_HEADERS = (
-    "HTTP_FORWARDED",
-    "HTTP_X_FORWARDED_FOR",
-    "HTTP_X_FORWARDED_HOST",
-    "HTTP_X_FORWARDED_PROTO",
-    "HTTP_X_FORWARDED_PORT",
-    "HTTP_X_FORWARDED_PREFIX",
-    "HTTP_X_FORWARDED_SERVER",
-    "HTTP_X_FORWARDED_SCHEME",
-    "HTTP_X_FORWARDED_SSL",
-    "HTTP_X_REAL_IP",
-    # The client address as CDNs and balancers name it. A server may be told
-    # to take the client from any of them (daphne --proxy-headers-host).
-    "HTTP_CF_CONNECTING_IP",
-    "HTTP_TRUE_CLIENT_IP",
-    "HTTP_X_CLIENT_IP",
-    "HTTP_X_CLUSTER_CLIENT_IP",
-    "HTTP_FASTLY_CLIENT_IP",
-)
-_FORWARDING_KEYS = frozenset(FORWARDING_HEADERS)
+_FORWARDING_KEYS = frozenset(ENVIRON_KEYS)
 
 #: A key gunicorn sets in the environ of HTTP/2 requests only.
 GUNICORN_HTTP2 = "gunicorn.http2.priority_weight"
@@ -229,4 +208,4 @@ def _proxy_protocol(
     return remembered
 
 
-__all__ = ["FORWARDING_HEADERS", "GUNICORN_HTTP2", "H2C", "EnvironConnection", "facts_from_environ"]
+__all__ = ["GUNICORN_HTTP2", "H2C", "EnvironConnection", "facts_from_environ"]

@@ -7,7 +7,7 @@ The rules (:mod:`~flask_selfhost.addresses`, :mod:`~flask_selfhost.forwarded`,
 WSGI environ or an ASGI scope. They read :class:`RequestFacts`: strings, and
 a :class:`Connection` that answers for the connection the server accepted.
 One adapter per interface builds the facts (:mod:`flask_selfhost.environ` for
-WSGI, :mod:`flask_selfhost.asgi` for ASGI), so that every front applies the
+WSGI, :mod:`flask_selfhost.scope` for ASGI), so that every front applies the
 same rules and no rule is written twice.
 
 The facts are of two kinds, and the difference is the whole point:
@@ -95,8 +95,9 @@ class RequestFacts(NamedTuple):
     :param forwarded: The ``Forwarded`` header.
     :param x_forwarded_for: The ``X-Forwarded-For`` header.
     :param relayed: Any forwarding header is present (``Forwarded``,
-        ``X-Forwarded-*``, ``X-Real-IP``, ``CF-Connecting-IP`` and the like):
-        a proxy relays someone else's request, or a client pretends that one
+        ``X-Forwarded-*``, ``X-Real-IP``, ``CF-Connecting-IP`` and the like:
+        :data:`~flask_selfhost.forwarding_syntax.FORWARDING_HEADERS`): a
+        proxy relays someone else's request, or a client pretends that one
         does.
     :param proxy_protocol: The server read a PROXY protocol header on this
         connection (its kind, such as ``TCP4`` or ``LOCAL``), so ``remote``
@@ -118,6 +119,12 @@ class RequestFacts(NamedTuple):
         witnessed over TLS. A protocol version the adapter does not know
         counts as HTTP/2: odd values are refused over cleartext, never
         taken for HTTP/1.1.
+    :param remote_in_headers: ``remote`` is an entry of the request's own
+        forwarding headers (set only for a relayed request, by the ASGI
+        adapter): ASGI servers that read those headers (uvicorn's proxy
+        headers, daphne's ``--proxy-headers``, hypercorn's
+        ``ProxyFixMiddleware``) overwrite the client with an entry and keep
+        no original, so the peer that sent the headers is unknown.
     """
 
     remote: str | None
@@ -142,6 +149,7 @@ class RequestFacts(NamedTuple):
     server: str | None = None
     deleted_forwarding: bool = False
     http2: str | None = None
+    remote_in_headers: bool = False
 
 
 def text(value: object) -> str | None:

@@ -35,9 +35,10 @@ from typing import Any
 from starlette.exceptions import HTTPException, WebSocketException
 from starlette.requests import HTTPConnection
 
-from .asgi import evaluate_scope
-from .log import DEBUG, is_enabled_for, log_decision
+from .log import log_decision
 from .options import Options
+from .respond import NO_STORE, POLICY_VIOLATION, can_deny_websocket
+from .scope import evaluate_scope
 
 
 def local_only(**options: Any) -> Callable[[HTTPConnection], None]:
@@ -53,21 +54,17 @@ def local_only(**options: Any) -> Callable[[HTTPConnection], None]:
         scope = connection.scope
         decision = evaluate_scope(scope, checked)
         method = scope.get("method", "GET")  # a WebSocket handshake is a GET
-        if decision.allowed:
-            if is_enabled_for(DEBUG):
-                log_decision(decision, method, connection.url.path)
-            return
         log_decision(decision, method, connection.url.path)
-        if scope.get("type") == "websocket" and "websocket.http.response" not in (
-            scope.get("extensions") or {}
-        ):
+        if decision.allowed:
+            return
+        if scope.get("type") == "websocket" and not can_deny_websocket(scope):
             # The server cannot answer the handshake with HTTP: a close before
             # accept, which it answers with 403 (as the middleware does).
-            raise WebSocketException(code=1008)
+            raise WebSocketException(code=POLICY_VIOLATION)
         raise HTTPException(
             status_code=checked.refuse_status,
             detail=checked.body_for(decision).strip(),
-            headers={"Cache-Control": "no-store", **dict(decision.headers)},
+            headers=dict((NO_STORE, *decision.headers)),
         )
 
     return refuse_other_hosts

@@ -21,13 +21,14 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       refused before anything it says is read: cleartext HTTP/2 (h2c),
       unless ``allow_cleartext_http2``, and gunicorn's HTTP/2, always (its
       client may be a PROXY protocol relay; see
-      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.asgi`). No
+      :mod:`flask_selfhost.environ` and :mod:`flask_selfhost.scope`). No
       browser speaks h2c; a proxy that relayed an ``Upgrade: h2c`` or piped
       a request relays raw bytes from then on, and every later stream
       arrives from the proxy with headers its client wrote.
    b. A request that carries a forwarding header (``Forwarded``,
       ``X-Forwarded-*``, ``X-Real-IP``, or a CDN's client header such as
-      ``CF-Connecting-IP``) or came through a PROXY protocol
+      ``CF-Connecting-IP``: the one list is in
+      :mod:`flask_selfhost.forwarding_syntax`) or came through a PROXY protocol
       header (on any request of that connection) is a proxy relaying someone
       else's request. Refused, even from loopback, unless the witnessed peer
       is in ``trusted_proxies``; then the client that the proxy names is
@@ -38,10 +39,15 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       forwarding headers waitress deleted (it keeps them in its parsed
       request), and, unless ``proxy_drops_underscore_headers``, an
       ``X-Forwarded-For`` on a server that folds ``X_Forwarded_For`` into
-      it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`).
+      it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`), are
+      refused too; so is a client that an ASGI server may have taken from
+      the request's own forwarding headers (``remote_in_headers``, see
+      :mod:`flask_selfhost.scope`): the peer that sent them is unknown.
    c. Otherwise a request whose peer is in ``trusted_proxies`` is refused:
       a proxy that sends no forwarding header (or a server that deleted
-      them) would pass everyone it relays as itself.
+      them) would pass everyone it relays as itself. These relays, a's
+      tunnels and b's deleted or folded headers are judged in
+      :mod:`flask_selfhost.hidden_relays`.
    d. Otherwise the source rule (:mod:`flask_selfhost.addresses`): the
       client address is loopback, or equals the local address the
       connection arrived on, as the server witnessed it. A unix-socket
@@ -72,13 +78,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import connection, forwarded
+from . import connection, forwarded, hidden_relays
 from .addresses import judge_source
 from .crosssite import judge_cross_site
 from .decision import FORWARDED, SOURCE, Decision
 from .environ import facts_from_environ
 from .facts import RequestFacts
-from .forwarded import judge_http2, judge_relayed, judge_unix_socket, judge_unrelayed_peer
+from .forwarded import judge_relayed, judge_unix_socket
+from .hidden_relays import judge_http2, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .log import log_warning
 from .options import Options
@@ -98,7 +105,7 @@ def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decis
     if facts.relayed or facts.proxy_protocol is not None:
         if facts.deleted_forwarding:  # nothing left to judge, trusted proxy or not
             local = facts.connection.local_address()
-            reason = forwarded.WAITRESS_HID_HEADERS
+            reason = hidden_relays.WAITRESS_HID_HEADERS
             return Decision(False, FORWARDED, reason, facts.remote, local)
         if trusted:
             if (
@@ -107,7 +114,7 @@ def client_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decis
                 and not options.proxy_drops_underscore_headers
             ):
                 local = facts.connection.local_address()
-                reason = forwarded.folded_names_reason(facts.server)
+                reason = hidden_relays.folded_names_reason(facts.server)
                 return Decision(False, FORWARDED, reason, facts.remote, local, facts.remote)
             return judge_relayed(facts, trusted, options.proxy_hops)
         proxy = facts.proxy_protocol is not None

@@ -60,8 +60,12 @@ def log_field(value: object) -> str:
 
 
 def log_decision(decision: Decision, method: object, path: object) -> None:
-    """Log one decision as a logfmt line; ``peer=`` only for a request a
-    trusted proxy relayed (the proxy, where ``remote=`` is its client)."""
+    """Log one decision as a logfmt line: a refusal at WARNING, a grant at
+    DEBUG (nothing when that level is off); ``peer=`` only for a request a
+    trusted proxy relayed (the proxy, where ``remote=`` is its client).
+
+    Every front calls this, once per judged request, whatever the verdict;
+    only the common paths ask :data:`is_enabled_for` first, to skip the call."""
     level = logging.DEBUG if decision.allowed else logging.WARNING
     if logger.isEnabledFor(level):
         if not _placed:

@@ -22,53 +22,18 @@ refusals at WARNING, allowed requests at DEBUG.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from .crosssite import merge_headers
-from .decision import Decision, Headers
+from .decision import Decision
 from .guard import evaluate
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
+from .respond import answer_preflight_wsgi, refuse_wsgi, start_response_with
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-
-
-def with_headers(start_response: StartResponse, headers: Headers) -> StartResponse:
-    """``start_response`` that adds the decision's headers (see
-    :func:`flask_selfhost.crosssite.merge_headers`) to whatever the app sends."""
-
-    def start_with_headers(status: str, response_headers: Any, exc_info: Any = None) -> Any:
-        return start_response(status, merge_headers(response_headers, headers), exc_info)
-
-    return start_with_headers
-
-
-def answer_preflight(decision: Decision, start_response: StartResponse) -> list[bytes]:
-    """The answer to a granted CORS preflight: 204 and the CORS headers."""
-    start_response("204 No Content", list(decision.headers))
-    return []
-
-
-def refuse_plainly(
-    decision: Decision, options: Options, environ: WSGIEnvironment, start_response: StartResponse
-) -> list[bytes]:
-    """Log a refusal and answer it in plain text, with the decision's headers."""
-    log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-    body = options.body_for(decision).encode("utf-8")
-    status = options.refuse_status
-    start_response(
-        f"{status} {HTTPStatus(status).phrase}",
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            *decision.headers,
-        ],
-    )
-    return [body]
 
 
 class GuardedApp(Protocol):
@@ -96,7 +61,8 @@ def guard_wsgi_app(
 
     :param next_app: Where an allowed request goes.
     :param options: The guard's options.
-    :param refuse: Answers a refused request (:func:`refuse_plainly`, or the
+    :param refuse: Answers (and logs) a refused request
+        (:func:`~flask_selfhost.respond.refuse_wsgi`, or the
         Flask extension's rendering through the app's error handlers).
     :param serving: Called by the first request instead, for the options and
         ``refuse`` from then on (the Flask extension reads the app's config
@@ -115,7 +81,9 @@ def guard_wsgi_app(
         nonlocal options, refuse, remotes, hosts, serving
         # The common request, answered from what the full rules granted before
         # (see flask_selfhost.accepted). Written out here, not called: a call
-        # costs as much as all of these lookups.
+        # costs as much as all of these lookups. The HTTP_ keys below are
+        # forwarding_syntax.ENVIRON_KEYS, one test each (a set's isdisjoint
+        # costs more); tests/test_forwarding_headers.py holds them to it.
         # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
         # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
         # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third
@@ -161,12 +129,11 @@ def guard_wsgi_app(
             app.options, serving = options, None
         decision = evaluate(environ, options)
         if decision.allowed:
-            if is_enabled_for(DEBUG):
-                log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            log_decision(decision, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             if decision.headers:  # a browser's request: Vary, maybe CORS
                 if decision.answers_preflight:
-                    return answer_preflight(decision, start_response)
-                return next_app(environ, with_headers(start_response, decision.headers))
+                    return answer_preflight_wsgi(decision, start_response)
+                return next_app(environ, start_response_with(start_response, decision.headers))
             return next_app(environ, start_response)
         return refuse(decision, environ, start_response)
 
@@ -192,11 +159,15 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
     checked = Options.from_mapping(options)
 
     def refuse(decision: Decision, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
-        return refuse_plainly(decision, checked, environ, start_response)
+        return refuse_wsgi(decision, checked, environ, start_response)
 
     # Around a Flask app, @allow_remote and @local_only views mean what they
-    # mean under SelfHost. Imported here: extension imports us.
-    from .extension import find_flask_app, refuse_unless_exempt
+    # mean under SelfHost. No Flask app exists unless Flask is loaded, so a
+    # plain WSGI app's guard never imports it; and flask_routes imports this
+    # module, so it is imported here, not at the top.
+    if "flask" not in sys.modules:
+        return guard_wsgi_app(app, checked, refuse)
+    from .flask_routes import find_flask_app, refuse_unless_exempt
 
     flask_app = find_flask_app(app)
     if flask_app is None:

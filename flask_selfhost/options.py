@@ -15,13 +15,23 @@ from difflib import get_close_matches
 from http import HTTPStatus
 from typing import Any
 
-from werkzeug.exceptions import default_exceptions
-
 from .accepted import AcceptedRequests
 from .crosssite import normalise_trusted_origins
 from .decision import Decision
-from .forwarded import NO_PROXIES, TrustedProxies
 from .hosts import normalise_allowed_hosts
+from .proxies import NO_PROXIES, TrustedProxies
+
+#: The statuses a refusal may have: the 4xx and 5xx that Werkzeug has an
+#: error class for (``werkzeug.exceptions.default_exceptions``, 3.x), since the
+#: Flask and Quart fronts raise that class. Written out so that a guard
+#: without Flask needs no Werkzeug; tests/test_imports.py holds the two equal.
+REFUSE_STATUSES = frozenset(
+    {
+        *(400, 401, 403, 404, 405, 406, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417),
+        *(418, 421, 422, 423, 424, 428, 429, 431, 451),
+        *(500, 501, 502, 503, 504, 505),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,8 @@ class Options:
     """The guard's settings, validated once when the guard is built.
 
     :param refuse_status: HTTP status of a refusal, 403 by default. Use 404
-        to hide that the endpoint exists; any 4xx or 5xx that Werkzeug knows.
+        to hide that the endpoint exists; any 4xx or 5xx that Werkzeug has
+        an error class for (:data:`REFUSE_STATUSES`).
     :param refuse_body: Plain-text body of a refusal. By default a 403 says
         which rule refused, in a fixed text that names no address, server or
         setting (:attr:`Decision.public_reason`; the full reason goes to the
@@ -97,8 +108,8 @@ class Options:
 
     def __post_init__(self) -> None:
         status = self.refuse_status
-        if type(status) is not int or status not in default_exceptions:
-            known = ", ".join(str(code) for code in sorted(default_exceptions))
+        if type(status) is not int or status not in REFUSE_STATUSES:
+            known = ", ".join(str(code) for code in sorted(REFUSE_STATUSES))
             # A string from an environment variable or a config file is the
             # usual mistake: say what type is wanted before which values.
             kind = "" if type(status) is int else f" (a {type(status).__name__}, not an int)"

@@ -54,21 +54,23 @@ from quart import (
 )
 from werkzeug.datastructures import Headers
 
-from .asgi import ASGIApp, Receive, Scope, SelfHostASGIMiddleware, Send, evaluate_scope
-from .crosssite import merge_headers
+from .asgi import SelfHostASGIMiddleware
 from .decision import Decision
 from .exempt import View, is_exempt
 from .exempt import allow_remote as allow_remote  # the same mark as Flask's
-from .extension import (
-    VIEW_OPTIONS,
+from .log import log_decision
+from .options import Options
+from .respond import merge_headers
+from .scope import ASGIApp, Receive, Scope, Send, evaluate_scope
+from .views import (
     ExtensionBase,
     SelfHostState,
     ViewOptions,
+    exempt_views,
+    local_only_decorator,
     refusal,
     refusal_options,
 )
-from .log import DEBUG, is_enabled_for, log_decision
-from .options import Options
 
 
 class QuartGuard(SelfHostASGIMiddleware):
@@ -146,11 +148,6 @@ def routed_view(app: Quart, scope: Scope) -> Any:
     return app.view_functions.get(connection.url_rule.endpoint)
 
 
-def exempt_views(app: Quart) -> list[str]:
-    """The endpoints whose views answer anyone (:func:`allow_remote`)."""
-    return sorted(endpoint for endpoint, view in app.view_functions.items() if is_exempt(view))
-
-
 class SelfHost(ExtensionBase):
     """Quart extension: refuse every request and WebSocket handshake that
     does not come from this host.
@@ -161,7 +158,7 @@ class SelfHost(ExtensionBase):
     """
 
     def init_app(self, app: Quart) -> None:
-        state = self.register(app)  # the Flask extension's SELFHOST_* keys and checks
+        state = self.register(app)  # the SELFHOST_* keys and checks of flask_selfhost.views
         # Outermost, so that the guard sees the scope as the server made it.
         guard = QuartGuard(app.asgi_app, app, state)  # type: ignore[arg-type]
         app.asgi_app = guard  # type: ignore[method-assign,assignment]
@@ -184,11 +181,9 @@ def _check(options: Options) -> Decision:
             response.headers.extend(merged)
             return response
 
-    if decision.allowed:
-        if is_enabled_for(DEBUG):
-            log_decision(decision, connection.method, connection.path)
-        return decision
     log_decision(decision, connection.method, connection.path)
+    if decision.allowed:
+        return decision
     raise refusal(decision, options, Response)
 
 
@@ -201,7 +196,7 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
     ``refuse_status`` and ``refuse_body`` given here also answer a request
     to this view that the extension refuses; any other option can only make
     the view stricter than the extension (see
-    :class:`~flask_selfhost.extension.ViewOptions`). Put it under the route
+    :class:`~flask_selfhost.views.ViewOptions`). Put it under the route
     decorator, as with Flask.
 
     An HTTP view receives ``OPTIONS`` requests, so that the guard sees CORS
@@ -209,26 +204,24 @@ def local_only(view: View | None = None, /, **options: Any) -> Any:
     ``OPTIONS`` as Quart's automatic handler would (the view is not called).
     A refused WebSocket handshake gets 403 before it is accepted.
     """
-    view_options = ViewOptions(options)
+    return local_only_decorator(_guard_view, view, options)
 
-    def decorate(view: View) -> View:
-        @wraps(view)
-        async def guarded_view(*args: Any, **kwargs: Any) -> Any:
-            decision = _check(view_options.for_app(current_app.extensions))
-            if decision.answers_preflight:
-                return Response("", 204, headers=Headers(list(decision.headers)))
-            if not has_websocket_context() and request.method == "OPTIONS":
-                return await current_app.make_default_options_response()
-            run: Callable[..., Awaitable[Any]] = current_app.ensure_async(view)
-            return await run(*args, **kwargs)
 
-        # Route OPTIONS to the guarded view instead of Quart's automatic answer.
-        guarded_view.required_methods = {"OPTIONS"}  # type: ignore[attr-defined]
-        guarded_view.provide_automatic_options = False  # type: ignore[attr-defined]
-        setattr(guarded_view, VIEW_OPTIONS, view_options)  # for the guard's refusal
-        return guarded_view  # type: ignore[return-value]
+def _guard_view(view: View, view_options: ViewOptions) -> Callable[..., Any]:
+    """``view`` (sync or async) behind the guard, with the options of
+    ``view_options``."""
 
-    return decorate if view is None else decorate(view)
+    @wraps(view)
+    async def guarded_view(*args: Any, **kwargs: Any) -> Any:
+        decision = _check(view_options.for_app(current_app.extensions))
+        if decision.answers_preflight:
+            return Response("", 204, headers=Headers(list(decision.headers)))
+        if not has_websocket_context() and request.method == "OPTIONS":
+            return await current_app.make_default_options_response()
+        run: Callable[..., Awaitable[Any]] = current_app.ensure_async(view)
+        return await run(*args, **kwargs)
+
+    return guarded_view
 
 
 __all__ = ["QuartGuard", "SelfHost", "allow_remote", "exempt_views", "local_only", "routed_view"]

@@ -1,4 +1,4 @@
-"""Three real browser engines, one interface, and the servers around them.
+"""Three real browser engines, one interface, and their confinement.
 
 - :func:`engine` starts Chromium (chromedriver), Firefox ESR (its own
   Marionette protocol: Debian has no geckodriver) or WebKitGTK
@@ -11,12 +11,12 @@
   background networking is switched off besides.
 - :func:`hosts_entries` puts the test's names in ``/etc/hosts`` (all three
   engines read it) and takes exactly those lines out again, whatever happens.
-- :func:`demo_server` serves the demo (WSGI under gunicorn, ASGI under
-  uvicorn), guarded or not, wrapped in a recorder that prints each tagged
-  request's headers and the answer's status to the server's log: the app's
-  side is the only trustworthy witness of what an engine sent.
-- :func:`attacker_site` serves the pages a test writes, and 307 redirects.
-- :class:`RebindingSwitch` is DNS rebinding at the TCP level.
+
+The servers around them: the recorded demo apps in tests/recorded_demo.py,
+the attacker's site and DNS rebinding in tests/attacker.py. The cases are
+tests/engine_cases.py. Longer than most modules: three engines' start-up
+and their two protocols (WebDriver, Marionette) belong together behind the
+one interface.
 
 Everything is a context manager that stops what it started.
 """
@@ -30,18 +30,15 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
 
-from .servers import Server, free_port, request, server_process, stop_process_group, werkzeug_server
+from .servers import free_port, stop_process_group
 
 ATTACKER_NAME = "evil.test"  # the hostile site
 TRUSTED_NAME = "trusted.test"  # the same server, under a name in trusted_origins
@@ -63,19 +60,6 @@ NEEDS = {
     "webkit": (WEBKITDRIVER, MINIBROWSER, "Xvfb"),
 }
 ENGINES = tuple(NEEDS)
-#: Chromium's flags for a Playwright launch inside a namespace (the LAN test):
-#: no background networking, and names other than the test's fail.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    f"--host-resolver-rules=MAP {ATTACKER_NAME} 127.0.0.1, MAP * ~NOTFOUND, "
-    "EXCLUDE localhost, EXCLUDE 127.0.0.1",
-]
 STARTUP = 30.0
 
 
@@ -429,265 +413,3 @@ def _webkit(directory: Path, proxy: int, direct: list[str]) -> Iterator[Engine]:
                 yield driver
             finally:
                 driver.close()
-
-
-# ------------------------------------------------------------ the app side
-
-
-def recorded_wsgi(guarded: bool = True):  # type: ignore[no-untyped-def]
-    """The Flask demo (its options from ``DEMO_SELFHOST_*``), recorded."""
-    from demo_app import create_app
-
-    app = create_app(guarded)
-    inner = app.wsgi_app
-
-    def record(environ, start_response):  # type: ignore[no-untyped-def]
-        def start(status, headers, *rest):  # type: ignore[no-untyped-def]
-            _print_seen(environ.get("QUERY_STRING", ""), environ, int(status.split()[0]))
-            return start_response(status, headers, *rest)
-
-        return inner(
-            environ, start if "case=" in environ.get("QUERY_STRING", "") else start_response
-        )
-
-    app.wsgi_app = record  # outside the guard (init_app wraps wsgi_app first)
-    return app
-
-
-def recorded_asgi(guarded: bool = True):  # type: ignore[no-untyped-def]
-    """The FastAPI demo, guarded by the ASGI middleware with the options in
-    ``SELFHOST_TEST_OPTIONS`` (JSON), recorded."""
-    from demo_app.asgi import create_app
-    from flask_selfhost.asgi import SelfHostASGIMiddleware
-
-    app = create_app(guarded=False)
-    if guarded:
-        app = SelfHostASGIMiddleware(
-            app, **json.loads(os.environ.get("SELFHOST_TEST_OPTIONS", "{}"))
-        )
-
-    async def record(scope, receive, send):  # type: ignore[no-untyped-def]
-        query = scope.get("query_string", b"").decode("latin-1")
-        if scope["type"] not in ("http", "websocket") or "case=" not in query:
-            return await app(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        environ = {"REQUEST_METHOD": scope.get("method", "GET"), "PATH_INFO": scope["path"]}
-        environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
-        printed = []
-
-        async def watch(message):  # type: ignore[no-untyped-def]
-            status = {"http.response.start": message.get("status"), "websocket.accept": 101}
-            status["websocket.close"] = 403
-            status["websocket.http.response.start"] = message.get("status")
-            if not printed and message["type"] in status:
-                printed.append(1)
-                _print_seen(query, environ, status[message["type"]])
-            await send(message)
-
-        return await app(scope, receive, watch)
-
-    return record
-
-
-def _print_seen(query: str, environ: dict, status: int) -> None:
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_")
-    }
-    case = parse_qs(query).get("case", [""])[0]
-    line = {"case": case, "method": environ["REQUEST_METHOD"], "status": status}
-    line.update(path=environ.get("PATH_INFO", ""), headers=headers)
-    # One write per record: gunicorn's threads share the log.
-    os.write(2, ("\nSEEN " + json.dumps(line) + "\n").encode())
-
-
-@dataclass
-class DemoServer:
-    """A recorded demo on a loopback port (one worker: one counter)."""
-
-    port: int
-    guarded: bool
-    asgi: bool
-    server: Server
-    host: str = "127.0.0.1"
-
-    @property
-    def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def actions(self) -> int:
-        """The action counter, read as this host's own script would (no Origin)."""
-        reply = request(self.host, self.port, "/api/status")
-        assert reply.status == 200, reply
-        return int(json.loads(reply.body)["actions"])
-
-    def log(self) -> str:
-        return self.server.log()
-
-    def seen(self, mark: int = 0) -> list[dict]:
-        """The tagged requests the app got since ``mark`` (a log length)."""
-        lines = self.log()[mark:].splitlines()
-        return [json.loads(line[5:]) for line in lines if line.startswith("SEEN ")]
-
-    def wait_for(self, mark: int, cases: set[str], timeout: float = 6.0) -> dict[str, list[dict]]:
-        """The requests of each case since ``mark``, once every case in ``cases``
-        has one, or after ``timeout`` (an engine may never send some)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            by_case: dict[str, list[dict]] = {}
-            for seen in self.seen(mark):
-                by_case.setdefault(seen["case"], []).append(seen)
-            if cases <= by_case.keys() or time.monotonic() > deadline:
-                return by_case
-            time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def demo_server(
-    guarded: bool, asgi: bool, log_dir: Path, options: dict | None = None
-) -> Iterator[DemoServer]:
-    """The recorded demo, WSGI under gunicorn or ASGI under uvicorn; ``options``
-    are the guard's (``allowed_hosts``, ``trusted_origins``)."""
-    port = free_port()
-    flag = "guarded" if guarded else "unguarded"
-    env = {f"DEMO_SELFHOST_{k.upper()}": json.dumps(v) for k, v in (options or {}).items()}
-    env["SELFHOST_TEST_OPTIONS"] = json.dumps(options or {})
-    if asgi:
-        command = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--no-proxy-headers", "--ws", "wsproto", "--no-access-log", "--factory"]
-        command.append(f"tests.browser:{'recorded_asgi' if guarded else 'unguarded_asgi'}")
-    else:
-        command = [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind"]
-        command += [f"127.0.0.1:{port}", "--workers", "1", "--threads", "8"]
-        command.append(f"tests.browser:recorded_wsgi({guarded})")
-    name = f"{'uvicorn' if asgi else 'gunicorn'}-{flag}"
-    with server_process(command, ("127.0.0.1", port), log_dir, env=env, name=name) as server:
-        yield DemoServer(port, guarded, asgi, server)
-
-
-def unguarded_asgi():  # type: ignore[no-untyped-def]
-    return recorded_asgi(guarded=False)
-
-
-# --------------------------------------------------------- the attacker side
-
-
-@dataclass
-class AttackerSite:
-    """Pages served at ``http://evil.test:PORT/NAME``; ``pages`` maps paths to
-    HTML. ``/307?to=URL`` answers any method with a 307 to ``URL``."""
-
-    port: int
-    pages: dict[str, str] = field(default_factory=dict)
-
-    def url(self, path: str, name: str = ATTACKER_NAME) -> str:
-        return f"http://{name}:{self.port}{path}"
-
-    def redirect(self, url: str) -> str:
-        return self.url("/307?to=" + quote(url, safe=""))
-
-
-@contextlib.contextmanager
-def attacker_site() -> Iterator[AttackerSite]:
-    site = AttackerSite(0)
-
-    def serve(environ, start_response):  # type: ignore[no-untyped-def]
-        path = environ.get("PATH_INFO", "")
-        if path == "/307":
-            target = parse_qs(environ.get("QUERY_STRING", ""))["to"][0]
-            start_response("307 Temporary Redirect", [("Location", target)])
-            return [b""]
-        page = site.pages.get(path)
-        if page is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found"]
-        start_response("200 OK", [("Content-Type", "text/html"), ("Cache-Control", "no-store")])
-        return [page.encode()]
-
-    with werkzeug_server(serve) as port:
-        site.port = port
-        yield site
-
-
-class RebindingSwitch:
-    """DNS rebinding, at the TCP level: listens on ``127.0.0.1:port`` (where
-    ``rebind.test`` resolves) and splices each new connection to ``target``,
-    a loopback port. The test loads the attacker's page while ``target`` is
-    the attacker's server, then calls :meth:`rebind` to point it at the app:
-    from then on the page's requests reach the app, as when the attacker's
-    DNS answer changes to 127.0.0.1. The app sees a loopback client and
-    ``Host: rebind.test:PORT``, exactly what the browser itself would send.
-    """
-
-    def __init__(self, target: int, address: str = "127.0.0.1", port: int = 0) -> None:
-        self.target = target
-        self.listener = socket.create_server((address, port))
-        self.port = self.listener.getsockname()[1]
-        self.open: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://{REBINDING_NAME}:{self.port}{path}"
-
-    def rebind(self, target: int) -> None:
-        """Point the name at ``target``; connections to the old one are closed,
-        so that the browser cannot keep talking to the attacker's server."""
-        with self.lock:
-            self.target = target
-            for sock in list(self.open):
-                self._close(sock)
-
-    def close(self) -> None:
-        self._close(self.listener)
-        self.thread.join(5)
-        with self.lock:
-            for sock in list(self.open):
-                self._close(sock)
-
-    def _close(self, sock: socket.socket) -> None:
-        self.open.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            with self.lock:
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-                except OSError:
-                    client.close()
-                    continue
-                upstream.settimeout(None)
-                self.open.update((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        with self.lock:
-            self._close(source)
-            self._close(sink)
-
-
-@contextlib.contextmanager
-def rebinding_switch(
-    target: int, address: str = "127.0.0.1", port: int = 0
-) -> Iterator[RebindingSwitch]:
-    """A :class:`RebindingSwitch` on ``address:port`` (any free port by default)."""
-    switch = RebindingSwitch(target, address, port)
-    try:
-        yield switch
-    finally:
-        switch.close()

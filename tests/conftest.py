@@ -58,34 +58,3 @@ def logged(caplog):
     read (the client is told only a fixed text per rule)."""
     caplog.set_level(logging.WARNING, logger="flask_selfhost")
     return lambda: "\n".join(r.getMessage() for r in caplog.records if r.name == "flask_selfhost")
-
-
-# Headless Chromium through Playwright, for the page-level browser tests
-# (tests/playwright_pages.py) ----------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from .playwright_pages import chromium
-
-    require_commands("chromium")
-    pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
-    with chromium() as context:
-        yield context
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    page.close()
-
-
-@pytest.fixture(scope="module")
-def evil():
-    """The attacker's site, ``http://evil.test:PORT``."""
-    from .playwright_pages import attacker_site
-
-    with attacker_site() as site:
-        yield site

@@ -207,6 +207,18 @@ def test_a_client_the_server_took_from_a_header_is_refused(client, xff, logged):
     assert sent[0]["status"] == 403 and "--no-proxy-headers" in logged()
 
 
+def test_a_client_the_server_took_from_a_header_is_logged_with_the_local_address(caplog):
+    """Refused by the client rule like every refusal: the log line names the
+    local address the connection arrived on, and the reason the setting."""
+    caplog.set_level(logging.WARNING, logger="flask_selfhost")
+    guard = SelfHostASGIMiddleware(app, trusted_proxies=["127.0.0.1"])
+    relayed = scope("127.0.0.1", ("127.0.0.2", 8000), host="localhost", x_forwarded_for="127.0.0.1")
+    assert status(run(guard, relayed)) == 403
+    [line] = [r.getMessage() for r in caplog.records if r.name == "flask_selfhost"]
+    assert "remote=127.0.0.1 local=127.0.0.2 rule=forwarded" in line
+    assert "--no-proxy-headers" in line
+
+
 def test_with_proxy_headers_off_a_trusted_proxy_is_judged():
     guard = SelfHostASGIMiddleware(app, trusted_proxies=["127.0.0.1"])
     relayed = scope("127.0.0.1", ("127.0.0.1", 8000), host="localhost", x_forwarded_for="10.0.0.2")

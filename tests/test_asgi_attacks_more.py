@@ -19,9 +19,10 @@ pytest.importorskip("fastapi", reason="needs fastapi (the test extra installs it
 from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket
 
 from flask_selfhost import allow_remote
-from flask_selfhost.asgi import SelfHostASGIMiddleware, evaluate_scope
+from flask_selfhost.asgi import SelfHostASGIMiddleware
 from flask_selfhost.fastapi import local_only
 from flask_selfhost.options import Options
+from flask_selfhost.scope import evaluate_scope
 
 from .test_asgi_exempt import THIS_HOST, body, call, request, status
 

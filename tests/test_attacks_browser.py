@@ -37,7 +37,8 @@ APP_PORT, ATTACKER_PORT = 8000, 8300
 #: each in the engine, then open the app's own admin page and press its button.
 DRIVER = r"""
 import json, sys, time
-from tests.browser import attacker_site, engine, refusing_proxy
+from tests.attacker import attacker_site
+from tests.browser import engine, refusing_proxy
 
 name, app, own, pages = json.loads(sys.argv[1])
 with refusing_proxy() as (proxy, _), attacker_site() as site:

@@ -14,7 +14,6 @@ from flask_selfhost import SelfHost, SelfHostMiddleware, allow_remote, evaluate,
 from flask_selfhost import crosssite as cs
 from flask_selfhost.crosssite import (
     judge_cross_site,
-    merge_headers,
     normalise_trusted_origins,
     parse_origin,
 )
@@ -266,17 +265,6 @@ def test_trusted_origins_are_normalised_and_checked():
     for entry in [3000, b"http://a:1", None]:
         with pytest.raises(TypeError, match="trusted_origins entries must be strings"):
             Options(trusted_origins=["http://a:1", entry])
-
-
-def test_merge_headers_vary_added_others_only_when_absent():
-    app_headers = [("Vary", "Cookie"), ("access-control-allow-origin", "http://x")]
-    merged = merge_headers(app_headers, cs.VARY + CORS_TRUSTED)
-    assert merged == [
-        *app_headers,
-        cs.VARY[0],
-        ("Access-Control-Allow-Credentials", "true"),
-    ]
-    assert merge_headers(merged, cs.VARY) == merged  # a second guard adds nothing
 
 
 def test_extension_and_local_only_together_add_vary_once():

@@ -23,7 +23,8 @@ from flask_selfhost import Options, SelfHost, SelfHostMiddleware
 from flask_selfhost import accepted as memory
 from flask_selfhost.accepted import LIMIT, AcceptedRequests
 from flask_selfhost.asgi import SelfHostASGIMiddleware
-from flask_selfhost.environ import FORWARDING_HEADERS, GUNICORN_HTTP2
+from flask_selfhost.environ import GUNICORN_HTTP2
+from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
 
 
 class NeverRemember(AcceptedRequests):
@@ -93,7 +94,7 @@ hosts = st.one_of(
 OPTIONAL = [
     "HTTP_ORIGIN",
     "HTTP_SEC_FETCH_SITE",
-    *FORWARDING_HEADERS,
+    *ENVIRON_KEYS,
     "werkzeug.proxy_fix.orig",
 ]
 values = st.one_of(

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from flask_selfhost import Options, SelfHostMiddleware, connection, evaluate, local_address
 from flask_selfhost.decision import CROSS_SITE, FORWARDED, HOST, SOURCE
-from flask_selfhost.environ import FORWARDING_HEADERS, facts_from_environ
+from flask_selfhost.environ import facts_from_environ
+from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
 
 from .apps import APACHE
 from .servers import accepted_connection
@@ -174,7 +175,7 @@ def test_client_equal_to_local_address_passes():
     assert (decision.remote_addr, decision.local_addr) == ("192.168.0.13", "192.168.0.13")
 
 
-@pytest.mark.parametrize("key", FORWARDING_HEADERS)
+@pytest.mark.parametrize("key", ENVIRON_KEYS)
 def test_every_forwarding_header_refuses_even_from_loopback(key):
     decision = evaluate({"REMOTE_ADDR": "127.0.0.1", key: "127.0.0.1"})
     assert not decision.allowed
@@ -229,7 +230,7 @@ environ_keys = st.sampled_from(
         "HTTP_HOST",
         "REQUEST_METHOD",
         "PATH_INFO",
-        *FORWARDING_HEADERS,
+        *ENVIRON_KEYS,
     ]
 )
 
@@ -239,7 +240,7 @@ def test_no_environ_however_odd_raises(environ):
     decision = evaluate(environ)
     if decision.allowed:
         assert decision.rule == SOURCE
-        assert not any(key in environ for key in FORWARDING_HEADERS)
+        assert not any(key in environ for key in ENVIRON_KEYS)
 
 
 @pytest.fixture

@@ -41,7 +41,9 @@ import types
 
 import pytest
 
-from flask_selfhost.asgi import GUNICORN_ASGI, GUNICORN_HTTP2, SelfHostASGIMiddleware
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+from flask_selfhost.hidden_relays import GUNICORN_ASGI_HTTP2
+from flask_selfhost.scope import GUNICORN_ASGI
 
 from .apps import asgi_whoami
 from .netns import (
@@ -125,8 +127,8 @@ def test_gunicorns_http2_is_refused_even_after_a_loopback_grant(
             sent = run(guard, {**relayed, "scheme": claimed})
             if in_gunicorn:
                 assert status(sent) == 403
-                assert GUNICORN_HTTP2 in logged()
-                assert H2_SETTING in GUNICORN_HTTP2
+                assert GUNICORN_ASGI_HTTP2 in logged()
+                assert H2_SETTING in GUNICORN_ASGI_HTTP2
             else:
                 assert status(sent) == (200 if allow or claimed == "https" else 403), claimed
 

@@ -19,7 +19,6 @@ import logging
 import pytest
 
 from flask_selfhost import Options, SelfHostMiddleware
-from flask_selfhost.asgi import facts_from_scope
 from flask_selfhost.decision import FORWARDED
 from flask_selfhost.environ import facts_from_environ
 from flask_selfhost.facts import (
@@ -29,13 +28,10 @@ from flask_selfhost.facts import (
     KnownConnection,
     RequestFacts,
 )
-from flask_selfhost.forwarded import (
-    CLEARTEXT_HTTP2,
-    GUNICORN_ASGI_HTTP2,
-    H2C_CLIENT_UNKNOWN,
-    LOOPBACK_CLIENT,
-)
+from flask_selfhost.forwarded import LOOPBACK_CLIENT
 from flask_selfhost.guard import judge
+from flask_selfhost.hidden_relays import CLEARTEXT_HTTP2, GUNICORN_ASGI_HTTP2, H2C_CLIENT_UNKNOWN
+from flask_selfhost.scope import facts_from_scope
 
 # 1. The rule: a table of facts -------------------------------------------------
 

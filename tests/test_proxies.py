@@ -21,20 +21,16 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_selfhost import Options, SelfHost, SelfHostMiddleware, evaluate
 from flask_selfhost import forwarded as fw
-from flask_selfhost.forwarded import (
-    UNIX,
-    MalformedHeader,
-    TrustedProxies,
-    judge_forwarded,
-    parse_forwarded,
-    parse_x_forwarded_for,
-)
+from flask_selfhost.forwarded import UNIX, judge_forwarded
+from flask_selfhost.forwarding_syntax import MalformedHeader, parse_forwarded, parse_x_forwarded_for
+from flask_selfhost.hidden_relays import PROXY_WITHOUT_HEADERS
 from flask_selfhost.host_addresses import (
     HostAddresses,
     parse_fib_trie,
     parse_if_inet6,
     read_host_addresses,
 )
+from flask_selfhost.proxies import TrustedProxies
 
 from .nginx import report
 from .servers import free_port, gunicorn, last_refusal, unix_request, werkzeug_server
@@ -490,7 +486,7 @@ def test_trusted_proxy_without_forwarding_headers_is_refused():
     or deleted by waitress) would pass everyone it relays as itself."""
     options = Options(trusted_proxies="127.0.0.1")
     decision = evaluate({"REMOTE_ADDR": "127.0.0.1"}, options)
-    assert not decision.allowed and decision.reason == fw.PROXY_WITHOUT_HEADERS
+    assert not decision.allowed and decision.reason == PROXY_WITHOUT_HEADERS
     waitress = {"REMOTE_ADDR": "127.0.0.1", "SERVER_SOFTWARE": "waitress"}
     decision = evaluate(waitress, options)
     assert not decision.allowed and "clear_untrusted_proxy_headers=False" in decision.reason

@@ -299,7 +299,7 @@ def test_apache_proxypass_in_front_of_a_folding_server(hosts, tmp_path, drops):
             if drops:
                 assert status == 200, (body, log)
                 # The lines tested here are the ones the log names.
-                from flask_selfhost.forwarded import DROP_UNDERSCORE_NAMES
+                from flask_selfhost.hidden_relays import DROP_UNDERSCORE_NAMES
 
                 assert all(line in DROP_UNDERSCORE_NAMES for line in APACHE_DROPS.splitlines())
             else:

@@ -8,9 +8,10 @@ one, and a key with no default stays unknown: refused, never guessed. The
 common path reads keys directly; a missing one sends the request to the
 full rules.
 
-The real thing: daphne serving a guarded app, a raw WebSocket handshake
-with the app's own Origin and no ``Sec-Fetch-*``, and Chromium opening the
-ASGI demo's own WebSocket under daphne.
+The real thing: daphne serving a guarded app, and a raw WebSocket handshake
+with the app's own Origin and no ``Sec-Fetch-*``. Chromium, Firefox and
+WebKit opening the ASGI demo's own WebSocket under daphne are cases of
+tests/test_engines.py.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import time
 import pytest
 
 from flask_selfhost import asgi
-from flask_selfhost.asgi import SelfHostASGIMiddleware, facts_from_scope
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+from flask_selfhost.scope import evaluate_scope, facts_from_scope, scope_value
 
 from .servers import free_port, server_process
 
@@ -127,12 +129,12 @@ def test_a_secure_scheme_is_read_in_any_case(scheme):
 
 
 def test_keys_without_a_default_stay_unknown():
-    assert asgi.scope_value({"type": "http"}, "http_version") is None
-    assert asgi.scope_value({"type": "websocket"}, "http_version") == "1.1"
-    assert asgi.scope_value({"type": "websocket"}, "scheme") == "ws"
-    assert asgi.scope_value({"type": "http"}, "scheme") == "http"
-    assert asgi.scope_value({"type": ["http"]}, "scheme") is None  # an odd type: no default
-    assert asgi.scope_value({}, "scheme") is None
+    assert scope_value({"type": "http"}, "http_version") is None
+    assert scope_value({"type": "websocket"}, "http_version") == "1.1"
+    assert scope_value({"type": "websocket"}, "scheme") == "ws"
+    assert scope_value({"type": "http"}, "scheme") == "http"
+    assert scope_value({"type": ["http"]}, "scheme") is None  # an odd type: no default
+    assert scope_value({}, "scheme") is None
 
 
 @pytest.mark.parametrize("kind", ["http", "websocket"])
@@ -163,11 +165,10 @@ def test_common_path_sends_a_scope_with_a_missing_key_to_the_full_rules(monkeypa
     }
     assert run(guard, request)[0]["status"] == 200  # the grant the common path remembers
     judged = []
-    real = asgi.evaluate_scope
 
     def counting(scope, options):
         judged.append(scope)
-        return real(scope, options)
+        return evaluate_scope(scope, options)
 
     monkeypatch.setattr(asgi, "evaluate_scope", counting)
     assert run(guard, request)[0]["status"] == 200
@@ -259,24 +260,3 @@ def test_daphne_own_websocket_is_accepted_and_another_sites_refused(tmp_path):
         == 3
     )
     assert log.count("selfhost=refused ") == 3  # the own handshakes and the non-browser passed
-
-
-@pytest.mark.slow
-@pytest.mark.browser
-def test_chromium_opens_the_own_pages_websocket_under_daphne(browser, page, tmp_path):
-    """The ASGI demo under daphne: its admin page's live counter is a
-    WebSocket to its own origin, which Chromium opens with an Origin and no
-    ``Sec-Fetch-*``."""
-    pytest.importorskip("daphne", reason="needs daphne (the test extra installs it)")
-    port = free_port()
-    command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    with server_process(
-        [*command, "demo_app.asgi:app"], ("127.0.0.1", port), tmp_path, name="daphne"
-    ) as server:
-        for host in ("127.0.0.1", "localhost"):
-            assert page.goto(f"http://{host}:{port}/admin").status == 200
-            page.wait_for_function("document.getElementById('live').textContent !== 'connecting'")
-            assert page.inner_text("#live") == "0", server.log()
-        log = server.log()
-    assert log.count('"WSCONNECT /ws"') == 2
-    assert "selfhost=refused " not in log

@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 
 from flask_selfhost import SelfHostMiddleware
 from flask_selfhost.caching import PRIVATE, UNREADABLE, make_private, private_cache_control
-from flask_selfhost.crosssite import VARY, merge_headers
+from flask_selfhost.crosssite import VARY
 from flask_selfhost.guard import evaluate
 from flask_selfhost.options import Options
+from flask_selfhost.respond import merge_headers
 
 from . import cache_apps
 from .conftest import require_commands

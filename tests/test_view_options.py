@@ -140,7 +140,7 @@ def test_verdict_options_of_a_view_only_make_it_stricter():
 
 
 def test_a_look_alike_attribute_is_not_a_views_options():
-    from flask_selfhost.extension import VIEW_OPTIONS
+    from flask_selfhost.views import VIEW_OPTIONS
 
     app = Flask(__name__)
     SelfHost(app)
@@ -242,3 +242,22 @@ def test_another_host_gets_the_views_status_from_a_real_server(tmp_path, case):
         assert http_get(hosts.client_ns, hosts.server_ip4, 8000, "/hidden")[0] == 404
         assert http_get(hosts.client_ns, hosts.server_ip4, 8000, "/other")[0] == 403
         assert http_get(hosts.server_ns, "127.0.0.1", 8000, "/hidden") == (200, "hidden")
+
+
+def test_a_status_without_a_werkzeug_class_is_answered_not_a_500(monkeypatch):
+    """Werkzeug 2.x has no exception class for 421: the refusal is still a
+    421 with the plain body, not a 500."""
+    import werkzeug.exceptions
+
+    monkeypatch.delitem(werkzeug.exceptions.default_exceptions, 421)
+    app = Flask(__name__)
+    SelfHost(app, refuse_status=421)
+
+    @app.get("/")
+    def index():
+        return "ok"
+
+    response = app.test_client().get("/", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert response.status_code == 421
+    assert response.get_data(as_text=True) == "Misdirected Request\n"
+    assert response.headers["Cache-Control"] == "no-store"

@@ -36,7 +36,9 @@ findings out); the ``read_*`` functions and :func:`run` do the I/O around them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from .app import app_findings, guard_of, is_factory, is_guarded, load_app, parse_spec
 from .listeners import (
@@ -80,14 +82,22 @@ from .served import Process, app_specs_in, read_commands, same_app, served_findi
 from .sysctl import read_route_localnet, route_localnet_findings
 
 
-def run(port: int | None = None, app_spec: str | None = None, as_json: bool = False) -> int:
-    """Audit this host, print the findings, return the exit status."""
+def run(
+    port: int | None = None,
+    app_spec: str | None = None,
+    as_json: bool = False,
+    load: Callable[[str], Any] = load_app,
+) -> int:
+    """Audit this host, print the findings, return the exit status.
+
+    ``load`` turns ``app_spec`` into the app (:func:`load_app`; ``flask
+    selfhost doctor`` passes the app that ``flask`` loaded)."""
     findings: list[Finding] = []
     guarded: bool | None = None
     drops = False
     if app_spec is not None:
         try:
-            app = load_app(app_spec)
+            app = load(app_spec)
         except Exception as error:  # any import-time failure of the user's app
             findings.append(
                 Finding(

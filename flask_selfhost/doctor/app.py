@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..asgi import is_guarded_asgi
-from ..extension import EXTENSION_NAME
 from ..middleware import guard_options
 from ..options import Options
+from ..views import EXTENSION_NAME
 from .report import NOTE, OK, Finding
 
 #: Looked up, in order, when the spec names a module only (as ``flask`` does).

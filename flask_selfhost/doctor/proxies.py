@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
-from ..forwarded import DROP_UNDERSCORE_NAMES
+from ..hidden_relays import DROP_UNDERSCORE_NAMES
 from .listeners import Listener
 from .report import NOTE, RISKY, UNKNOWN, Finding
 
