@@ -6,7 +6,7 @@ Almost every request a guarded app answers is the same request: a loopback
 client, no forwarding header, a Host such as ``127.0.0.1:8000``, no
 ``Origin`` or ``Sec-Fetch-*``. For such a request the rules' verdict depends
 on two raw strings only, the client address and the Host, so once the full
-rules have granted one, :func:`flask_selfhost.guard.evaluate` can answer the
+rules have granted one, :func:`flask_selfhost.environ.evaluate` can answer the
 next by two lookups instead of building the request's facts.
 
 What may be remembered, and why it is safe:
@@ -39,9 +39,9 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from .connection import WAITRESS
 from .decision import SOURCE
 from .hosts import MAX_LENGTH, judge_host
+from .servers import WAITRESS
 
 if TYPE_CHECKING:
     from .decision import Decision

@@ -81,7 +81,7 @@ def judge_source(remote: str | None, local: str | None) -> Decision:
 
     ``local`` may be ``None`` when the server did not tell; then only a
     loopback client passes. Callers pass ``str`` or ``None`` only: the cache
-    needs hashable arguments (``guard.evaluate`` sees to that).
+    needs hashable arguments (``environ.evaluate`` sees to that).
     """
 
     def decide(allowed: bool, reason: str) -> Decision:

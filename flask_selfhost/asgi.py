@@ -179,7 +179,7 @@ class SelfHostASGIMiddleware:
         return self.options
 
 
-def is_guarded_asgi(app: object) -> Options | None:
+def asgi_guard_options(app: object) -> Options | None:
     """The options of an ASGI app guarded by :class:`SelfHostASGIMiddleware`
     (directly, or one Starlette middleware layer down), else ``None``."""
     if isinstance(app, SelfHostASGIMiddleware):
@@ -190,4 +190,4 @@ def is_guarded_asgi(app: object) -> Options | None:
     return None
 
 
-__all__ = ["SelfHostASGIMiddleware", "allow_remote", "is_guarded_asgi"]
+__all__ = ["SelfHostASGIMiddleware", "allow_remote", "asgi_guard_options"]

@@ -30,12 +30,10 @@ uWSGI's router, nginx's ``uwsgi_params`` without ``SERVER_ADDR``),
 :func:`unknown_local_reason` names the server and the fix, and only loopback
 clients pass.
 
-What cannot change in a process is worked out once: the server a
-``SERVER_SOFTWARE`` value names, and whether this uWSGI worker speaks HTTP.
-What belongs to a connection is asked per request, never kept: a server
-hands the next connection the same descriptor number. Every server's place
-for the connection is in this one module, which is why it runs past 300
-lines.
+Which server built the environ is :func:`flask_selfhost.servers.server_name`.
+What cannot change in a process is worked out once: whether this uWSGI
+worker speaks HTTP. What belongs to a connection is asked per request,
+never kept: a server hands the next connection the same descriptor number.
 """
 
 from __future__ import annotations
@@ -45,11 +43,11 @@ import functools
 import importlib
 import os
 import socket
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .facts import UNIX
+from .servers import BJOERN, CHEROOT, GRANIAN, UWSGI, WAITRESS, WAITRESS_DELETES, server_name
 
 #: A socket's address family as a plain int. ``sock.family`` converts it to
 #: an enum, which costs half a microsecond; this C-level getter does not. It
@@ -70,72 +68,6 @@ def family(sock: Any) -> int:
         if not isinstance(value, int):
             raise
         return int(value)
-
-
-# Which server built the environ ----------------------------------------------
-
-WAITRESS, CHEROOT, GRANIAN, BJOERN, UWSGI = "waitress", "cheroot", "granian", "bjoern", "uwsgi"
-HYPERCORN, UVICORN = "hypercorn", "uvicorn"
-
-#: The servers that name themselves at the start of ``SERVER_SOFTWARE``.
-NAMED_BY_SOFTWARE = (WAITRESS, CHEROOT, GRANIAN)
-
-#: ``SERVER_SOFTWARE`` values seen, with the server each names. A server
-#: writes the same value into every environ it builds, so after its first
-#: request naming it is one dict lookup; the bound keeps odd environs (a
-#: test's, a middleware's) from growing it.
-_software_names: dict[str, str] = {}
-SOFTWARE_NAMES_LIMIT = 32
-
-
-def server_name(environ: Mapping[str, Any]) -> str:
-    """The server that built ``environ``, named as this module's constants
-    do, or ``""`` for the others. Read only from what a server writes and no
-    client can: keys without ``HTTP_``, ``SERVER_SOFTWARE``, value types.
-
-    hypercorn and uvicorn serve WSGI through the same kind of adapter, with
-    no ``SERVER_SOFTWARE`` and an int ``SERVER_PORT`` (a WSGI server writes
-    a string); which of the two is loaded only names it.
-    """
-    if "waitress.client_disconnected" in environ:  # whatever --ident says
-        return WAITRESS
-    if type(environ.get("uwsgi.version")) is bytes:
-        return UWSGI
-    software = environ.get("SERVER_SOFTWARE")
-    if type(software) is str and software:
-        name = _software_names.get(software)
-        if name is None:
-            lowered = software.lower()
-            name = next((n for n in NAMED_BY_SOFTWARE if lowered.startswith(n)), "")
-            if len(_software_names) < SOFTWARE_NAMES_LIMIT:
-                _software_names[software] = name
-        return name
-    if type(environ.get("SERVER_PORT")) is int:
-        return HYPERCORN if HYPERCORN in sys.modules else UVICORN
-    if "_bjoern" in sys.modules:  # bjoern names itself nowhere else
-        return BJOERN
-    return ""
-
-
-#: Servers that give ``X_Forwarded_For``, ``X-Forwarded_For`` and
-#: ``X-Forwarded-For`` the one environ key ``HTTP_X_FORWARDED_FOR`` (joined,
-#: or the last one kept), so that behind a proxy that passes names with
-#: underscores the client writes part of what the app reads as the proxy's
-#: header. Measured (``tests/test_quirks.py``); gunicorn, waitress, Werkzeug
-#: and bjoern drop such names, and the ASGI fronts read exact names.
-FOLDS_UNDERSCORE_NAMES = frozenset({HYPERCORN, UVICORN, GRANIAN, CHEROOT, UWSGI})
-
-#: What waitress deletes from the environ unless its own ``trusted_proxy``
-#: names the peer (``clear_untrusted_proxy_headers``, on by default), as its
-#: parser keys them (``waitress/proxy_headers.py``).
-WAITRESS_DELETES = (
-    "X_FORWARDED_FOR",
-    "X_FORWARDED_HOST",
-    "X_FORWARDED_PROTO",
-    "X_FORWARDED_PORT",
-    "X_FORWARDED_BY",
-    "FORWARDED",
-)
 
 
 def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
@@ -162,7 +94,7 @@ def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
 def connection_socket(environ: Mapping[str, Any], server: str) -> Any:
     """The accepted connection, or ``None`` when the server did not say.
 
-    ``server`` is :func:`server_name` of ``environ``, named once per
+    ``server`` is :func:`~flask_selfhost.servers.server_name` of ``environ``, named once per
     request by the caller. Under uWSGI each call makes a new snapshot of
     the connection (see :func:`uwsgi_http_socket`): ask once per request.
     """
@@ -333,7 +265,7 @@ NO_WITNESS = {
 
 def unknown_local_reason(environ: Mapping[str, Any], server: str) -> str | None:
     """Why the server behind ``environ`` (named ``server`` by
-    :func:`server_name`) cannot say which local address a connection used,
+    :func:`~flask_selfhost.servers.server_name`) cannot say which local address a connection used,
     and what to change; ``None`` when nothing is known. Names no address:
     it is shown to clients."""
     if server == UWSGI:

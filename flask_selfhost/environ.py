@@ -41,10 +41,14 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from . import connection
+from . import connection, servers
 from .accepted import forget_everything
+from .decision import Decision
 from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, RequestFacts, text
 from .forwarding_syntax import ENVIRON_KEYS
+from .guard import DEFAULT_OPTIONS, judge
+from .log import log_warning
+from .options import Options
 
 _FORWARDING_KEYS = frozenset(ENVIRON_KEYS)
 
@@ -67,7 +71,7 @@ class EnvironConnection:
     witnesses :mod:`flask_selfhost.connection` finds, asked lazily, once.
 
     ``server`` is the server that built the environ, as
-    :func:`~flask_selfhost.connection.server_name` named it for the facts.
+    :func:`~flask_selfhost.servers.server_name` named it for the facts.
     """
 
     __slots__ = ("_environ", "_local", "_peer", "_server", "_socket")
@@ -101,9 +105,7 @@ class EnvironConnection:
             return connection.is_unix_socket(sock)
         # waitress keeps no socket in the environ; it marks a unix-socket
         # client as 'localhost', which no TCP client's address can be.
-        return (
-            self._environ.get("REMOTE_ADDR") == "localhost" and self._server == connection.WAITRESS
-        )
+        return self._environ.get("REMOTE_ADDR") == "localhost" and self._server == servers.WAITRESS
 
     def unknown_local_reason(self) -> str | None:
         return connection.unknown_local_reason(self._environ, self._server)
@@ -123,9 +125,9 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         )
 
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
-    server = connection.server_name(environ)
+    server = servers.server_name(environ)
     # Asked even when other headers say "relayed": the refusal then names the recipe.
-    deleted = server == connection.WAITRESS and connection.waitress_deleted_forwarding(environ)
+    deleted = server == servers.WAITRESS and connection.waitress_deleted_forwarding(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")
@@ -168,6 +170,32 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
     )
 
 
+#: Whether this process has looked at its server yet (see :func:`evaluate`).
+_server_checked = False
+
+
+def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
+    """Decide whether the request in the WSGI ``environ`` comes from this host.
+
+    ``options`` (default ``Options()``) say which proxies may name the client,
+    whether a unix socket is local, and what the later rules accept.
+    """
+    if options is None:
+        options = DEFAULT_OPTIONS
+    facts = facts_from_environ(environ)
+    global _server_checked
+    if not _server_checked:
+        # Once per process, on the first request: say so when the server gives
+        # no witness of the local address, so that only loopback clients pass.
+        _server_checked = True
+        reason = facts.connection.unknown_local_reason()
+        if reason is not None:
+            log_warning(reason)
+    decision = judge(facts, options)
+    options.accepted.remember(facts, decision)
+    return decision
+
+
 def _http2(environ: Mapping[str, Any], scheme: object) -> str | None:
     """The ``http2`` fact: which HTTP/2 this is, if its connection may be a
     tunnel (``scheme`` is the one the server saw, before any ProxyFix)."""
@@ -208,4 +236,4 @@ def _proxy_protocol(
     return remembered
 
 
-__all__ = ["GUNICORN_HTTP2", "H2C", "EnvironConnection", "facts_from_environ"]
+__all__ = ["GUNICORN_HTTP2", "H2C", "EnvironConnection", "evaluate", "facts_from_environ"]

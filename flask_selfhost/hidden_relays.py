@@ -22,10 +22,10 @@ Each is refused with a reason that names the setting to change.
 from __future__ import annotations
 
 from .addresses import parse_ip
-from .connection import WAITRESS
 from .decision import FORWARDED, Decision
 from .facts import H2C, H2C_GUNICORN, HTTP2_GUNICORN_ASGI, RequestFacts
 from .proxies import TrustedProxies
+from .servers import WAITRESS
 
 H2C_CLIENT_UNKNOWN = (
     "gunicorn serves cleartext HTTP/2 (h2c) to proxies only and does not pass on a PROXY "

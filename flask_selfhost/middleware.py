@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .decision import Decision
-from .guard import evaluate
+from .environ import evaluate
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
 from .respond import answer_preflight_wsgi, refuse_wsgi, start_response_with

@@ -1,4 +1,4 @@
-"""guard.evaluate: an environ in, a decision out, for any environ."""
+"""environ.evaluate: an environ in, a decision out, for any environ."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flask_selfhost import Options, SelfHostMiddleware, connection, evaluate, local_address
+from flask_selfhost import Options, SelfHostMiddleware, connection, evaluate, local_address, servers
 from flask_selfhost.decision import CROSS_SITE, FORWARDED, HOST, SOURCE
 from flask_selfhost.environ import facts_from_environ
 from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
@@ -54,12 +54,12 @@ def test_closed_or_foreign_socket_is_unknown_not_an_error():
 
 
 def test_server_software_names_are_remembered_within_a_bound():
-    for number in range(3 * connection.SOFTWARE_NAMES_LIMIT):
+    for number in range(3 * servers.SOFTWARE_NAMES_LIMIT):
         for _ in range(2):  # the second time from memory
-            assert connection.server_name({"SERVER_SOFTWARE": f"waitress/{number}"}) == "waitress"
-            assert connection.server_name({"SERVER_SOFTWARE": f"Cheroot/{number}"}) == "cheroot"
-            assert connection.server_name({"SERVER_SOFTWARE": f"gunicorn/{number}"}) == ""
-    assert len(connection._software_names) <= connection.SOFTWARE_NAMES_LIMIT
+            assert servers.server_name({"SERVER_SOFTWARE": f"waitress/{number}"}) == "waitress"
+            assert servers.server_name({"SERVER_SOFTWARE": f"Cheroot/{number}"}) == "cheroot"
+            assert servers.server_name({"SERVER_SOFTWARE": f"gunicorn/{number}"}) == ""
+    assert len(servers._software_names) <= servers.SOFTWARE_NAMES_LIMIT
 
 
 class FakeUwsgi:

@@ -1,5 +1,5 @@
 """The host rule (flask_selfhost.hosts), table-driven in the order of its docstring,
-then through guard.evaluate (local address, addresses in the refusal)."""
+then through environ.evaluate (local address, addresses in the refusal)."""
 
 from __future__ import annotations
 
