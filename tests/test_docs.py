@@ -50,7 +50,7 @@ from flask_selfhost.doctor import (
 from flask_selfhost.gunicorn import classify_listener, describe_listener
 from flask_selfhost.log import log_decision
 
-from . import test_logging
+from . import test_architecture, test_logging
 from .apps import APACHE
 from .conftest import require_commands, require_root
 from .haproxy import haproxy_command
@@ -665,6 +665,8 @@ def test_output_sample_is_what_the_code_prints(block):
             check_announce(line)
     elif text.splitlines()[-1].startswith("Result: "):
         check_doctor_sample(text)
+    elif text.startswith(test_architecture.HEADER):
+        assert test_architecture.floors_from_page(text)  # its imports: test_architecture
     else:
         lines = text.splitlines()
         assert lines and all(log_fields(line) for line in lines), (
