@@ -39,7 +39,7 @@ from flask_selfhost.doctor import (
     SNAT_BYPASS,
     Listener,
     Process,
-    Scope,
+    Question,
     app_findings,
     nat_findings,
     parse_iptables_save,
@@ -618,7 +618,7 @@ def check_doctor_sample(text: str) -> None:
             processes = {pid: Process(pid, "gunicorn", argv) for pid in pids}
             findings += served_findings(app, 8000, [listener], processes)[0]
     served_elsewhere = any(f.severity == "risky" for f in findings)
-    scope = Scope(8000, app, None if served_elsewhere else guarded)
+    scope = Question(8000, app, None if served_elsewhere else guarded)
     rules = [
         re.search(r"(-A (?:PREROUTING|INPUT) .*)$", line)[1]
         for line in lines

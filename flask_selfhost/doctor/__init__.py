@@ -73,7 +73,7 @@ from .report import (
     RISKY,
     UNKNOWN,
     Finding,
-    Scope,
+    Question,
     exit_status,
     render,
     render_text,
@@ -109,13 +109,13 @@ def run(
             drops = drops_underscores(app)
             findings += app_findings(app_spec, app)
     findings += audit(
-        Scope(port, app_spec if guarded is not None else None, guarded, drops_underscores=drops)
+        Question(port, app_spec if guarded is not None else None, guarded, drops_underscores=drops)
     )
     print(render(findings, as_json))
     return exit_status(findings)
 
 
-def audit(scope: Scope) -> list[Finding]:
+def audit(scope: Question) -> list[Finding]:
     """Everything but loading the app: whether the port serves it, listeners,
     forwarders, route_localnet, NAT.
 
@@ -161,7 +161,7 @@ __all__ = [
     "Listener",
     "NatRule",
     "Process",
-    "Scope",
+    "Question",
     "app_findings",
     "app_specs_in",
     "audit",

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
-from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Scope
+from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Question
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ def _nft_address(address: Any) -> str | None:
 # Findings -----------------------------------------------------------------
 
 
-#: What ``Scope.bypass`` says when a source NAT rule makes other hosts look local.
+#: What ``Question.bypass`` says when a source NAT rule makes other hosts look local.
 SNAT_BYPASS = "a source NAT rule gives other hosts this host's own address (see its nat finding)"
 
 #: In a finding's details: this rule makes other hosts look like this host.
@@ -316,7 +316,7 @@ MAKES_REMOTE_LOCAL = "makes_remote_local"
 def nat_findings(
     rules: Iterable[NatRule],
     hidden_nft_targets: int = 0,
-    scope: Scope | None = None,
+    scope: Question | None = None,
     own_addresses: Collection[str] | None = None,
 ) -> list[Finding]:
     """Findings for rules that DNAT to loopback, rules that SNAT incoming
@@ -331,7 +331,7 @@ def nat_findings(
     when unknown: every SNAT on the way in then counts as one to them).
     """
     rules = list(rules)
-    scope = scope or Scope()
+    scope = scope or Question()
     findings = [
         finding
         for rule in rules
@@ -422,7 +422,7 @@ def nat_findings(
 
 
 def snat_finding(
-    rule: NatRule, scope: Scope, own_addresses: Collection[str] | None
+    rule: NatRule, scope: Question, own_addresses: Collection[str] | None
 ) -> Finding | None:
     """An SNAT rule on the way in (hook ``input``), else ``None``.
 
@@ -567,7 +567,7 @@ def read_own_addresses(proc_net: str = "/proc/net") -> set[str] | None:
 
 def read_nat(
     run: ToolRunner = run_tool,
-    scope: Scope | None = None,
+    scope: Question | None = None,
     is_root: bool = True,
     own_addresses: Collection[str] | None = None,
 ) -> list[Finding]:
