@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .addresses import judge_source
 from .connection import local_address
 from .decision import Decision
+from .environ import evaluate
 from .exempt import allow_remote
-from .guard import evaluate
 from .middleware import SelfHostMiddleware
 from .options import Options
 

@@ -6,7 +6,7 @@ Almost every request a guarded app answers is the same request: a loopback
 client, no forwarding header, a Host such as ``127.0.0.1:8000``, no
 ``Origin`` or ``Sec-Fetch-*``. For such a request the rules' verdict depends
 on two raw strings only, the client address and the Host, so once the full
-rules have granted one, :func:`flask_selfhost.guard.evaluate` can answer the
+rules have granted one, :func:`flask_selfhost.environ.evaluate` can answer the
 next by two lookups instead of building the request's facts.
 
 What may be remembered, and why it is safe:
@@ -20,16 +20,18 @@ What may be remembered, and why it is safe:
 - nothing at all for a request that carried a forwarding header, a PROXY
   protocol mark or a browser's headers, or came over HTTP/2: the fast path
   tests for each of those itself (it takes HTTP/1.x only), on every request;
-- nothing from a request that waitress served: waitress may have deleted
-  the forwarding headers it carried, which only the full rules look for
-  (see :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
+- nothing from a refusal, and nothing from a request that waitress served:
+  waitress may have deleted the forwarding headers it carried, which only
+  the full rules look for (see
+  :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
   shows no mark of it (see :mod:`flask_selfhost.environ`).
 
 Both memories are bounded (:data:`LIMIT` entries, strings of bounded length),
 hold only results of pure functions, and are never keyed on anything a
-client can make large.
+client can make large. :meth:`AcceptedRequests.remember` is the one place
+that decides what a grant proves: the fronts call it with every decision.
 """
 
 from __future__ import annotations
@@ -37,14 +39,17 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
+from .decision import SOURCE
 from .hosts import MAX_LENGTH, judge_host
+from .servers import WAITRESS
 
 if TYPE_CHECKING:
     from .decision import Decision
     from .facts import RequestFacts
 
-#: At most this many client addresses and as many Host values are remembered;
-#: beyond that, requests take the full rules (correct, only slower).
+#: At most this many client addresses and as many Host entries (a Host value
+#: takes two, its WSGI and ASGI forms) are remembered; beyond that, requests
+#: take the full rules (correct, only slower).
 LIMIT = 256
 
 #: Every memory in this process, so that :func:`forget_everything` reaches all.
@@ -59,32 +64,37 @@ def forget_everything() -> None:
     for memory in list(_memories):
         memory.remotes.clear()
         memory.hosts.clear()
-        memory.raw_hosts.clear()
 
 
 class AcceptedRequests:
     """Remembered grants for the common request, per :class:`Options`."""
 
-    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "raw_hosts", "remotes")
+    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remotes")
 
     def __init__(self, allowed_hosts: frozenset[str]) -> None:
         self.allowed_hosts = allowed_hosts
         self.remotes: dict[str, Decision] = {}
-        self.hosts: set[str] = set()
-        self.raw_hosts: set[bytes] = set()  # the same Host values, as ASGI's bytes
+        #: Each accepted Host value twice, as WSGI's ``str`` and as ASGI's raw
+        #: ``bytes`` (which never compare equal), each mapped to its form's
+        #: type: a front takes only an entry of its own interface's type, so
+        #: that a bytes ``HTTP_HOST`` never meets the ASGI form.
+        self.hosts: dict[str | bytes, type] = {}
         _memories.add(self)
 
     def remember(self, facts: RequestFacts, decision: Decision) -> None:
-        """Remember what the full rules' grant for ``facts`` proves."""
+        """Remember what the full rules' ``decision`` for ``facts`` proves,
+        if anything (see the list above)."""
         if (
             not _remembering
+            or not decision.allowed
+            or facts.server == WAITRESS
             or facts.relayed
             or facts.proxy_protocol is not None
             or facts.http2 is not None
             or facts.rewritten
             or facts.origin is not None
             or facts.sec_fetch_site is not None
-            or decision.rule != "source"
+            or decision.rule != SOURCE
             or decision.local_addr is not None
             or decision.peer_addr is not None
             or facts.remote is None
@@ -95,15 +105,14 @@ class AcceptedRequests:
         host = facts.host
         if (
             host is not None
-            and len(self.hosts) < LIMIT
+            and len(self.hosts) < LIMIT - 1
             and len(host) <= MAX_LENGTH
             and judge_host(host, self.allowed_hosts) is None
         ):
-            self.hosts.add(host)
-            self.raw_hosts.add(host.encode("latin-1"))
+            self.hosts[host] = str
+            self.hosts[host.encode("latin-1")] = bytes
         if not _remembering:
             # Another thread forgot everything since the check above (the
             # process's first PROXY header): what was just added must go too.
             self.remotes.clear()
             self.hosts.clear()
-            self.raw_hosts.clear()

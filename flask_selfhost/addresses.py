@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from .decision import Decision
+from .decision import SOURCE, Decision
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -81,11 +81,11 @@ def judge_source(remote: str | None, local: str | None) -> Decision:
 
     ``local`` may be ``None`` when the server did not tell; then only a
     loopback client passes. Callers pass ``str`` or ``None`` only: the cache
-    needs hashable arguments (``guard.evaluate`` sees to that).
+    needs hashable arguments (``environ.evaluate`` sees to that).
     """
 
     def decide(allowed: bool, reason: str) -> Decision:
-        return Decision(allowed, "source", reason, remote, local)
+        return Decision(allowed, SOURCE, reason, remote, local)
 
     client = parse_ip(remote)
     if client is None:

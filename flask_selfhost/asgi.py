@@ -85,7 +85,7 @@ class SelfHostASGIMiddleware:
         self.app = app
         self.options = Options.from_mapping(options)
         self._remotes = self.options.accepted.remotes
-        self._hosts = self.options.accepted.raw_hosts
+        self._hosts = self.options.accepted.hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``async``, though the common path awaits one thing only: servers
@@ -184,7 +184,7 @@ class SelfHostASGIMiddleware:
         return self.options
 
 
-def is_guarded_asgi(app: object) -> Options | None:
+def asgi_guard_options(app: object) -> Options | None:
     """The options of an ASGI app guarded by :class:`SelfHostASGIMiddleware`
     (directly, or one Starlette middleware layer down), else ``None``."""
     if isinstance(app, SelfHostASGIMiddleware):
@@ -195,4 +195,4 @@ def is_guarded_asgi(app: object) -> Options | None:
     return None
 
 
-__all__ = ["SelfHostASGIMiddleware", "allow_remote", "is_guarded_asgi"]
+__all__ = ["SelfHostASGIMiddleware", "allow_remote", "asgi_guard_options"]

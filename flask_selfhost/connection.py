@@ -29,26 +29,31 @@ the worker speaks HTTP itself. Where no witness exists (granian, bjoern,
 uWSGI's router, nginx's ``uwsgi_params`` without ``SERVER_ADDR``),
 :func:`unknown_local_reason` names the server and the fix, and only loopback
 clients pass.
+
+Which server built the environ is :func:`flask_selfhost.servers.server_name`.
+What cannot change in a process is worked out once: whether this uWSGI
+worker speaks HTTP. What belongs to a connection is asked per request,
+never kept: a server hands the next connection the same descriptor number.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import socket
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from .facts import UNIX, Ends
+from .servers import BJOERN, CHEROOT, GRANIAN, UWSGI, WAITRESS, WAITRESS_DELETES, server_name
 
 #: A socket's address family as a plain int. ``sock.family`` converts it to
 #: an enum, which costs half a microsecond; this C-level getter does not. It
 #: raises TypeError for anything that is not a socket, including gevent's and
 #: eventlet's green sockets (see :func:`family`).
 socket_family: Any = socket.SocketType.family.__get__
-
-#: The word for "the peer is a unix socket".
-UNIX = "unix"
 
 
 def family(sock: Any) -> int:
@@ -63,60 +68,6 @@ def family(sock: Any) -> int:
         if not isinstance(value, int):
             raise
         return int(value)
-
-
-# Which server built the environ ----------------------------------------------
-
-WAITRESS, CHEROOT, GRANIAN, BJOERN, UWSGI = "waitress", "cheroot", "granian", "bjoern", "uwsgi"
-HYPERCORN, UVICORN = "hypercorn", "uvicorn"
-
-
-def server_name(environ: Mapping[str, Any]) -> str:
-    """The server that built ``environ``, named as this module's constants
-    do, or ``""`` for the others. Read only from what a server writes and no
-    client can: keys without ``HTTP_``, ``SERVER_SOFTWARE``, value types.
-
-    hypercorn and uvicorn serve WSGI through the same kind of adapter, with
-    no ``SERVER_SOFTWARE`` and an int ``SERVER_PORT`` (a WSGI server writes
-    a string); which of the two is loaded only names it.
-    """
-    if "waitress.client_disconnected" in environ:  # whatever --ident says
-        return WAITRESS
-    if type(environ.get("uwsgi.version")) is bytes:
-        return UWSGI
-    software = environ.get("SERVER_SOFTWARE")
-    if type(software) is str and software:
-        software = software.lower()
-        for name in (WAITRESS, CHEROOT, GRANIAN):
-            if software.startswith(name):
-                return name
-        return ""
-    if type(environ.get("SERVER_PORT")) is int:
-        return HYPERCORN if HYPERCORN in sys.modules else UVICORN
-    if "_bjoern" in sys.modules:  # bjoern names itself nowhere else
-        return BJOERN
-    return ""
-
-
-#: Servers that give ``X_Forwarded_For``, ``X-Forwarded_For`` and
-#: ``X-Forwarded-For`` the one environ key ``HTTP_X_FORWARDED_FOR`` (joined,
-#: or the last one kept), so that behind a proxy that passes names with
-#: underscores the client writes part of what the app reads as the proxy's
-#: header. Measured (``tests/test_quirks.py``); gunicorn, waitress, Werkzeug
-#: and bjoern drop such names, and the ASGI fronts read exact names.
-FOLDS_UNDERSCORE_NAMES = frozenset({HYPERCORN, UVICORN, GRANIAN, CHEROOT, UWSGI})
-
-#: What waitress deletes from the environ unless its own ``trusted_proxy``
-#: names the peer (``clear_untrusted_proxy_headers``, on by default), as its
-#: parser keys them (``waitress/proxy_headers.py``).
-WAITRESS_DELETES = (
-    "X_FORWARDED_FOR",
-    "X_FORWARDED_HOST",
-    "X_FORWARDED_PROTO",
-    "X_FORWARDED_PORT",
-    "X_FORWARDED_BY",
-    "FORWARDED",
-)
 
 
 def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
@@ -140,8 +91,13 @@ def waitress_deleted_forwarding(environ: Mapping[str, Any]) -> bool:
         return True
 
 
-def connection_socket(environ: Mapping[str, Any]) -> Any:
-    """The accepted connection, or ``None`` when the server did not say."""
+def connection_socket(environ: Mapping[str, Any], server: str) -> Any:
+    """The accepted connection, or ``None`` when the server did not say.
+
+    ``server`` is :func:`~flask_selfhost.servers.server_name` of ``environ``, named once per
+    request by the caller. Under uWSGI each call makes a new snapshot of
+    the connection (see :func:`uwsgi_http_socket`): ask once per request.
+    """
     # gunicorn.sock: gunicorn's gevent_pywsgi worker, whose environ gevent builds.
     sock = (
         environ.get("gunicorn.socket")
@@ -150,13 +106,31 @@ def connection_socket(environ: Mapping[str, Any]) -> Any:
     )
     if sock is not None:
         return sock
-    server = server_name(environ)
     with contextlib.suppress(Exception):  # an internal that moved: no witness, never an error
         if server == WAITRESS:
             return _real(environ["waitress.client_disconnected"].__self__.socket)
         if server == CHEROOT:
             return _real(environ["wsgi.input"].rfile.raw._sock)
-    return _uwsgi_http_socket(environ)
+    if server == UWSGI and "UWSGI_ROUTER" not in environ:
+        return uwsgi_http_socket()
+    return None
+
+
+def socket_ends(sock: Any) -> Ends | None:
+    """The two ends of an accepted TCP socket (``None`` for anything else),
+    with ``sock`` as the connection to remember the kernel's answer for."""
+    if sock is None:
+        return None
+    try:
+        if family(sock) not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        peer, local = sock.getpeername(), sock.getsockname()
+        ends = Ends(peer[0], peer[1], local[0], local[1], sock)
+    except Exception:  # a closed or foreign object: no witness, never an error page
+        return None
+    if type(ends.peer) is not str or type(ends.local) is not str:
+        return None
+    return ends
 
 
 def _real(sock: Any) -> Any:
@@ -180,10 +154,12 @@ class _Snapshot:
         return self._peer
 
 
-def _uwsgi_http_socket(environ: Mapping[str, Any]) -> Any:
-    """uWSGI's connection, when the worker itself speaks HTTP to the client."""
-    if type(environ.get("uwsgi.version")) is not bytes or "UWSGI_ROUTER" in environ:
-        return None
+@functools.cache
+def _uwsgi_speaking_http() -> Any:
+    """uWSGI's module when this process is a uWSGI worker that speaks HTTP
+    to its clients itself, else ``None``. Asked once per process: the
+    module and its options (``uwsgi.opt``, the command line) are fixed when
+    the worker starts."""
     try:
         uwsgi: Any = importlib.import_module("uwsgi")  # exists only inside uWSGI
     except ImportError:
@@ -191,6 +167,20 @@ def _uwsgi_http_socket(environ: Mapping[str, Any]) -> Any:
     options = getattr(uwsgi, "opt", {})
     # --socket/--uwsgi-socket speak the uwsgi protocol: the peer is nginx.
     if not options.get("http-socket") or options.get("socket") or options.get("uwsgi-socket"):
+        return None
+    return uwsgi
+
+
+def uwsgi_http_socket() -> Any:
+    """The connection of the request uWSGI is serving, when the worker
+    itself speaks HTTP to the client; else ``None``.
+
+    Read afresh on every call: a worker serves one connection after another
+    on the same descriptor number, so nothing of a connection is kept
+    beyond the request that asked.
+    """
+    uwsgi = _uwsgi_speaking_http()
+    if uwsgi is None:
         return None
     with contextlib.suppress(Exception), socket.socket(fileno=os.dup(uwsgi.connection_fd())) as dup:
         return _Snapshot(dup)
@@ -222,10 +212,17 @@ def local_address(environ: Mapping[str, Any]) -> str | None:
     a server that reports nonsense is not second-guessed); elsewhere it is
     ignored. ``SERVER_NAME`` is the bind address or the Host header, never this.
     """
+    return local_address_of(environ, lambda: connection_socket(environ, server_name(environ)))
+
+
+def local_address_of(environ: Mapping[str, Any], find_socket: Callable[[], Any]) -> str | None:
+    """:func:`local_address`, with the connection found by ``find_socket``
+    (called only when ``SERVER_ADDR`` does not answer): a caller that keeps
+    the request's connection for other questions passes its own finder."""
     server_addr = environ.get("SERVER_ADDR")
     if server_addr is not None and sets_server_addr(environ):
         return server_addr if type(server_addr) is str else ""
-    sock = connection_socket(environ)
+    sock = find_socket()
     if sock is None:
         return None
     try:
@@ -283,11 +280,11 @@ NO_WITNESS = {
 }
 
 
-def unknown_local_reason(environ: Mapping[str, Any]) -> str | None:
-    """Why the server behind ``environ`` cannot say which local address a
-    connection used, and what to change; ``None`` when nothing is known.
-    Names no address: it is shown to clients."""
-    server = server_name(environ)
+def unknown_local_reason(environ: Mapping[str, Any], server: str) -> str | None:
+    """Why the server behind ``environ`` (named ``server`` by
+    :func:`~flask_selfhost.servers.server_name`) cannot say which local address a connection used,
+    and what to change; ``None`` when nothing is known. Names no address:
+    it is shown to clients."""
     if server == UWSGI:
         return NO_WITNESS["uwsgi-router" if "UWSGI_ROUTER" in environ else "uwsgi-nginx"]
     if server in (GRANIAN, BJOERN):

@@ -57,12 +57,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from .addresses import CACHE_SIZE
-from .decision import Decision, Headers
+from .decision import CROSS_SITE, PREFLIGHT, Decision, Headers
 from .facts import RequestFacts
 from .hosts import parse_host
-
-RULE = "cross-site"
-PREFLIGHT_RULE = "preflight"
 
 # Every response whose status this rule decided says so to caches. A shared
 # or browser cache that kept a same-origin answer must not hand it to a
@@ -85,7 +82,7 @@ SAME_ORIGIN = "Sec-Fetch-Site says the request comes from this site's own pages"
 NAVIGATION = "a link from another site opens this page at the top level"
 TRUSTED = "the request comes from an origin in the trusted_origins option"
 ORIGIN_MATCHES = "the Origin header is this server's own origin"
-CROSS_SITE = (
+OTHER_SITE_PAGE = (
     "a page of another site made the browser send this request; "
     "add that page's origin to the trusted_origins option if it may"
 )
@@ -128,11 +125,11 @@ def parse_origin(text: str) -> tuple[str, str, int | None] | None:
     if match is None:
         return None
     scheme, authority = match.groups()
-    host = parse_host(authority)
-    if host is None:
+    parsed = parse_host(authority)
+    if parsed is None:
         return None
-    port = host.port if host.port is not None else DEFAULT_PORTS.get(scheme)
-    return scheme, host.host, port
+    port = parsed.port if parsed.port is not None else DEFAULT_PORTS.get(scheme)
+    return scheme, parsed.origin_form, port
 
 
 def normalise_trusted_origins(entries: Iterable[str]) -> frozenset[str]:
@@ -150,13 +147,13 @@ def normalise_trusted_origins(entries: Iterable[str]) -> frozenset[str]:
                 f"flask_selfhost: trusted_origins entry {entry!r} is not an origin "
                 "(scheme://host[:port], no path, not null or *)"
             )
-        scheme, host, port = parsed
-        if host.startswith("["):
-            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+        scheme, origin_form, port = parsed
+        if origin_form.startswith("["):
+            origin_form = f"[{ipaddress.IPv6Address(origin_form[1:-1]).compressed}]"
         if port is None or port == DEFAULT_PORTS.get(scheme):
-            normalised.add(f"{scheme}://{host}")
+            normalised.add(f"{scheme}://{origin_form}")
         else:
-            normalised.add(f"{scheme}://{host}:{port}")
+            normalised.add(f"{scheme}://{origin_form}:{port}")
     return frozenset(normalised)
 
 
@@ -168,44 +165,51 @@ def judge_cross_site(
     ``source`` is the grant so far, whose addresses the decision copies for
     the log.
     """
-    origin = facts.origin
-    if origin is not None and len(origin) > MAX_ORIGIN_LENGTH:
-        origin = ""  # malformed: refused below, and never a cache key
     site = facts.sec_fetch_site
-    if origin is None and site is None:
-        return _decision(source, True, RULE, NO_BROWSER_HEADERS, ())
-    method = facts.method
+    origin = facts.origin
+    if origin is None:  # steps 2, 3 and 6 read the Origin
+        if site is None:
+            return _decision(source, True, CROSS_SITE, NO_BROWSER_HEADERS, ())
+        return judge_fetch_site(facts, site, source)
+    if len(origin) > MAX_ORIGIN_LENGTH:
+        origin = ""  # malformed: refused below, and never a cache key
 
-    if method == "OPTIONS" and origin is not None and facts.request_method is not None:
-        return judge_preflight(facts, origin, trusted_origins, source)
+    requested_method = facts.request_method
+    if facts.method == "OPTIONS" and requested_method is not None:
+        return judge_preflight(facts, origin, requested_method, trusted_origins, source)
 
-    if origin is not None and origin in trusted_origins:
+    if origin in trusted_origins:
         cors = (
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Credentials", "true"),
         )
-        return _decision(source, True, RULE, TRUSTED, VARY + cors)
+        return _decision(source, True, CROSS_SITE, TRUSTED, VARY + cors)
 
     if site is not None:
-        if site == "same-origin" or site == "none":
-            return _decision(source, True, RULE, SAME_ORIGIN, VARY)
-        if site != "cross-site" and site != "same-site":
-            return _decision(source, False, RULE, BAD_FETCH_SITE, VARY)
-        if (
-            (method == "GET" or method == "HEAD")
-            and facts.sec_fetch_mode == "navigate"
-            and facts.sec_fetch_dest == "document"  # top-level: no frames
-        ):
-            return _decision(source, True, RULE, NAVIGATION, VARY)
-        return _decision(source, False, RULE, CROSS_SITE, VARY)
+        return judge_fetch_site(facts, site, source)
 
-    # No Sec-Fetch-Site, so there is an Origin (step 1 returned otherwise).
     if origin == "null":
-        return _decision(source, False, RULE, NULL_ORIGIN, VARY)
+        return _decision(source, False, CROSS_SITE, NULL_ORIGIN, VARY)
     own = own_origin(facts.scheme, facts.host)
-    if own is not None and origin is not None and parse_origin(origin) == own:
-        return _decision(source, True, RULE, ORIGIN_MATCHES, VARY)
-    return _decision(source, False, RULE, OTHER_ORIGIN, VARY)
+    if own is not None and parse_origin(origin) == own:
+        return _decision(source, True, CROSS_SITE, ORIGIN_MATCHES, VARY)
+    return _decision(source, False, CROSS_SITE, OTHER_ORIGIN, VARY)
+
+
+def judge_fetch_site(facts: RequestFacts, site: str, source: Decision) -> Decision:
+    """Steps 4 and 5: what ``Sec-Fetch-Site`` says, for a request with no
+    trusted Origin."""
+    if site == "same-origin" or site == "none":
+        return _decision(source, True, CROSS_SITE, SAME_ORIGIN, VARY)
+    if site != "cross-site" and site != "same-site":
+        return _decision(source, False, CROSS_SITE, BAD_FETCH_SITE, VARY)
+    if (
+        (facts.method == "GET" or facts.method == "HEAD")
+        and facts.sec_fetch_mode == "navigate"
+        and facts.sec_fetch_dest == "document"  # top-level: no frames
+    ):
+        return _decision(source, True, CROSS_SITE, NAVIGATION, VARY)
+    return _decision(source, False, CROSS_SITE, OTHER_SITE_PAGE, VARY)
 
 
 def own_origin(scheme: object, host: object) -> tuple[str, str, int | None] | None:
@@ -218,23 +222,25 @@ def own_origin(scheme: object, host: object) -> tuple[str, str, int | None] | No
         return None
     scheme = scheme.lower()
     port = parsed.port if parsed.port is not None else DEFAULT_PORTS.get(scheme)
-    return scheme, parsed.host, port
+    return scheme, parsed.origin_form, port
 
 
 def judge_preflight(
-    facts: RequestFacts, origin: str, trusted_origins: frozenset[str], source: Decision
+    facts: RequestFacts,
+    origin: str,
+    method: str,
+    trusted_origins: frozenset[str],
+    source: Decision,
 ) -> Decision:
-    """Step 2: grant a preflight from a trusted origin, refuse any other."""
+    """Step 2: grant a preflight (for ``method``, the
+    ``Access-Control-Request-Method``) from a trusted origin, refuse any other."""
     if origin not in trusted_origins:
-        return _decision(source, False, PREFLIGHT_RULE, PREFLIGHT_REFUSED, PREFLIGHT_VARY)
-    method = facts.request_method
+        return _decision(source, False, PREFLIGHT, PREFLIGHT_REFUSED, PREFLIGHT_VARY)
     requested = facts.request_headers
-    if (
-        method is None
-        or not _METHOD.fullmatch(method)
-        or (requested is not None and requested.strip() and not _HEADER_LIST.fullmatch(requested))
+    if not _METHOD.fullmatch(method) or (
+        requested is not None and requested.strip() and not _HEADER_LIST.fullmatch(requested)
     ):
-        return _decision(source, False, PREFLIGHT_RULE, PREFLIGHT_MALFORMED, PREFLIGHT_VARY)
+        return _decision(source, False, PREFLIGHT, PREFLIGHT_MALFORMED, PREFLIGHT_VARY)
     headers: Headers = (
         *PREFLIGHT_VARY,
         ("Access-Control-Allow-Origin", origin),
@@ -245,7 +251,7 @@ def judge_preflight(
         headers += (("Access-Control-Allow-Headers", requested),)
     if facts.request_private_network == "true":
         headers += (("Access-Control-Allow-Private-Network", "true"),)
-    return _decision(source, True, PREFLIGHT_RULE, PREFLIGHT_GRANTED, headers)
+    return _decision(source, True, PREFLIGHT, PREFLIGHT_GRANTED, headers)
 
 
 @lru_cache(maxsize=CACHE_SIZE)

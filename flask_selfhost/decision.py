@@ -3,7 +3,7 @@ What a rule says about a request
 ================================
 
 Every rule in this package, pure functions of strings, returns a
-:class:`Decision`; :func:`flask_selfhost.guard.evaluate` returns the first
+:class:`Decision`; :func:`flask_selfhost.environ.evaluate` returns the first
 refusal or the source rule's grant. Decisions for common inputs are cached
 and shared, so a decision is immutable.
 
@@ -48,7 +48,7 @@ PUBLIC_REASON = "not from this host"
 
 
 class Decision(NamedTuple):
-    """The outcome of :func:`evaluate`.
+    """The outcome of :func:`~flask_selfhost.guard.judge`.
 
     ``rule`` names the rule that decided (``"source"``, ``"forwarded"``,
     ``"host"``, ``"cross-site"``, ``"preflight"`` or ``"kernel"``);

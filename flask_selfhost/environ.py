@@ -41,11 +41,14 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from . import connection as witness
+from . import connection, kernel_witness, servers
 from .accepted import forget_everything
+from .decision import Decision
 from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, Ends, RequestFacts, text
 from .forwarding_syntax import ENVIRON_KEYS
-from .kernel_witness import socket_ends
+from .guard import DEFAULT_OPTIONS, judge
+from .log import log_warning
+from .options import Options
 
 _FORWARDING_KEYS = frozenset(ENVIRON_KEYS)
 
@@ -65,42 +68,69 @@ proxy_protocol_seen = False
 
 class EnvironConnection:
     """:class:`~flask_selfhost.facts.Connection` for a WSGI environ: the
-    witnesses :mod:`flask_selfhost.connection` finds, asked lazily, once."""
+    witnesses :mod:`flask_selfhost.connection` finds, asked lazily, once.
 
-    __slots__ = ("_environ", "_local", "_peer")
+    ``server`` is the server that built the environ, as
+    :func:`~flask_selfhost.servers.server_name` named it for the facts.
+    """
+
+    __slots__ = ("_environ", "_local", "_peer", "_server", "_socket")
 
     _UNASKED: Any = object()
 
-    def __init__(self, environ: Mapping[str, Any]) -> None:
-        self._environ = environ
-        self._local = self._peer = self._UNASKED
+    def __init__(self, environ: Mapping[str, Any], server: str) -> None:
+        self._environ, self._server = environ, server
+        self._socket = self._local = self._peer = self._UNASKED
+
+    def socket(self) -> Any:
+        """The accepted connection (or ``None``), found once per request:
+        under uWSGI each search is a ``dup()`` and two system calls."""
+        if self._socket is self._UNASKED:
+            self._socket = connection.connection_socket(self._environ, self._server)
+        return self._socket
 
     def local_address(self) -> str | None:
         if self._local is self._UNASKED:
-            self._local = witness.local_address(self._environ)
+            self._local = connection.local_address_of(self._environ, self.socket)
         return self._local  # type: ignore[no-any-return]
 
     def peer_address(self) -> str | None:
         if self._peer is self._UNASKED:
-            self._peer = witness.peer_address(witness.connection_socket(self._environ))
+            self._peer = connection.peer_address(self.socket())
         return self._peer  # type: ignore[no-any-return]
 
     def is_unix(self) -> bool:
-        sock = witness.connection_socket(self._environ)
+        sock = self.socket()
         if sock is not None:
-            return witness.is_unix_socket(sock)
+            return connection.is_unix_socket(sock)
         # waitress keeps no socket in the environ; it marks a unix-socket
         # client as 'localhost', which no TCP client's address can be.
-        return (
-            self._environ.get("REMOTE_ADDR") == "localhost"
-            and witness.server_name(self._environ) == witness.WAITRESS
-        )
+        return self._environ.get("REMOTE_ADDR") == "localhost" and self._server == servers.WAITRESS
 
     def unknown_local_reason(self) -> str | None:
-        return witness.unknown_local_reason(self._environ)
+        return connection.unknown_local_reason(self._environ, self._server)
 
     def ends(self) -> Ends | None:
-        return socket_ends(witness.connection_socket(self._environ))
+        return connection.socket_ends(self.socket())
+
+
+def environ_witnessed(environ: Mapping[str, Any], required: bool) -> bool:
+    """For the WSGI fast path, which looked up gunicorn's socket itself:
+    whether the kernel vouches for the client of ``environ``'s connection
+    (asked now, the first time, and remembered for it), or the check cannot
+    run and need not (:func:`flask_selfhost.kernel_witness.ends_witnessed`).
+    False sends the request to the full rules."""
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if sock is None:
+        sock = connection.connection_socket(environ, servers.server_name(environ))
+        if sock is None:  # the server gives no socket: the check cannot run
+            return not required
+    if id(sock) in kernel_witness.witnessed_connections:
+        return True
+    if not kernel_witness.usable and not required:  # said once in the log
+        return True
+    ends = connection.socket_ends(sock)
+    return ends is not None and kernel_witness.ends_witnessed(ends, required)
 
 
 def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
@@ -117,9 +147,9 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         )
 
     relayed = not _FORWARDING_KEYS.isdisjoint(environ)
-    server = witness.server_name(environ)
+    server = servers.server_name(environ)
     # Asked even when other headers say "relayed": the refusal then names the recipe.
-    deleted = server == witness.WAITRESS and witness.waitress_deleted_forwarding(environ)
+    deleted = server == servers.WAITRESS and connection.waitress_deleted_forwarding(environ)
     host, scheme = get("HTTP_HOST"), get("wsgi.url_scheme")
     rewritten, original_remote = False, None
     original = get("werkzeug.proxy_fix.orig")
@@ -138,7 +168,7 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
     browser = origin is not None or site is not None
     return RequestFacts(
         remote,
-        EnvironConnection(environ),
+        EnvironConnection(environ, server),
         text(host),
         text(scheme),
         text(get("REQUEST_METHOD")),
@@ -160,6 +190,32 @@ def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:
         deleted,
         http2,
     )
+
+
+#: Whether this process has looked at its server yet (see :func:`evaluate`).
+_server_checked = False
+
+
+def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
+    """Decide whether the request in the WSGI ``environ`` comes from this host.
+
+    ``options`` (default ``Options()``) say which proxies may name the client,
+    whether a unix socket is local, and what the later rules accept.
+    """
+    if options is None:
+        options = DEFAULT_OPTIONS
+    facts = facts_from_environ(environ)
+    global _server_checked
+    if not _server_checked:
+        # Once per process, on the first request: say so when the server gives
+        # no witness of the local address, so that only loopback clients pass.
+        _server_checked = True
+        reason = facts.connection.unknown_local_reason()
+        if reason is not None:
+            log_warning(reason)
+    decision = judge(facts, options)
+    options.accepted.remember(facts, decision)
+    return decision
 
 
 def _http2(environ: Mapping[str, Any], scheme: object) -> str | None:
@@ -202,4 +258,4 @@ def _proxy_protocol(
     return remembered
 
 
-__all__ = ["GUNICORN_HTTP2", "H2C", "EnvironConnection", "facts_from_environ"]
+__all__ = ["GUNICORN_HTTP2", "H2C", "EnvironConnection", "evaluate", "facts_from_environ"]

@@ -49,9 +49,9 @@ from typing import Any
 from flask import Flask, Response, after_this_request, current_app, request
 
 from .decision import Decision
+from .environ import evaluate
 from .exempt import View, is_exempt
 from .flask_routes import routed_context, routed_view
-from .guard import evaluate
 from .log import log_decision
 from .middleware import Refuse, guard_wsgi_app
 from .options import Options

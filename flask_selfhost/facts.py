@@ -124,7 +124,7 @@ class RequestFacts(NamedTuple):
         original (Werkzeug's ``ProxyFix``), which is then ``original_remote``.
     :param original_remote: The ``REMOTE_ADDR`` that middleware saw.
     :param server: The server that built the request, as
-        :func:`flask_selfhost.connection.server_name` names it (``""`` when
+        :func:`flask_selfhost.servers.server_name` names it (``""`` when
         unknown, ``None`` when not asked): what it does to headers decides
         how far they can be read.
     :param deleted_forwarding: The server deleted forwarding headers that the

@@ -25,12 +25,12 @@ import click
 from flask.cli import AppGroup, NoAppException, ScriptInfo
 
 from . import doctor
-from .asgi import is_guarded_asgi
-from .connection import FOLDS_UNDERSCORE_NAMES
+from .asgi import asgi_guard_options
 from .flask_routes import find_flask_app
 from .hidden_relays import DROP_UNDERSCORE_NAMES
 from .options import Options
 from .proxies import TrustedProxies
+from .servers import FOLDS_UNDERSCORE_NAMES
 from .views import EXTENSION_NAME, exempt_views
 
 flask_group = AppGroup("selfhost", help="The flask_selfhost guard of this app.")
@@ -59,7 +59,7 @@ def guard_kind(app: Any) -> str:
     extensions = getattr(app, "extensions", None)
     if isinstance(extensions, Mapping) and EXTENSION_NAME in extensions:
         return "the SelfHost extension"
-    if is_guarded_asgi(app) or is_guarded_asgi(getattr(app, "asgi_app", None)):
+    if asgi_guard_options(app) or asgi_guard_options(getattr(app, "asgi_app", None)):
         return "SelfHostASGIMiddleware around the app"
     return "SelfHostMiddleware around the app"
 

@@ -40,7 +40,7 @@ from functools import lru_cache
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
 from .caching import PRIVATE
-from .decision import Decision
+from .decision import FORWARDED, SOURCE, Decision
 from .facts import UNIX, RequestFacts
 from .forwarding_syntax import (
     MAX_HEADER_LENGTH,
@@ -53,8 +53,6 @@ from .proxies import TrustedProxies
 
 # ``UNIX`` ("unix") names a unix-socket peer in ``trusted_proxies`` and in
 # :attr:`Decision.peer_addr`.
-
-RULE = "forwarded"
 
 # Reasons, for the log: sentences that name no address (a client is told
 # only Decision.public_reason).
@@ -79,7 +77,7 @@ OWN_ADDRESS_CLIENT = "a trusted proxy relayed a client that is one of this host'
 OTHER_HOST_CLIENT = "a trusted proxy relayed a client on another host"
 
 
-def _walk(
+def _client_past_trusted_proxies(
     nodes: tuple[str, ...],
     peer_is_local: bool,
     trusted: TrustedProxies,
@@ -134,7 +132,7 @@ def judge_forwarded(
     """
 
     def decide(allowed: bool, reason: str, client: str | None) -> Decision:
-        return Decision(allowed, RULE, reason, client, None, peer, PRIVATE if allowed else ())
+        return Decision(allowed, FORWARDED, reason, client, None, peer, PRIVATE if allowed else ())
 
     if peer == UNIX:
         if not trusted.unix:
@@ -155,7 +153,9 @@ def judge_forwarded(
             None if x_forwarded_for is None else parse_x_forwarded_for(x_forwarded_for),
         ):
             if nodes is not None:
-                found.append(_walk(nodes, peer_is_local, trusted, proxy_hops, host))
+                found.append(
+                    _client_past_trusted_proxies(nodes, peer_is_local, trusted, proxy_hops, host)
+                )
     except MalformedHeader as error:
         return decide(False, f"a forwarding header is malformed: {error}", None)
     if not found:
@@ -231,7 +231,7 @@ def judge_unix_socket(facts: RequestFacts, unix_socket_is_local: bool) -> Decisi
     if not facts.connection.is_unix():
         return None
     reason = UNIX_LOCAL if unix_socket_is_local else UNIX_REFUSED
-    return Decision(unix_socket_is_local, "source", reason, facts.remote, None, UNIX)
+    return Decision(unix_socket_is_local, SOURCE, reason, facts.remote, None, UNIX)
 
 
 def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int) -> Decision:
@@ -250,20 +250,20 @@ def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int)
     forwarded, x_forwarded_for = facts.forwarded, facts.x_forwarded_for
     for value in (forwarded, x_forwarded_for):
         if value is not None and len(value) > MAX_HEADER_LENGTH:
-            return Decision(False, RULE, TOO_LONG, None, None)
+            return Decision(False, FORWARDED, TOO_LONG, None, None)
     if facts.proxy_protocol is not None:
         return _judge_proxy_protocol(facts, trusted, proxy_hops)
 
     if facts.remote_in_headers:  # the peer that wrote the headers is unknown
-        return Decision(False, RULE, REWRITTEN_CLIENT, facts.remote, None)
+        return Decision(False, FORWARDED, REWRITTEN_CLIENT, facts.remote, None)
     peer = facts.remote
     if facts.rewritten:
         peer = facts.original_remote
         actual = facts.connection.peer_address()
         if actual is None:
-            return Decision(False, RULE, REWRITTEN_UNVERIFIED, facts.remote, None, peer)
+            return Decision(False, FORWARDED, REWRITTEN_UNVERIFIED, facts.remote, None, peer)
         if not _same_peer(actual, peer):
-            return Decision(False, RULE, REWRITTEN, facts.remote, None, actual)
+            return Decision(False, FORWARDED, REWRITTEN, facts.remote, None, actual)
     if facts.connection.is_unix():
         peer = UNIX
     host = host_addresses.current()
@@ -277,15 +277,15 @@ def _judge_proxy_protocol(
     header's sender is the connection's witnessed peer, which must be trusted."""
     peer = facts.connection.peer_address()
     if peer is None:
-        return Decision(False, RULE, PROXY_UNKNOWN_SENDER, None, None)
+        return Decision(False, FORWARDED, PROXY_UNKNOWN_SENDER, None, None)
     sender = None if peer == UNIX else parse_ip(peer)
     if not (trusted.unix if peer == UNIX else sender is not None and trusted.trusts(sender)):
-        return Decision(False, RULE, PROXY_UNTRUSTED, peer, None, peer)
+        return Decision(False, FORWARDED, PROXY_UNTRUSTED, peer, None, peer)
     if facts.forwarded is not None or facts.x_forwarded_for is not None:
-        return Decision(False, RULE, PROXY_AND_HEADERS, None, None, peer)
+        return Decision(False, FORWARDED, PROXY_AND_HEADERS, None, None, peer)
     client = facts.remote
     if client is None or parse_ip(client) is None:
-        return Decision(False, RULE, PROXY_NO_CLIENT, client, None, peer)
+        return Decision(False, FORWARDED, PROXY_NO_CLIENT, client, None, peer)
     host = host_addresses.current()
     decision = judge_forwarded(peer, None, client, trusted, proxy_hops, host)
     # PROXY_ADDR is where the client connected to the proxy: the local side.

@@ -4,10 +4,11 @@ One decision per request
 
 :func:`judge` applies the rules to a request's facts
 (:class:`~flask_selfhost.facts.RequestFacts`) and says whether the request
-comes from this host; :func:`evaluate` does the same for a WSGI environ.
-Every front (WSGI middleware, Flask extension and decorators, ASGI
-middleware, CLI) calls one of them, so they cannot disagree. Neither has side
-effects on the request, and neither raises for any input.
+comes from this host. :func:`flask_selfhost.environ.evaluate` (a WSGI
+environ) and :func:`flask_selfhost.scope.evaluate_scope` (an ASGI scope)
+build the facts and call it. Every front (WSGI middleware, Flask extension
+and decorators, ASGI middleware, CLI) comes here, so they cannot disagree.
+:func:`judge` has no side effects on the request and raises for no input.
 
 The rules, in order. **Each rule runs on every request that the rules before
 it granted, and only a refusal ends the evaluation: a grant never skips a
@@ -39,7 +40,7 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       forwarding headers waitress deleted (it keeps them in its parsed
       request), and, unless ``proxy_drops_underscore_headers``, an
       ``X-Forwarded-For`` on a server that folds ``X_Forwarded_For`` into
-      it (:data:`~flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`), are
+      it (:data:`~flask_selfhost.servers.FOLDS_UNDERSCORE_NAMES`), are
       refused too; so is a client that an ASGI server may have taken from
       the request's own forwarding headers (``remote_in_headers``, see
       :mod:`flask_selfhost.scope`): the peer that sent them is unknown.
@@ -73,28 +74,24 @@ response headers added) or a refusal; :data:`RULES` is the list, and
 Speed: the WSGI fronts answer the common request (HTTP/1.x, a loopback
 client, no forwarding header, a Host such as ``localhost:PORT`` or
 ``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``) without calling
-:func:`evaluate`, from the grants :func:`evaluate` remembered in
+:func:`~flask_selfhost.environ.evaluate`, from the grants it remembered in
 ``options.accepted`` (:mod:`flask_selfhost.accepted`); everything else comes
 here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from . import connection as witness
-from . import forwarded, hidden_relays
+from . import forwarded, hidden_relays, servers
 from .addresses import judge_source
 from .crosssite import judge_cross_site
-from .decision import Decision
-from .environ import facts_from_environ
+from .decision import FORWARDED, SOURCE, Decision
 from .facts import RequestFacts
 from .forwarded import judge_relayed, judge_unix_socket
 from .hidden_relays import judge_http2, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .kernel_witness import witness_client
-from .log import log_warning
 from .options import Options
 
 DEFAULT_OPTIONS = Options()
@@ -128,21 +125,21 @@ def _judge_client(facts: RequestFacts, options: Options) -> Decision:
         if facts.deleted_forwarding:  # nothing left to judge, trusted proxy or not
             local = facts.connection.local_address()
             reason = hidden_relays.WAITRESS_HID_HEADERS
-            return Decision(False, forwarded.RULE, reason, facts.remote, local)
+            return Decision(False, FORWARDED, reason, facts.remote, local)
         if trusted:
             if (
                 facts.x_forwarded_for is not None
-                and facts.server in witness.FOLDS_UNDERSCORE_NAMES
+                and facts.server in servers.FOLDS_UNDERSCORE_NAMES
                 and not options.proxy_drops_underscore_headers
             ):
                 local = facts.connection.local_address()
                 reason = hidden_relays.folded_names_reason(facts.server)
-                return Decision(False, forwarded.RULE, reason, facts.remote, local, facts.remote)
+                return Decision(False, FORWARDED, reason, facts.remote, local, facts.remote)
             return judge_relayed(facts, trusted, options.proxy_hops)
         proxy = facts.proxy_protocol is not None
         reason = forwarded.PROXY_UNTRUSTED if proxy else forwarded.UNTRUSTED
         local = facts.connection.local_address()  # for the log: a refusal may cost more
-        return Decision(False, forwarded.RULE, reason, facts.remote, local)
+        return Decision(False, FORWARDED, reason, facts.remote, local)
     if trusted:
         refusal = judge_unrelayed_peer(facts, trusted)
         if refusal is not None:
@@ -159,7 +156,7 @@ def _judge_client(facts: RequestFacts, options: Options) -> Decision:
     if unix is not None:
         return unix
     why = facts.connection.unknown_local_reason()
-    return decision if why is None or decision.rule != "source" else decision._replace(reason=why)
+    return decision if why is None or decision.rule != SOURCE else decision._replace(reason=why)
 
 
 def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
@@ -202,42 +199,4 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
                 # where the refusing rule had no need to ask the connection.
                 decision = decision._replace(local_addr=facts.connection.local_address())
             break
-    return decision
-
-
-#: Whether this process has looked at its server yet (see _warn_without_witness).
-_server_checked = False
-
-
-def _warn_without_witness(environ: Mapping[str, Any]) -> None:
-    """Once per process, on the first request: say so when the server gives
-    no witness of the local address, so that only loopback clients can pass."""
-    reason = witness.unknown_local_reason(environ)
-    if reason is not None:
-        log_warning(reason)
-
-
-def evaluate(environ: Mapping[str, Any], options: Options | None = None) -> Decision:
-    """Decide whether the request in the WSGI ``environ`` comes from this host.
-
-    ``options`` (default ``Options()``) say which proxies may name the client,
-    whether a unix socket is local, and what the later rules accept.
-    """
-    if options is None:
-        options = DEFAULT_OPTIONS
-    global _server_checked
-    if not _server_checked:
-        _server_checked = True
-        _warn_without_witness(environ)
-    facts = facts_from_environ(environ)
-    decision = judge(facts, options)
-    if (
-        decision.allowed
-        and decision.rule == "source"
-        and decision.local_addr is None
-        # Under waitress a request may hide that it was relayed (its headers
-        # deleted); only the full rules ask waitress's parsed request.
-        and facts.server != witness.WAITRESS
-    ):
-        options.accepted.remember(facts, decision)
     return decision

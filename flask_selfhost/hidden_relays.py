@@ -22,11 +22,10 @@ Each is refused with a reason that names the setting to change.
 from __future__ import annotations
 
 from .addresses import parse_ip
-from .connection import WAITRESS
-from .decision import Decision
+from .decision import FORWARDED, Decision
 from .facts import H2C, H2C_GUNICORN, HTTP2_GUNICORN_ASGI, RequestFacts
-from .forwarded import RULE
 from .proxies import TrustedProxies
+from .servers import WAITRESS
 
 H2C_CLIENT_UNKNOWN = (
     "gunicorn serves cleartext HTTP/2 (h2c) to proxies only and does not pass on a PROXY "
@@ -106,7 +105,7 @@ def judge_http2(facts: RequestFacts, allow_cleartext_http2: bool) -> Decision | 
     if kind is None or (kind == H2C and allow_cleartext_http2):
         return None
     reason = HTTP2_REASONS.get(kind, CLEARTEXT_HTTP2)  # an unknown kind: refused all the same
-    return Decision(False, RULE, reason, facts.remote, None)
+    return Decision(False, FORWARDED, reason, facts.remote, None)
 
 
 def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decision | None:
@@ -120,4 +119,4 @@ def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decisi
     if address is None or not trusted.trusts(address):
         return None
     reason = WAITRESS_DELETED_HEADERS if facts.server == WAITRESS else PROXY_WITHOUT_HEADERS
-    return Decision(False, RULE, reason, facts.remote, None, facts.remote)
+    return Decision(False, FORWARDED, reason, facts.remote, None, facts.remote)

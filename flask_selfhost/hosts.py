@@ -37,11 +37,9 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
-from .decision import Decision
+from .decision import HOST, Decision
 from .facts import RequestFacts
 from .host_addresses import host_addresses
-
-RULE = "host"
 
 #: Longer Host values are malformed (a name is at most 253 characters). The
 #: guard checks the length before the cached functions see a value, so that
@@ -79,13 +77,14 @@ _IPV4ISH = re.compile(r"[0-9.]+")
 class ParsedHost(NamedTuple):
     """A Host header (or an origin's host) taken apart.
 
-    ``host`` is lowercase, as written (brackets kept for IPv6, a trailing dot
-    kept), so that two hosts can be compared as origins; ``name`` is the same
-    without brackets and trailing dot, for matching; ``ip`` is set for IP
-    literals (IPv4-mapped IPv6 unwrapped to IPv4).
+    ``origin_form`` is the host part lowercase, as written (brackets kept
+    for IPv6, a trailing dot kept), so that two hosts can be compared as
+    origins; ``name`` is the same without brackets and trailing dot, for
+    matching; ``ip`` is set for IP literals (IPv4-mapped IPv6 unwrapped to
+    IPv4).
     """
 
-    host: str
+    origin_form: str
     name: str
     port: int | None
     ip: IPAddress | None
@@ -110,20 +109,20 @@ def parse_host(text: str) -> ParsedHost | None:
             return None
         ip = parse_ip(str(ip))  # unwraps ::ffff:a.b.c.d
         return ParsedHost(f"[{match['ipv6']}]", str(ip), port, ip)
-    host = match["name"]
-    name = host[:-1] if host.endswith(".") else host
-    if _IPV4ISH.fullmatch(host):
+    origin_form = match["name"]
+    name = origin_form[:-1] if origin_form.endswith(".") else origin_form
+    if _IPV4ISH.fullmatch(origin_form):
         # Digits and dots are an IPv4 literal, in its one canonical form:
         # "127.1", "0127.0.0.1" or "127.0.0.1." mean different things to
         # different resolvers, so they are refused, not guessed at.
         try:
-            ip = ipaddress.IPv4Address(host)
+            ip = ipaddress.IPv4Address(origin_form)
         except ValueError:
             return None
-        return ParsedHost(host, host, port, ip)
+        return ParsedHost(origin_form, origin_form, port, ip)
     if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
         return None
-    return ParsedHost(host, name, port, None)
+    return ParsedHost(origin_form, name, port, None)
 
 
 def normalise_allowed_hosts(entries: Iterable[str]) -> frozenset[str]:
@@ -155,7 +154,7 @@ def normalise_allowed_hosts(entries: Iterable[str]) -> frozenset[str]:
 
 
 def refuse(reason: str, local: str | None = None) -> Decision:
-    return Decision(False, RULE, reason, None, local)
+    return Decision(False, HOST, reason, None, local)
 
 
 MALFORMED_REFUSAL = refuse(MALFORMED)

@@ -14,9 +14,10 @@ also needs the kernel to find the client's own socket on this host
 not asked about: the kernel would not know them.
 
 What it reads: the connection's two ends as the server witnessed them
-(:class:`~flask_selfhost.facts.Ends`, from the accepted socket of a WSGI
-server or from ``scope["client"]`` and ``scope["server"]`` of an ASGI
-server that fills them per connection). Where a server gives no such
+(:class:`~flask_selfhost.facts.Ends`, which the adapters build: from the
+accepted socket of a WSGI server, :func:`flask_selfhost.connection.socket_ends`,
+or from ``scope["client"]`` and ``scope["server"]`` of an ASGI server that
+fills them per connection). Where a server gives no such
 witness (granian bound to a wildcard address, bjoern, mod_wsgi, a unix
 socket) the check does not run, and the log says so once.
 
@@ -39,14 +40,12 @@ request refuses that request.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import weakref
 from typing import Any
 
 from . import peer_socket
 from .addresses import parse_ip
-from .connection import connection_socket, family
 from .decision import KERNEL, Decision
 from .facts import Connection, Ends
 from .host_addresses import host_addresses
@@ -89,23 +88,6 @@ GOING_ON = (
     "another host look local (require_client_socket refuses instead)"
 )
 REFUSING = "require_client_socket is set, so every client on this host is refused"
-
-
-def socket_ends(sock: Any) -> Ends | None:
-    """The two ends of an accepted TCP socket (``None`` for anything else),
-    with ``sock`` as the connection to remember a verdict for."""
-    if sock is None:
-        return None
-    try:
-        if family(sock) not in (socket.AF_INET, socket.AF_INET6):
-            return None
-        peer, local = sock.getpeername(), sock.getsockname()
-        ends = Ends(peer[0], peer[1], local[0], local[1], sock)
-    except Exception:  # a closed or foreign object: no witness, never an error page
-        return None
-    if type(ends.peer) is not str or type(ends.local) is not str:
-        return None
-    return ends
 
 
 def is_this_host(ends: Ends) -> bool:
@@ -200,35 +182,16 @@ def witness_client(
 # The fronts' fast paths: a grant from memory still needs the witness ------------
 
 
-def environ_witnessed(environ: Any, required: bool) -> bool:
-    """For the WSGI fast path, which looked up gunicorn's socket itself:
-    whether the kernel vouches for the client of ``environ``'s connection
-    (asked now, the first time, and remembered on it), or the check cannot
-    run and need not. False sends the request to the full rules, which say
-    why it is refused."""
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-    if sock is None:
-        sock = connection_socket(environ)
-        if sock is None:  # the server gives no socket: the check cannot run
-            return not required
-    if id(sock) in witnessed_connections:
-        return True
-    ends = socket_ends(sock)
-    if ends is None:  # a unix socket, or one that says nothing: the full rules
-        return False
-    verdict = verdict_for(ends, required)
-    if verdict is None:
-        return True
-    if verdict.granted:
-        remember_connection(sock)
-    return verdict.granted
-
-
 def ends_witnessed(ends: Ends | None, required: bool) -> bool:
-    """For the ASGI fast path, whose scope names no connection object:
-    whether the kernel vouches for the client of ``ends`` now (or the check
-    cannot run and need not). False sends the request to the full rules."""
+    """For the fronts' fast paths: whether the kernel vouches for the client
+    of ``ends`` now (remembered on its connection, if it names one), or the
+    check cannot run and need not. False sends the request to the full
+    rules, which say why it is refused."""
     if ends is None:
         return not required
     verdict = verdict_for(ends, required)
-    return verdict is None or verdict.granted
+    if verdict is None:
+        return True
+    if verdict.granted and ends.connection is not None:
+        remember_connection(ends.connection)
+    return verdict.granted

@@ -27,8 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .decision import Decision
-from .guard import evaluate
-from .kernel_witness import environ_witnessed
+from .environ import environ_witnessed, evaluate
 from .kernel_witness import witnessed_connections as witnessed
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
@@ -77,7 +76,7 @@ def guard_wsgi_app(
     """
     remotes, hosts = options.accepted.remotes, options.accepted.hosts
     if serving is not None:  # nothing granted from memory before serving() has run
-        remotes, hosts = {}, set()
+        remotes, hosts = {}, {}
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         nonlocal options, refuse, remotes, hosts, serving
@@ -89,11 +88,13 @@ def guard_wsgi_app(
         # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
         # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
         # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third
-        # of a tuple's.
+        # of a tuple's. A Host remembered in WSGI's form only (``is str``):
+        # the memory holds ASGI's bytes too, and the full rules refuse a Host
+        # that is not text.
         try:
             grant = (
                 remotes[environ["REMOTE_ADDR"]]
-                if environ["HTTP_HOST"] in hosts and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                if hosts[environ["HTTP_HOST"]] is str and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
                 else None
             )
         except (KeyError, TypeError):  # absent or unhashable: not the common request
@@ -153,7 +154,7 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
 
     Named like a class, as WSGI middleware usually is, but returns the plain
     function :func:`guard_wsgi_app` builds (see there why): test for a guard
-    with :func:`is_guarded`, not ``isinstance``.
+    with :func:`guard_options`, not ``isinstance``.
 
     Around a Flask app (the app, its ``wsgi_app``, or middleware whose
     ``.app`` leads to it), a refused request routed to an
@@ -181,7 +182,7 @@ def SelfHostMiddleware(app: WSGIApplication, **options: Any) -> GuardedApp:
     return guard_wsgi_app(app, checked, refuse_unless_exempt(flask_app, checked))
 
 
-def is_guarded(app: object) -> Options | None:
+def guard_options(app: object) -> Options | None:
     """The options of a WSGI callable that a flask_selfhost front built, else ``None``."""
     options = getattr(app, "options", None)
     return options if isinstance(options, Options) and callable(app) else None

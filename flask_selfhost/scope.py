@@ -294,7 +294,7 @@ def evaluate_scope(scope: Scope, options: Options) -> Decision:
     (:mod:`flask_selfhost.accepted`)."""
     facts = facts_from_scope(scope)
     decision = judge(facts, options)
-    if decision.allowed and scope.get("type") == "http":
+    if scope.get("type") == "http":  # remember() keeps grants only
         options.accepted.remember(facts, decision)
     return decision
 

@@ -14,7 +14,7 @@ import pytest
 from werkzeug.test import Client
 
 from flask_selfhost import SelfHostMiddleware
-from flask_selfhost.asgi import SelfHostASGIMiddleware, is_guarded_asgi
+from flask_selfhost.asgi import SelfHostASGIMiddleware, asgi_guard_options
 
 #: Scopes written by hand name connections that do not exist (see the fixture).
 pytestmark = pytest.mark.usefixtures("made_up_connections")
@@ -235,9 +235,9 @@ def test_starlette_and_fastapi_recognise_the_middleware():
     api = fastapi.FastAPI()
     api.get("/admin")(lambda: {"ok": True})
     api.add_middleware(SelfHostASGIMiddleware, trusted_proxies=["127.0.0.1"])
-    assert is_guarded_asgi(api) is not None
-    assert is_guarded_asgi(SelfHostASGIMiddleware(app)) is not None
-    assert is_guarded_asgi(app) is None
+    assert asgi_guard_options(api) is not None
+    assert asgi_guard_options(SelfHostASGIMiddleware(app)) is not None
+    assert asgi_guard_options(app) is None
     # Through the app itself: Starlette builds its stack with the middleware.
     assert status(run(api, scope("10.0.0.2", ("192.0.2.7", 8000), host="localhost"))) == 403
     # 127.0.0.2: the trusted proxy's own address sends headers or is refused.

@@ -206,7 +206,7 @@ def test_a_client_header_is_a_forwarding_header_on_every_front(name):
     """daphne --proxy-headers --proxy-headers-host NAME puts that header's
     address in the client: a loopback client with it is a relayed request,
     refused without trusted proxies, on the ASGI and the WSGI fronts alike."""
-    from flask_selfhost.guard import evaluate
+    from flask_selfhost.environ import evaluate
 
     scope = {**COMMON, "headers": [*COMMON["headers"], (name.lower().encode(), b"127.0.0.1")]}
     assert guard_answer(scope) == 403

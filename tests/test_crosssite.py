@@ -17,11 +17,11 @@ from flask_selfhost.crosssite import (
     normalise_trusted_origins,
     parse_origin,
 )
-from flask_selfhost.decision import Decision
+from flask_selfhost.decision import CROSS_SITE, HOST, PREFLIGHT, SOURCE, Decision
 from flask_selfhost.environ import facts_from_environ as facts
 from flask_selfhost.options import Options
 
-SOURCE = Decision(True, "source", "the client is loopback", "127.0.0.1", None)
+LOOPBACK_GRANT = Decision(True, SOURCE, "the client is loopback", "127.0.0.1", None)
 TRUSTED = normalise_trusted_origins(["http://localhost:3000", "https://tool.example"])
 APP = "http://127.0.0.1:8000"
 EVIL = "http://evil.example"
@@ -51,116 +51,118 @@ def nav(method="GET", site="cross-site", dest="document", **headers):
 # fmt: off
 CASES = [
     # 1. neither Sec-Fetch-Site nor Origin: curl, scripts
-    (env(), True, cs.RULE, "neither Origin nor Sec-Fetch-Site: not a cross-site request"),
-    (env("POST"), True, cs.RULE, "neither Origin nor Sec-Fetch-Site: not a cross-site request"),
-    (env("POST", sec_fetch_mode="no-cors"), True, cs.RULE,
+    (env(), True, CROSS_SITE, "neither Origin nor Sec-Fetch-Site: not a cross-site request"),
+    (env("POST"), True, CROSS_SITE, "neither Origin nor Sec-Fetch-Site: not a cross-site request"),
+    (env("POST", sec_fetch_mode="no-cors"), True, CROSS_SITE,
      "neither Origin nor Sec-Fetch-Site: not a cross-site request"),
     # 2. preflights
     (env("OPTIONS", origin="http://localhost:3000", access_control_request_method="PUT"),
-     True, cs.PREFLIGHT_RULE, cs.PREFLIGHT_GRANTED),
+     True, PREFLIGHT, cs.PREFLIGHT_GRANTED),
     (env("OPTIONS", origin=EVIL, access_control_request_method="PUT"),
-     False, cs.PREFLIGHT_RULE, cs.PREFLIGHT_REFUSED),
+     False, PREFLIGHT, cs.PREFLIGHT_REFUSED),
     (env("OPTIONS", origin=APP, access_control_request_method="PUT"),
-     False, cs.PREFLIGHT_RULE, cs.PREFLIGHT_REFUSED),  # same-origin pages never preflight
+     False, PREFLIGHT, cs.PREFLIGHT_REFUSED),  # same-origin pages never preflight
     (env("OPTIONS", origin="null", access_control_request_method="PUT",
          access_control_request_private_network="true"),
-     False, cs.PREFLIGHT_RULE, cs.PREFLIGHT_REFUSED),
+     False, PREFLIGHT, cs.PREFLIGHT_REFUSED),
     (env("OPTIONS", origin="http://localhost:3000", access_control_request_method="PUT X"),
-     False, cs.PREFLIGHT_RULE, cs.PREFLIGHT_MALFORMED),
+     False, PREFLIGHT, cs.PREFLIGHT_MALFORMED),
     (env("OPTIONS", origin="http://localhost:3000", access_control_request_method="PUT",
          access_control_request_headers="x-a, (bad)"),
-     False, cs.PREFLIGHT_RULE, cs.PREFLIGHT_MALFORMED),
+     False, PREFLIGHT, cs.PREFLIGHT_MALFORMED),
     (env("OPTIONS", origin="http://localhost:3000", access_control_request_method=b"PUT"),
-     False, cs.PREFLIGHT_RULE, cs.PREFLIGHT_MALFORMED),
-    (env("OPTIONS", origin=APP), True, cs.RULE, cs.ORIGIN_MATCHES),  # not a preflight
+     False, PREFLIGHT, cs.PREFLIGHT_MALFORMED),
+    (env("OPTIONS", origin=APP), True, CROSS_SITE, cs.ORIGIN_MATCHES),  # not a preflight
     # 3. trusted origins
     (env("POST", origin="http://localhost:3000", sec_fetch_site="same-site"),
-     True, cs.RULE, cs.TRUSTED),
+     True, CROSS_SITE, cs.TRUSTED),
     (env("DELETE", origin="https://tool.example", sec_fetch_site="cross-site"),
-     True, cs.RULE, cs.TRUSTED),
+     True, CROSS_SITE, cs.TRUSTED),
     (env("POST", origin="http://localhost:3000/", sec_fetch_site="same-site"),
-     False, cs.RULE, cs.CROSS_SITE),  # exact match only
-    (env("POST", origin="http://LOCALHOST:3000"), False, cs.RULE, cs.OTHER_ORIGIN),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),  # exact match only
+    (env("POST", origin="http://LOCALHOST:3000"), False, CROSS_SITE, cs.OTHER_ORIGIN),
     # 4. Sec-Fetch-Site same-origin / none
-    (env("POST", sec_fetch_site="same-origin"), True, cs.RULE, cs.SAME_ORIGIN),
-    (env("POST", sec_fetch_site="same-origin", origin=EVIL), True, cs.RULE, cs.SAME_ORIGIN),
-    (env("DELETE", sec_fetch_site="none"), True, cs.RULE, cs.SAME_ORIGIN),
-    (env("GET", sec_fetch_site="same-origin", sec_fetch_mode="cors"), True, cs.RULE,
+    (env("POST", sec_fetch_site="same-origin"), True, CROSS_SITE, cs.SAME_ORIGIN),
+    (env("POST", sec_fetch_site="same-origin", origin=EVIL), True, CROSS_SITE, cs.SAME_ORIGIN),
+    (env("DELETE", sec_fetch_site="none"), True, CROSS_SITE, cs.SAME_ORIGIN),
+    (env("GET", sec_fetch_site="same-origin", sec_fetch_mode="cors"), True, CROSS_SITE,
      cs.SAME_ORIGIN),
     # 5. cross-site / same-site: navigations only
-    (nav(), True, cs.RULE, cs.NAVIGATION),
-    (nav("HEAD"), True, cs.RULE, cs.NAVIGATION),
-    (nav(site="same-site"), True, cs.RULE, cs.NAVIGATION),
-    (nav(dest="iframe"), False, cs.RULE, cs.CROSS_SITE),  # framing: clickjacking
-    (nav(dest="frame"), False, cs.RULE, cs.CROSS_SITE),
-    (nav(dest="fencedframe"), False, cs.RULE, cs.CROSS_SITE),
-    (nav(site="same-site", dest="iframe"), False, cs.RULE, cs.CROSS_SITE),
-    (nav(dest="object"), False, cs.RULE, cs.CROSS_SITE),
-    (nav(dest="embed"), False, cs.RULE, cs.CROSS_SITE),
-    (nav("POST", origin=EVIL), False, cs.RULE, cs.CROSS_SITE),  # a form POST
-    (nav("POST", site="same-site", origin="http://localhost:3001"), False, cs.RULE, cs.CROSS_SITE),
+    (nav(), True, CROSS_SITE, cs.NAVIGATION),
+    (nav("HEAD"), True, CROSS_SITE, cs.NAVIGATION),
+    (nav(site="same-site"), True, CROSS_SITE, cs.NAVIGATION),
+    (nav(dest="iframe"), False, CROSS_SITE, cs.OTHER_SITE_PAGE),  # framing: clickjacking
+    (nav(dest="frame"), False, CROSS_SITE, cs.OTHER_SITE_PAGE),
+    (nav(dest="fencedframe"), False, CROSS_SITE, cs.OTHER_SITE_PAGE),
+    (nav(site="same-site", dest="iframe"), False, CROSS_SITE, cs.OTHER_SITE_PAGE),
+    (nav(dest="object"), False, CROSS_SITE, cs.OTHER_SITE_PAGE),
+    (nav(dest="embed"), False, CROSS_SITE, cs.OTHER_SITE_PAGE),
+    (nav("POST", origin=EVIL), False, CROSS_SITE, cs.OTHER_SITE_PAGE),  # a form POST
+    (nav("POST", site="same-site", origin="http://localhost:3001"),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),
     (env("POST", sec_fetch_site="cross-site", sec_fetch_mode="no-cors", origin=EVIL),
-     False, cs.RULE, cs.CROSS_SITE),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),
     (env("GET", sec_fetch_site="cross-site", sec_fetch_mode="cors", origin=EVIL),
-     False, cs.RULE, cs.CROSS_SITE),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),
     (env("GET", sec_fetch_site="cross-site", sec_fetch_mode="no-cors", sec_fetch_dest="script"),
-     False, cs.RULE, cs.CROSS_SITE),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),
     (env("GET", sec_fetch_site="cross-site", sec_fetch_mode="no-cors", sec_fetch_dest="image"),
-     False, cs.RULE, cs.CROSS_SITE),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),
     (env("GET", sec_fetch_site="cross-site", sec_fetch_mode="websocket"),
-     False, cs.RULE, cs.CROSS_SITE),
+     False, CROSS_SITE, cs.OTHER_SITE_PAGE),
     # 5. unknown values
-    (env("GET", sec_fetch_site=""), False, cs.RULE, cs.BAD_FETCH_SITE),
-    (env("GET", sec_fetch_site="Same-Origin"), False, cs.RULE, cs.BAD_FETCH_SITE),
-    (env("GET", sec_fetch_site="same-origin, cross-site"), False, cs.RULE, cs.BAD_FETCH_SITE),
-    (env("GET", sec_fetch_site=b"same-origin"), False, cs.RULE, cs.BAD_FETCH_SITE),
+    (env("GET", sec_fetch_site=""), False, CROSS_SITE, cs.BAD_FETCH_SITE),
+    (env("GET", sec_fetch_site="Same-Origin"), False, CROSS_SITE, cs.BAD_FETCH_SITE),
+    (env("GET", sec_fetch_site="same-origin, cross-site"), False, CROSS_SITE, cs.BAD_FETCH_SITE),
+    (env("GET", sec_fetch_site=b"same-origin"), False, CROSS_SITE, cs.BAD_FETCH_SITE),
     # 6. no Sec-Fetch-Site: Origin against the request's own origin
-    (env("POST", origin=APP), True, cs.RULE, cs.ORIGIN_MATCHES),
-    (env("POST", origin="HTTP://127.0.0.1:8000"), True, cs.RULE, cs.ORIGIN_MATCHES),
-    (env("POST", host="localhost", origin="http://localhost"), True, cs.RULE, cs.ORIGIN_MATCHES),
-    (env("POST", host="localhost:80", origin="http://localhost"), True, cs.RULE,
+    (env("POST", origin=APP), True, CROSS_SITE, cs.ORIGIN_MATCHES),
+    (env("POST", origin="HTTP://127.0.0.1:8000"), True, CROSS_SITE, cs.ORIGIN_MATCHES),
+    (env("POST", host="localhost", origin="http://localhost"), True, CROSS_SITE, cs.ORIGIN_MATCHES),
+    (env("POST", host="localhost:80", origin="http://localhost"), True, CROSS_SITE,
      cs.ORIGIN_MATCHES),
     (env("POST", host="localhost", scheme="https", origin="https://localhost:443"), True,
-     cs.RULE, cs.ORIGIN_MATCHES),
-    (env("POST", host="[::1]:8000", origin="http://[::1]:8000"), True, cs.RULE,
+     CROSS_SITE, cs.ORIGIN_MATCHES),
+    (env("POST", host="[::1]:8000", origin="http://[::1]:8000"), True, CROSS_SITE,
      cs.ORIGIN_MATCHES),
-    (env("POST", host="evil.example:8000", origin="http://evil.example:8000"), True, cs.RULE,
+    (env("POST", host="evil.example:8000", origin="http://evil.example:8000"), True, CROSS_SITE,
      cs.ORIGIN_MATCHES),  # DNS rebinding passes here: the host rule stops it
-    (env("POST", origin="https://127.0.0.1:8000"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin="http://127.0.0.1:8001"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin="http://127.0.0.1"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin="http://localhost:8000"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin=EVIL), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("GET", origin=EVIL), False, cs.RULE, cs.OTHER_ORIGIN),  # a CORS read
-    (env("POST", origin="null"), False, cs.RULE, cs.NULL_ORIGIN),
-    (env("POST", origin=""), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin=APP + "/"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin="http://x@127.0.0.1:8000"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin=APP + ", " + EVIL), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", origin=b"http://127.0.0.1:8000"), False, cs.RULE, cs.OTHER_ORIGIN),
-    (env("POST", host=None, origin=APP), False, cs.RULE, cs.OTHER_ORIGIN),  # nothing to match
-    (env("POST", host="bad host", origin="http://bad host"), False, cs.RULE, cs.OTHER_ORIGIN),
+    (env("POST", origin="https://127.0.0.1:8000"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin="http://127.0.0.1:8001"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin="http://127.0.0.1"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin="http://localhost:8000"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin=EVIL), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("GET", origin=EVIL), False, CROSS_SITE, cs.OTHER_ORIGIN),  # a CORS read
+    (env("POST", origin="null"), False, CROSS_SITE, cs.NULL_ORIGIN),
+    (env("POST", origin=""), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin=APP + "/"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin="http://x@127.0.0.1:8000"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin=APP + ", " + EVIL), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", origin=b"http://127.0.0.1:8000"), False, CROSS_SITE, cs.OTHER_ORIGIN),
+    (env("POST", host=None, origin=APP), False, CROSS_SITE, cs.OTHER_ORIGIN),  # nothing to match
+    (env("POST", host="bad host", origin="http://bad host"), False, CROSS_SITE, cs.OTHER_ORIGIN),
 ]
 # fmt: on
 
 
 @pytest.mark.parametrize(("environ", "allowed", "rule", "reason"), CASES)
 def test_judge_cross_site(environ, allowed, rule, reason):
-    decision = judge_cross_site(facts(environ), TRUSTED, SOURCE)
+    decision = judge_cross_site(facts(environ), TRUSTED, LOOPBACK_GRANT)
     assert (decision.allowed, decision.rule, decision.reason) == (allowed, rule, reason)
     assert decision.remote_addr == "127.0.0.1"
 
 
 def test_vary_on_every_decision_that_read_the_headers():
-    assert judge_cross_site(facts(env()), TRUSTED, SOURCE).headers == ()
+    assert judge_cross_site(facts(env()), TRUSTED, LOOPBACK_GRANT).headers == ()
     for environ, *_ in CASES:
         if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
-            headers = dict(judge_cross_site(facts(environ), TRUSTED, SOURCE).headers)
+            headers = dict(judge_cross_site(facts(environ), TRUSTED, LOOPBACK_GRANT).headers)
             assert headers["Vary"] in (cs.VARY[0][1], cs.PREFLIGHT_VARY[0][1])
 
 
 def test_trusted_origin_gets_cors_headers_never_a_star():
-    decision = judge_cross_site(facts(env("POST", origin="http://localhost:3000")), TRUSTED, SOURCE)
+    environ = env("POST", origin="http://localhost:3000")
+    decision = judge_cross_site(facts(environ), TRUSTED, LOOPBACK_GRANT)
     assert decision.headers == cs.VARY + CORS_TRUSTED
 
 
@@ -176,7 +178,7 @@ def test_granted_preflight_headers():
             )
         ),
         TRUSTED,
-        SOURCE,
+        LOOPBACK_GRANT,
     )
     assert decision.answers_preflight
     headers = dict(decision.headers)
@@ -199,7 +201,7 @@ def test_private_network_grant_only_when_asked(asked, granted):
             )
         ),
         TRUSTED,
-        SOURCE,
+        LOOPBACK_GRANT,
     )
     headers = dict(decision.headers)
     assert ("Access-Control-Allow-Private-Network" in headers) is granted
@@ -216,7 +218,7 @@ def test_refused_preflight_has_no_cors_header():
             )
         ),
         TRUSTED,
-        SOURCE,
+        LOOPBACK_GRANT,
     )
     assert not decision.allowed
     assert not decision.answers_preflight
@@ -258,6 +260,11 @@ def test_trusted_origins_are_normalised_and_checked():
             Options(trusted_origins=[bad])
     with pytest.raises(TypeError):
         Options(check_cross_site="no")
+    # An entry that is not text (a list of anything passes the option's own
+    # check): named, never taken apart.
+    for entry in [3000, b"http://a:1", None]:
+        with pytest.raises(TypeError, match="trusted_origins entries must be strings"):
+            Options(trusted_origins=["http://a:1", entry])
 
 
 def test_extension_and_local_only_together_add_vary_once():
@@ -276,14 +283,14 @@ def test_extension_and_local_only_together_add_vary_once():
 
 def test_guard_order_host_before_cross_site():
     decision = evaluate(env("POST", host="evil.example:8000", origin="http://evil.example:8000"))
-    assert (decision.allowed, decision.rule) == (False, "host")
+    assert (decision.allowed, decision.rule) == (False, HOST)
 
 
 def test_check_cross_site_false_turns_the_rule_off():
     environ = env("POST", origin=EVIL, sec_fetch_site="cross-site")
     assert not evaluate(environ).allowed
     decision = evaluate(environ, Options(check_cross_site=False))
-    assert (decision.allowed, decision.rule, decision.headers) == (True, "source", ())
+    assert (decision.allowed, decision.rule, decision.headers) == (True, SOURCE, ())
 
 
 # ---------------------------------------------------------------- the fronts

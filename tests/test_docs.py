@@ -39,7 +39,7 @@ from flask_selfhost.doctor import (
     SNAT_BYPASS,
     Listener,
     Process,
-    Scope,
+    Question,
     app_findings,
     nat_findings,
     parse_iptables_save,
@@ -50,7 +50,7 @@ from flask_selfhost.doctor import (
 from flask_selfhost.gunicorn import classify_listener, describe_listener
 from flask_selfhost.log import log_decision
 
-from . import test_logging
+from . import test_architecture, test_logging
 from .apps import APACHE
 from .conftest import require_commands, require_root
 from .haproxy import haproxy_command
@@ -618,7 +618,7 @@ def check_doctor_sample(text: str) -> None:
             processes = {pid: Process(pid, "gunicorn", argv) for pid in pids}
             findings += served_findings(app, 8000, [listener], processes)[0]
     served_elsewhere = any(f.severity == "risky" for f in findings)
-    scope = Scope(8000, app, None if served_elsewhere else guarded)
+    scope = Question(8000, app, None if served_elsewhere else guarded)
     rules = [
         re.search(r"(-A (?:PREROUTING|INPUT) .*)$", line)[1]
         for line in lines
@@ -665,6 +665,8 @@ def test_output_sample_is_what_the_code_prints(block):
             check_announce(line)
     elif text.splitlines()[-1].startswith("Result: "):
         check_doctor_sample(text)
+    elif text.startswith(test_architecture.HEADER):
+        assert test_architecture.floors_from_page(text)  # its imports: test_architecture
     else:
         lines = text.splitlines()
         assert lines and all(log_fields(line) for line in lines), (

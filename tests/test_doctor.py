@@ -25,7 +25,7 @@ from flask_selfhost.doctor import (
     UNKNOWN,
     Finding,
     Listener,
-    Scope,
+    Question,
     decode_proc_address,
     exit_status,
     forwarder_findings,
@@ -349,13 +349,13 @@ TRAP = parse_iptables_save(
 @pytest.mark.parametrize(
     ("scope", "severity", "refused_by_guard"),
     [
-        (Scope(), RISKY, False),
-        (Scope(8000), RISKY, False),  # no --app: nothing refuses them
-        (Scope(8000, "demo_app:unguarded_app", False), RISKY, False),
-        (Scope(8000, "demo_app:app", True), NOTE, True),  # reachable, refused by the guard
-        (Scope(None, "demo_app:app", True), RISKY, False),  # which app? --port says
-        (Scope(9000, "demo_app:unguarded_app", False), NOTE, False),  # another port's rule
-        (Scope(9000), NOTE, False),
+        (Question(), RISKY, False),
+        (Question(8000), RISKY, False),  # no --app: nothing refuses them
+        (Question(8000, "demo_app:unguarded_app", False), RISKY, False),
+        (Question(8000, "demo_app:app", True), NOTE, True),  # reachable, refused by the guard
+        (Question(None, "demo_app:app", True), RISKY, False),  # which app? --port says
+        (Question(9000, "demo_app:unguarded_app", False), NOTE, False),  # another port's rule
+        (Question(9000), NOTE, False),
     ],
 )
 def test_nat_findings_are_scoped_by_port_and_guard(scope, severity, refused_by_guard):
@@ -369,9 +369,9 @@ def test_nat_findings_are_scoped_by_port_and_guard(scope, severity, refused_by_g
 @pytest.mark.parametrize(
     ("scope", "severity"),
     [
-        (Scope(), RISKY),
-        (Scope(8000, "demo_app:unguarded_app", False), RISKY),
-        (Scope(8000, "demo_app:app", True), NOTE),
+        (Question(), RISKY),
+        (Question(8000, "demo_app:unguarded_app", False), RISKY),
+        (Question(8000, "demo_app:app", True), NOTE),
     ],
 )
 def test_route_localnet_with_a_guarded_app_is_a_note(scope, severity):
@@ -395,7 +395,7 @@ HIDDEN = [
     ],
 )
 def test_unreadable_owners_count_within_the_port_only(port, expected):
-    findings = hidden_owner_findings(HIDDEN, Scope(port), is_root=True)
+    findings = hidden_owner_findings(HIDDEN, Question(port), is_root=True)
     assert [(f.severity, f.details["listeners"]) for f in findings] == expected
 
 
@@ -432,7 +432,7 @@ def test_unreadable_nat_says_what_would_help(failures, is_root, advice):
 
 
 def test_result_line_of_a_guarded_app_that_others_reach():
-    findings = nat_findings(TRAP, scope=Scope(8000, "demo_app:app", True))
+    findings = nat_findings(TRAP, scope=Question(8000, "demo_app:app", True))
     findings += [Finding(OK, "app", "demo_app:app is guarded by flask_selfhost.")]
     assert render_text(findings).splitlines()[-1] == (
         "Result: other hosts can reach port 8000, and demo_app:app refuses them (guarded): "
@@ -580,7 +580,7 @@ def test_a_dnat_trap_is_never_refused_while_a_source_nat_makes_hosts_local(
 ):
     dport = f"-p tcp -m tcp --dport {snat_port} " if snat_port else ""
     snat = parse_iptables_save(f"*nat\n-A INPUT {dport}-j SNAT --to-source 127.0.0.1\nCOMMIT\n", 4)
-    scope = Scope(scope_port, "demo_app:app", True)
+    scope = Question(scope_port, "demo_app:app", True)
     findings = nat_findings(TRAP + snat, scope=scope, own_addresses=OWN)
     (dnat,) = [f for f in findings if f.details["target"] == "DNAT"]
     assert dnat.severity == trap
@@ -594,7 +594,7 @@ def test_a_dnat_trap_is_never_refused_while_a_source_nat_makes_hosts_local(
 
 
 def test_a_source_nat_voids_the_guard_for_listeners_and_route_localnet():
-    bypassed = Scope(8000, "demo_app:app", True, bypass="a source NAT rule ...")
+    bypassed = Question(8000, "demo_app:app", True, bypass="a source NAT rule ...")
     assert not bypassed.guarded_port
     (localnet,) = route_localnet_findings({"eth0": "1\n"}, bypassed)
     assert localnet.severity == RISKY
@@ -785,7 +785,7 @@ def test_served_findings(listeners, processes, answer, severity):
 
 def test_result_line_of_an_assumed_app():
     findings, _ = served_findings("demo_app:app", 8000, [ON_8000], {})
-    findings += nat_findings(TRAP, scope=Scope(8000, "demo_app:app", True))
+    findings += nat_findings(TRAP, scope=Question(8000, "demo_app:app", True))
     assert render_text(findings).splitlines()[-1] == (
         "Result: nothing risky found, assuming port 8000 serves demo_app:app, which was not "
         "verified (exit 2)."

@@ -231,7 +231,7 @@ def test_the_memory_is_used_and_bounded():
     for environ in COMMON:
         call(front, environ)
     assert set(accepted.remotes) == {"127.0.0.1", "::1", "127.0.0.2"}
-    assert {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"} <= accepted.hosts
+    assert {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"} <= accepted.hosts.keys()
     for number in range(2 * LIMIT):  # distinct loopback sources and Host names
         call(
             front,
@@ -275,6 +275,28 @@ def test_each_header_takes_the_full_rules_after_warm_up(key, value):
             call(fast, environ), call(full, environ)
         environ = {**COMMON[0], key: value}
         assert call(fast, environ) == call(full, environ), (options, environ)
+
+
+def test_a_host_of_the_other_interfaces_type_takes_the_full_rules():
+    """The memory holds each Host as WSGI's str and as ASGI's bytes. After
+    a warm-up, a WSGI environ whose Host is those bytes (and a scope whose
+    Host is that str) is refused as the full rules refuse it: the other
+    interface's form grants nothing."""
+    fast, full = wsgi_fronts({})
+    forgetful(full.options)
+    for environ in COMMON:
+        call(fast, environ), call(full, environ)
+    assert b"127.0.0.1:8000" in fast.options.accepted.hosts
+    environ = {**COMMON[0], "HTTP_HOST": b"127.0.0.1:8000"}
+    assert call(fast, environ) == call(full, environ)
+    assert call(fast, environ).status == "403 Forbidden"
+
+    front = SelfHostASGIMiddleware(asgi_app)
+    for scope in ASGI_COMMON:
+        asgi_call(front, scope)
+    assert "127.0.0.1:8000" in front.options.accepted.hosts
+    scope = {**ASGI_COMMON[0], "headers": [(b"host", "127.0.0.1:8000")]}
+    assert asgi_call(front, scope)[0]["status"] == 403
 
 
 # The ASGI front: the same differential test on scopes ----------------------

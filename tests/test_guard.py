@@ -1,14 +1,17 @@
-"""guard.evaluate: an environ in, a decision out, for any environ."""
+"""environ.evaluate: an environ in, a decision out, for any environ."""
 
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flask_selfhost import Options, SelfHostMiddleware, evaluate, local_address
+from flask_selfhost import Options, SelfHostMiddleware, connection, evaluate, local_address, servers
+from flask_selfhost.decision import CROSS_SITE, FORWARDED, HOST, SOURCE
+from flask_selfhost.environ import facts_from_environ
 from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
 
 from .apps import APACHE
@@ -50,6 +53,88 @@ def test_closed_or_foreign_socket_is_unknown_not_an_error():
     assert local_address({"SERVER_ADDR": 42, **APACHE}) == ""  # present but unusable: refused later
 
 
+def test_server_software_names_are_remembered_within_a_bound():
+    for number in range(3 * servers.SOFTWARE_NAMES_LIMIT):
+        for _ in range(2):  # the second time from memory
+            assert servers.server_name({"SERVER_SOFTWARE": f"waitress/{number}"}) == "waitress"
+            assert servers.server_name({"SERVER_SOFTWARE": f"Cheroot/{number}"}) == "cheroot"
+            assert servers.server_name({"SERVER_SOFTWARE": f"gunicorn/{number}"}) == ""
+    assert len(servers._software_names) <= servers.SOFTWARE_NAMES_LIMIT
+
+
+class FakeUwsgi:
+    """uWSGI's module as a worker sees it: the options it started with, and
+    the descriptor of the connection it is serving; counts what is asked."""
+
+    def __init__(self, options):
+        self._options = options
+        self.fd = -1
+        self.options_read = self.fds_asked = 0
+
+    @property
+    def opt(self):
+        self.options_read += 1
+        return self._options
+
+    def connection_fd(self):
+        self.fds_asked += 1
+        return self.fd
+
+
+@pytest.fixture
+def install_uwsgi(monkeypatch):
+    """Makes a FakeUwsgi this process's ``uwsgi`` module; forgets it after."""
+
+    def install(options):
+        module = FakeUwsgi(options)
+        monkeypatch.setitem(sys.modules, "uwsgi", module)
+        connection._uwsgi_speaking_http.cache_clear()
+        return module
+
+    yield install
+    connection._uwsgi_speaking_http.cache_clear()
+
+
+UWSGI_ENVIRON = {"uwsgi.version": b"2.0.31", "REMOTE_ADDR": "10.0.0.2", "HTTP_HOST": "localhost"}
+
+
+def test_uwsgi_options_are_read_once_and_each_connection_afresh(install_uwsgi):
+    """A --http-socket worker: its module and options once per process; the
+    connection on every request, though the next connection may get the
+    same descriptor number. Each request's facts find it once."""
+    uwsgi = install_uwsgi({"http-socket": b"[::]:8000"})
+    for address in ("127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.4"):
+        with accepted_connection(address) as server_side:
+            uwsgi.fd = server_side.fileno()
+            assert local_address(UWSGI_ENVIRON) == address
+            asked = uwsgi.fds_asked
+            facts = facts_from_environ(UWSGI_ENVIRON)
+            assert facts.connection.local_address() == address
+            assert facts.connection.peer_address() == "127.0.0.1"
+            assert not facts.connection.is_unix()
+            assert uwsgi.fds_asked == asked + 1
+            refused = evaluate(UWSGI_ENVIRON)
+            assert (refused.allowed, refused.local_addr) == (False, address)
+            assert server_side.getsockname()[0] == address  # the server's descriptor stays open
+    assert uwsgi.options_read == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "environ"),
+    [
+        ({"http-socket": b"[::]:8000", "socket": b"127.0.0.1:9000"}, UWSGI_ENVIRON),
+        ({"uwsgi-socket": b"127.0.0.1:9000"}, UWSGI_ENVIRON),
+        ({"http-socket": b"[::]:8000"}, {**UWSGI_ENVIRON, "UWSGI_ROUTER": "http"}),
+    ],
+)
+def test_uwsgi_behind_nginx_or_its_router_has_no_witness(install_uwsgi, options, environ):
+    uwsgi = install_uwsgi(options)
+    with accepted_connection("127.0.0.2") as server_side:
+        uwsgi.fd = server_side.fileno()
+        assert local_address(environ) is None
+        assert evaluate(environ).local_addr is None
+
+
 def test_loopback_client_does_not_need_the_socket():
     decision = evaluate({"REMOTE_ADDR": "127.0.0.1", "gunicorn.socket": object()})
     assert decision.allowed and decision.local_addr is None
@@ -58,7 +143,7 @@ def test_loopback_client_does_not_need_the_socket():
 def test_other_host_judged_against_the_socket(tcp_connection):
     refused = evaluate({"REMOTE_ADDR": "10.0.0.2", "gunicorn.socket": tcp_connection})
     assert not refused.allowed
-    assert (refused.rule, refused.local_addr) == ("source", "127.0.0.2")
+    assert (refused.rule, refused.local_addr) == (SOURCE, "127.0.0.2")
 
 
 @pytest.mark.parametrize(
@@ -75,7 +160,7 @@ def test_a_loopback_client_refused_by_a_later_rule_is_logged_with_the_local_addr
     # the refusal of a later rule must still name the local address in the log.
     environ = {"REMOTE_ADDR": "127.0.0.1", "gunicorn.socket": tcp_connection, **headers}
     refused = evaluate(environ)
-    assert not refused.allowed and refused.rule != "source"
+    assert not refused.allowed and refused.rule != SOURCE
     assert refused.local_addr == "127.0.0.2"
     caplog.set_level("WARNING", logger="flask_selfhost")
     statuses = []
@@ -94,7 +179,7 @@ def test_client_equal_to_local_address_passes():
 def test_every_forwarding_header_refuses_even_from_loopback(key):
     decision = evaluate({"REMOTE_ADDR": "127.0.0.1", key: "127.0.0.1"})
     assert not decision.allowed
-    assert decision.rule == "forwarded"
+    assert decision.rule == FORWARDED
 
 
 @pytest.mark.parametrize("value", ["", "127.0.0.1", "for=127.0.0.1", "unknown"])
@@ -154,7 +239,7 @@ environ_keys = st.sampled_from(
 def test_no_environ_however_odd_raises(environ):
     decision = evaluate(environ)
     if decision.allowed:
-        assert decision.rule == "source"
+        assert decision.rule == SOURCE
         assert not any(key in environ for key in ENVIRON_KEYS)
 
 
@@ -218,7 +303,7 @@ def test_huge_headers_are_refused_and_never_cached():
     before = (hosts.judge_host.cache_info().currsize, crosssite.parse_origin.cache_info().currsize)
     for size in (400, 10_000, 65_000):
         environ = {"REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "a" * size}
-        assert evaluate(environ).rule == "host"
+        assert evaluate(environ).rule == HOST
         environ = {
             "REMOTE_ADDR": "127.0.0.1",
             "HTTP_HOST": "localhost",
@@ -226,6 +311,6 @@ def test_huge_headers_are_refused_and_never_cached():
             "HTTP_ORIGIN": "http://" + "a" * size,
             "wsgi.url_scheme": "http",
         }
-        assert evaluate(environ).rule == "cross-site" and not evaluate(environ).allowed
+        assert evaluate(environ).rule == CROSS_SITE and not evaluate(environ).allowed
     after = (hosts.judge_host.cache_info().currsize, crosssite.parse_origin.cache_info().currsize)
     assert after[0] <= before[0] + 1 and after[1] <= before[1] + 1  # "localhost" and "" at most

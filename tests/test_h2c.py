@@ -19,6 +19,7 @@ import logging
 import pytest
 
 from flask_selfhost import Options, SelfHostMiddleware
+from flask_selfhost.decision import FORWARDED
 from flask_selfhost.environ import facts_from_environ
 from flask_selfhost.facts import (
     H2C,
@@ -72,7 +73,7 @@ def test_the_client_rule_on_http2(http2, request_, options, allowed, reason):
     if reason is not None:
         assert decision.reason == reason, decision
     if not allowed:
-        assert decision.rule == "forwarded" and decision.local_addr == "127.0.0.1", decision
+        assert decision.rule == FORWARDED and decision.local_addr == "127.0.0.1", decision
 
 
 def test_the_reasons_name_the_fix_for_the_log():

@@ -1,5 +1,5 @@
 """The host rule (flask_selfhost.hosts), table-driven in the order of its docstring,
-then through guard.evaluate (local address, addresses in the refusal)."""
+then through environ.evaluate (local address, addresses in the refusal)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_selfhost import evaluate
+from flask_selfhost.decision import HOST
 from flask_selfhost.hosts import (
     IP_LOCAL_UNKNOWN,
     IP_NOT_LOCAL,
@@ -118,14 +119,14 @@ def test_judge_host(host, allowed, local, expected):
         assert decision is None
     else:
         assert decision is not None
-        assert (decision.allowed, decision.rule, decision.reason) == (False, "host", expected)
+        assert (decision.allowed, decision.rule, decision.reason) == (False, HOST, expected)
 
 
 def test_parse_host_keeps_the_origin_form():
     assert parse_host("LocalHost.:8000") == ("localhost.", "localhost", 8000, None)
     parsed = parse_host("[::FFFF:127.0.0.1]")
     assert parsed is not None
-    assert (parsed.host, parsed.name, parsed.port, str(parsed.ip)) == (
+    assert (parsed.origin_form, parsed.name, parsed.port, str(parsed.ip)) == (
         "[::ffff:127.0.0.1]",
         "127.0.0.1",
         None,
@@ -178,7 +179,7 @@ def test_guard_no_host_is_allowed():
 
 def test_guard_refusal_names_the_rule_and_addresses():
     decision = evaluate(environ("evil.example:8000"))
-    assert (decision.allowed, decision.rule, decision.remote_addr) == (False, "host", "127.0.0.1")
+    assert (decision.allowed, decision.rule, decision.remote_addr) == (False, HOST, "127.0.0.1")
     assert "allowed_hosts" in decision.reason
 
 
@@ -204,7 +205,7 @@ def test_guard_loopback_client_with_lan_host_reads_the_local_address():
 
 def test_guard_non_string_host_is_refused():
     decision = evaluate(environ(b"localhost"))
-    assert (decision.allowed, decision.rule, decision.reason) == (False, "host", MALFORMED)
+    assert (decision.allowed, decision.rule, decision.reason) == (False, HOST, MALFORMED)
 
 
 def test_guard_options_relax_the_host_rule():
@@ -216,7 +217,7 @@ def test_guard_options_relax_the_host_rule():
 @given(st.text(max_size=80), st.sampled_from([None, "127.0.0.1", "192.0.2.7", "fe80::1%eth0"]))
 def test_any_host_yields_a_decision(host, local):
     decision = judge_host(host, MINE, local)
-    assert decision is None or (decision.allowed is False and decision.rule == "host")
+    assert decision is None or (decision.allowed is False and decision.rule == HOST)
     env = environ(host)
     if local is not None:
         env["SERVER_ADDR"] = local
@@ -227,4 +228,4 @@ def test_any_host_yields_a_decision(host, local):
 @given(st.from_regex(r"[a-z0-9.\[\]:@%-]{0,30}", fullmatch=True))
 def test_host_like_text_yields_a_decision(host):
     decision = judge_host(host, NONE)
-    assert decision is None or decision.rule == "host"
+    assert decision is None or decision.rule == HOST

@@ -1,7 +1,7 @@
 """Trusted proxies, unix sockets, ProxyFix and the PROXY protocol.
 
 Pure parts first (header parsers, the judgement, this host's addresses),
-then ``guard.evaluate`` with real sockets, then real servers on loopback.
+then ``environ.evaluate`` with real sockets, then real servers on loopback.
 The proof behind a real nginx, from another host, is in ``test_nginx.py``.
 """
 
@@ -449,7 +449,7 @@ def test_host_addresses_are_cached_and_refreshed():
     assert stale.current() != stale.current()  # re-read once stale
 
 
-# guard.evaluate: the environ front ------------------------------------------
+# environ.evaluate: the environ front-----------------------------------------
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import pytest
 from flask import Flask
 
 from flask_selfhost import SelfHost, SelfHostMiddleware
-from flask_selfhost.connection import FOLDS_UNDERSCORE_NAMES
 from flask_selfhost.doctor.proxies import passes_underscores
 from flask_selfhost.flask_cli import status
 from flask_selfhost.options import Options
+from flask_selfhost.servers import FOLDS_UNDERSCORE_NAMES
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])

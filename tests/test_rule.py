@@ -19,6 +19,7 @@ from flask_selfhost.addresses import (
     judge_source,
     parse_ip,
 )
+from flask_selfhost.decision import SOURCE
 
 # (remote, local, allowed, reason) - grouped by the step of the rule that decides.
 CASES = [
@@ -82,7 +83,7 @@ CASES = [
 def test_rule_table(remote, local, allowed, reason):
     decision = judge_source(remote, local)
     assert (decision.allowed, decision.reason) == (allowed, reason)
-    assert decision.rule == "source"
+    assert decision.rule == SOURCE
     assert (decision.remote_addr, decision.local_addr) == (remote, local)
 
 
@@ -141,7 +142,7 @@ def test_a_client_is_always_allowed_on_its_own_address(remote, data):
 @given(remote=st.one_of(st.none(), st.text()), local=st.one_of(st.none(), st.text()))
 def test_any_strings_give_a_decision_never_an_error(remote, local):
     decision = judge_source(remote, local)
-    assert decision.rule == "source"
+    assert decision.rule == SOURCE
     if decision.allowed:  # only two ways in
         assert decision.reason in (LOOPBACK, OWN_ADDRESS)
         assert parse_ip(remote) is not None

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from flask_selfhost import SelfHostMiddleware
 from flask_selfhost.caching import PRIVATE, UNREADABLE, make_private, private_cache_control
 from flask_selfhost.crosssite import VARY
-from flask_selfhost.guard import evaluate
+from flask_selfhost.environ import evaluate
 from flask_selfhost.options import Options
 from flask_selfhost.respond import merge_headers
 

@@ -19,7 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import Client
 
 from flask_selfhost import Options, SelfHostMiddleware, evaluate
-from flask_selfhost.decision import Decision
+from flask_selfhost.decision import CROSS_SITE, PREFLIGHT, Decision
 from flask_selfhost.environ import facts_from_environ
 from flask_selfhost.guard import RULES, judge
 from flask_selfhost.log import log_field
@@ -62,7 +62,7 @@ def lan(**headers: str) -> dict[str, object]:
 def test_cross_site_requests_to_the_lan_url_are_refused(headers):
     decision = evaluate(lan(**headers))
     assert not decision.allowed
-    assert decision.rule in ("cross-site", "preflight")
+    assert decision.rule in (CROSS_SITE, PREFLIGHT)
 
 
 def test_own_pages_on_the_lan_url_still_work():
@@ -297,7 +297,7 @@ def test_cross_site_rule_runs_behind_a_trusted_proxy_on_the_lan_url(monkeypatch)
         {"HTTP_SEC_FETCH_SITE": "cross-site"},
     ):
         decision = evaluate({**relayed, **browser}, options)
-        assert not decision.allowed and decision.rule == "cross-site", browser
+        assert not decision.allowed and decision.rule == CROSS_SITE, browser
 
 
 # Finding 7: SERVER_ADDR only from servers that set it per connection ---------

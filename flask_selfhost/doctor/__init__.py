@@ -76,7 +76,7 @@ from .report import (
     RISKY,
     UNKNOWN,
     Finding,
-    Scope,
+    Question,
     exit_status,
     render,
     render_text,
@@ -118,7 +118,7 @@ def run(
     witnessed, witness = witness_findings(options, port, commands)
     findings += witnessed
     findings += audit(
-        Scope(
+        Question(
             port,
             app_spec if guarded is not None else None,
             guarded,
@@ -130,7 +130,7 @@ def run(
     return exit_status(findings)
 
 
-def audit(scope: Scope) -> list[Finding]:
+def audit(scope: Question) -> list[Finding]:
     """Everything but loading the app: whether the port serves it, listeners,
     forwarders, route_localnet, NAT.
 
@@ -184,7 +184,7 @@ __all__ = [
     "Listener",
     "NatRule",
     "Process",
-    "Scope",
+    "Question",
     "app_findings",
     "app_specs_in",
     "audit",

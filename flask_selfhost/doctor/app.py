@@ -12,8 +12,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..asgi import is_guarded_asgi
-from ..middleware import is_guarded as middleware_options
+from ..asgi import asgi_guard_options
+from ..middleware import guard_options
 from ..options import Options
 from ..views import EXTENSION_NAME
 from .report import NOTE, OK, Finding
@@ -41,7 +41,7 @@ def guard_of(app: Any, depth: int = 6) -> Options | None:
             if candidate is None or id(candidate) in seen:
                 continue
             seen.add(id(candidate))
-            options = middleware_options(candidate) or is_guarded_asgi(candidate)
+            options = guard_options(candidate) or asgi_guard_options(candidate)
             if options is not None:
                 return options
             extensions = getattr(candidate, "extensions", None)

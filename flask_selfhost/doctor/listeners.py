@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 
-from .report import NOTE, OK, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Scope
+from .report import NOTE, OK, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Question
 
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
@@ -120,7 +120,7 @@ def listener_findings(
     ``app``/``guarded`` describe the app given with ``--app`` (``None`` when
     none was given): a non-loopback listener on ``port`` is then risky
     unless the app is guarded and nothing (``bypass``, see
-    :class:`~flask_selfhost.doctor.report.Scope`) stops the guard refusing.
+    :class:`~flask_selfhost.doctor.report.Question`) stops the guard refusing.
     """
     findings = []
     selected = [item for item in listeners if port is None or item.port == port]
@@ -203,7 +203,7 @@ def forwarder_findings(listeners: Iterable[Listener]) -> list[Finding]:
 
 
 def hidden_owner_findings(
-    listeners: Iterable[Listener], scope: Scope, is_root: bool
+    listeners: Iterable[Listener], scope: Question, is_root: bool
 ) -> list[Finding]:
     """What cannot be said about non-loopback listeners whose owner is unreadable.
 
@@ -246,7 +246,7 @@ def hidden_owner_findings(
 # Reading ------------------------------------------------------------------
 
 
-def read_listeners(scope: Scope | None = None) -> tuple[list[Listener], list[Finding]]:
+def read_listeners(scope: Question | None = None) -> tuple[list[Listener], list[Finding]]:
     listeners: list[Listener] = []
     problems: list[Finding] = []
     for version, path in ((4, "/proc/net/tcp"), (6, "/proc/net/tcp6")):
@@ -262,7 +262,7 @@ def read_listeners(scope: Scope | None = None) -> tuple[list[Listener], list[Fin
         replace(listener, processes=tuple(sorted(owners.get(listener.inode, ()))))
         for listener in listeners
     ]
-    problems += hidden_owner_findings(listeners, scope or Scope(), os.geteuid() == 0)
+    problems += hidden_owner_findings(listeners, scope or Question(), os.geteuid() == 0)
     return listeners, problems
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
-from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Scope
+from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Question
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
     ]
     for rule in rule_items:
         key = (rule.get("family"), rule.get("table"), rule.get("chain"))
-        for statement in _walk(rule.get("expr", [])):
+        for statement in _nested_dicts(rule.get("expr", [])):
             for verb in ("jump", "goto"):
                 if isinstance(statement.get(verb), dict):
                     to = (key[0], key[1], statement[verb].get("target"))
@@ -227,7 +227,7 @@ def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
             else f"nft -a list chain {nft_family} {key[1]} {key[2]}, then nft delete rule "
             "... handle N with that rule's handle"
         )
-        for statement in _walk(rule.get("expr", [])):
+        for statement in _nested_dicts(rule.get("expr", [])):
             for target in ("dnat", "redirect", "snat"):
                 if target not in statement:
                     continue
@@ -257,20 +257,20 @@ def parse_nft_json(text: str) -> tuple[list[NatRule], int]:
     return rules, hidden
 
 
-def _walk(value: Any) -> Iterator[dict[str, Any]]:
+def _nested_dicts(value: Any) -> Iterator[dict[str, Any]]:
     """Every dict inside a parsed nft expression, depth first."""
     if isinstance(value, dict):
         yield value
         for inner in value.values():
-            yield from _walk(inner)
+            yield from _nested_dicts(inner)
     elif isinstance(value, list):
         for inner in value:
-            yield from _walk(inner)
+            yield from _nested_dicts(inner)
 
 
 def _nft_matched_port(expr: Any) -> int | None:
     """The one destination port a rule matches (``tcp dport 8000``), else None."""
-    for statement in _walk(expr):
+    for statement in _nested_dicts(expr):
         match = statement.get("match")
         if not isinstance(match, dict) or match.get("op", "==") != "==":
             continue
@@ -306,7 +306,7 @@ def _nft_address(address: Any) -> str | None:
 # Findings -----------------------------------------------------------------
 
 
-#: What ``Scope.bypass`` says when a source NAT rule makes other hosts look local.
+#: What ``Question.bypass`` says when a source NAT rule makes other hosts look local.
 SNAT_BYPASS = "a source NAT rule gives other hosts this host's own address (see its nat finding)"
 
 #: In a finding's details: this rule makes other hosts look like this host.
@@ -316,7 +316,7 @@ MAKES_REMOTE_LOCAL = "makes_remote_local"
 def nat_findings(
     rules: Iterable[NatRule],
     hidden_nft_targets: int = 0,
-    scope: Scope | None = None,
+    scope: Question | None = None,
     own_addresses: Collection[str] | None = None,
 ) -> list[Finding]:
     """Findings for rules that DNAT to loopback, rules that SNAT incoming
@@ -331,7 +331,7 @@ def nat_findings(
     when unknown: every SNAT on the way in then counts as one to them).
     """
     rules = list(rules)
-    scope = scope or Scope()
+    scope = scope or Question()
     findings = [
         finding
         for rule in rules
@@ -422,7 +422,7 @@ def nat_findings(
 
 
 def snat_finding(
-    rule: NatRule, scope: Scope, own_addresses: Collection[str] | None
+    rule: NatRule, scope: Question, own_addresses: Collection[str] | None
 ) -> Finding | None:
     """An SNAT rule on the way in (hook ``input``), else ``None``.
 
@@ -567,7 +567,7 @@ def read_own_addresses(proc_net: str = "/proc/net") -> set[str] | None:
 
 def read_nat(
     run: ToolRunner = run_tool,
-    scope: Scope | None = None,
+    scope: Question | None = None,
     is_root: bool = True,
     own_addresses: Collection[str] | None = None,
 ) -> list[Finding]:

@@ -3,7 +3,7 @@ proxy drops them.
 
 With ``proxy_drops_underscore_headers=True`` the guard reads ``X-Forwarded-For``
 on servers that give ``X_Forwarded_For`` the same environ key (see
-:data:`flask_selfhost.connection.FOLDS_UNDERSCORE_NAMES`): the option is a
+:data:`flask_selfhost.servers.FOLDS_UNDERSCORE_NAMES`): the option is a
 promise about the proxy, and this module checks it where it can. An nginx
 listening in this network namespace is asked for its whole configuration
 (``nginx -T``, with the ``-p``/``-c`` its master process was started with);

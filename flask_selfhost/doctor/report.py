@@ -28,7 +28,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Scope:
+class Question:
     """What the user asked about: ``--port`` and the app of ``--app``.
 
     ``guarded`` is ``None`` when no app was given (or it did not import, or

@@ -8,17 +8,19 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Scope
+from .report import NOTE, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Question
 
 
-def route_localnet_findings(values: Mapping[str, str], scope: Scope | None = None) -> list[Finding]:
+def route_localnet_findings(
+    values: Mapping[str, str], scope: Question | None = None
+) -> list[Finding]:
     """``values``: interface name -> contents of its ``route_localnet`` file.
 
     Risky, unless ``scope`` names a port whose app is guarded: what a NAT
     rule hands that app is refused by its guard (a note then says so). The
     fix is the ``sysctl`` line that turns it off.
     """
-    scope = scope or Scope()
+    scope = scope or Question()
     findings = []
     for interface, value in sorted(values.items()):
         if value.strip() != "1":
