@@ -119,7 +119,7 @@ def guard_wsgi_app(
             and "HTTP_X_CLUSTER_CLIENT_IP" not in environ
             and "HTTP_FASTLY_CLIENT_IP" not in environ
             and "PROXY_PROTOCOL" not in environ
-            # The kernel's witness, remembered on the connection by the full rules.
+            # The kernel's witness: a connection it vouched for, or asked now.
             and (
                 not options.check_client_socket
                 or id(environ.get("gunicorn.socket")) in witnessed

@@ -31,9 +31,10 @@ to other ports is a note (forwarders excepted, which may relay to any port).
 A guarded ``--app`` is credited (other hosts that reach the port are
 refused) only when the process on ``--port`` names it, and never while a
 source NAT rule makes other hosts look local, unless the guard asks the
-kernel for each local client's socket (on by default) and netlink answers. Every risky finding has a
-fix: the command or change that removes it. The parsers are pure (text in,
-findings out); the ``read_*`` functions and :func:`run` do the I/O around them.
+kernel for each local client's socket (on by default) and netlink answers
+here. Every risky finding has a fix: the command or change that removes
+it. The parsers are pure (text in, findings out); the ``read_*`` functions
+and :func:`run` do the I/O around them.
 """
 
 from __future__ import annotations
