@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import sys
@@ -747,7 +748,10 @@ def test_a_link_local_client_is_found_when_asked_with_its_scope():
 @pytest.mark.slow
 def test_the_benchmark_runs_and_prints_every_figure():
     done = subprocess.run(
-        [sys.executable, "benchmarks/peer_socket.py", "--sockets", "5", "--number", "40"],
+        [
+            *(sys.executable, "benchmarks/peer_socket.py", "--sockets", "5", "--number", "40"),
+            *("--seconds", "1", "--rounds", "1"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -757,3 +761,8 @@ def test_the_benchmark_runs_and_prints_every_figure():
     assert "10 extra loopback sockets" in done.stdout
     for figure in ("shared under a lock", "one per thread", "new netlink socket", "/proc/net/tcp"):
         assert figure in done.stdout
+    for figure in ("WSGI, a new connection", "WSGI, a keep-alive request", "ASGI, every request"):
+        assert figure in done.stdout
+    if shutil.which("ab"):
+        assert "gunicorn sync, a new connection per request" in done.stdout
+        assert "uvicorn, keep-alive" in done.stdout
