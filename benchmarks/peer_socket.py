@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from asgi_apps import uvicorn_like_scope
+
 from flask_selfhost import SelfHostMiddleware, kernel_witness, peer_socket
 from flask_selfhost.asgi import SelfHostASGIMiddleware
 
@@ -191,21 +193,9 @@ def environ_for(accepted: socket.socket) -> dict:
 
 def scope_for(accepted: socket.socket) -> dict:
     """What uvicorn puts in the scope of ``curl`` on this connection."""
-    local = accepted.getsockname()
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "server": local,
-        "client": accepted.getpeername(),
-        "scheme": "http",
-        "method": "GET",
-        "root_path": "",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "headers": [(b"host", f"127.0.0.1:{local[1]}".encode()), (b"accept", b"*/*")],
-    }
+    scope = uvicorn_like_scope()
+    scope["server"], scope["client"] = accepted.getsockname(), accepted.getpeername()
+    return scope
 
 
 async def asgi_hello(scope: dict, receive: Callable, send: Callable) -> None:

@@ -424,6 +424,18 @@ def test_a_forked_child_asks_on_a_netlink_socket_of_its_own():
         assert_held(conn.find(), conn)
 
 
+def run_script(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter that imports this checkout's package."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+
+
 #: A query from a greenlet of a gevent-patched process, as in gunicorn's
 #: gevent worker: the netlink socket must be the C-level one (a green socket
 #: would yield inside the lock).
@@ -445,14 +457,7 @@ print(json.dumps(gevent.spawn(query).get(timeout=10)))
 
 def test_a_greenlet_of_a_gevent_patched_process_is_answered():
     pytest.importorskip("gevent", reason="pip install gevent (the test extra)")
-    done = subprocess.run(
-        [sys.executable, "-c", _GEVENT],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-    )
+    done = run_script(_GEVENT)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [HELD, "_socket"]
 
@@ -493,14 +498,7 @@ print(json.dumps([found.outcome, found.error, peer_socket.judge_client_socket(fo
 
 
 def test_a_netlink_socket_the_kernel_refuses_refuses_the_client():
-    done = subprocess.run(
-        [sys.executable, "-c", _NO_DESCRIPTORS],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-    )
+    done = run_script(_NO_DESCRIPTORS)
     assert done.returncode == 0, done.stderr
     outcome, error, reason = json.loads(done.stdout)
     assert outcome == ERROR and "Too many open files" in error
