@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .asgi_connection import connection_object
 from .asgi_routes import starlette_exempt_app
 from .exempt import allow_remote
 from .kernel_witness import ends_witnessed
@@ -119,10 +120,9 @@ class SelfHostASGIMiddleware:
                     common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
-        if common and self.options.check_client_socket:  # no connection to remember on
-            common = ends_witnessed(
-                ScopeConnection(scope).ends(), self.options.require_client_socket
-            )
+        if common and self.options.check_client_socket:
+            connection = ScopeConnection(scope, connection_object(scope, receive))
+            common = ends_witnessed(connection.ends(), self.options.require_client_socket)
         if common:  # the app is awaited outside the try: its errors are its own
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.
@@ -144,7 +144,7 @@ class SelfHostASGIMiddleware:
             reason = ScopeConnection(scope).unknown_local_reason()
             if reason is not None:  # once per process: what the server cannot tell
                 log_warning(reason)
-        decision = evaluate_scope(scope, self.options)
+        decision = evaluate_scope(scope, self.options, connection_object(scope, receive))
         if not decision.allowed:
             exempt = self.exempt_app(scope)  # routing happens on refusals only
             if exempt is not None:

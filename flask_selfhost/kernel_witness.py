@@ -45,7 +45,6 @@ import weakref
 from typing import Any
 
 from . import peer_socket
-from .addresses import parse_ip
 from .decision import KERNEL, Decision
 from .facts import Connection, Ends
 from .host_addresses import host_addresses
@@ -92,15 +91,33 @@ REFUSING = "require_client_socket is set, so every client on this host is refuse
 
 def is_this_host(ends: Ends) -> bool:
     """The peer claims to be this host: loopback, the local address, or
-    another address of this host."""
-    peer = parse_ip(ends.peer.split("%", 1)[0])
-    if peer is None:
+    another address of this host. Compared as packed bytes, not
+    ``ipaddress`` objects: this runs for every new connection."""
+    try:
+        peer = peer_socket.packed_ip(ends.peer.partition("%")[0])
+    except (OSError, TypeError, AttributeError):
         return False
-    return (
-        peer.is_loopback
-        or peer == parse_ip(ends.local.split("%", 1)[0])
-        or peer in host_addresses.current()
-    )
+    if peer_socket.is_loopback(peer):
+        return True
+    with contextlib.suppress(OSError, TypeError, AttributeError):
+        if peer == peer_socket.packed_ip(ends.local.partition("%")[0]):
+            return True
+    return peer in _packed_host_addresses()
+
+
+#: This host's addresses (:data:`host_addresses`) packed, with the snapshot
+#: they were packed from: packed again only when the snapshot changes.
+_packed_snapshot: tuple[frozenset[Any], frozenset[bytes]] = (frozenset(), frozenset())
+
+
+def _packed_host_addresses() -> frozenset[bytes]:
+    global _packed_snapshot
+    current = host_addresses.current()
+    snapshot, packed = _packed_snapshot
+    if current is not snapshot:
+        packed = frozenset(address.packed for address in current)
+        _packed_snapshot = (current, packed)
+    return packed
 
 
 def _probe() -> None:
@@ -189,6 +206,8 @@ def ends_witnessed(ends: Ends | None, required: bool) -> bool:
     rules, which say why it is refused."""
     if ends is None:
         return not required
+    if ends.connection is not None and id(ends.connection) in witnessed_connections:
+        return True
     verdict = verdict_for(ends, required)
     if verdict is None:
         return True

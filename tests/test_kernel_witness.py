@@ -396,3 +396,151 @@ def test_a_probe_that_cannot_be_built_does_not_turn_the_witness_off(monkeypatch,
     assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND  # still asked
     assert kernel_witness.usable and not kernel_witness._probed
     assert "cannot be asked" not in logged()
+
+
+# ASGI: one query per connection where the server keeps one ---------------------------
+
+#: An ASGI app that answers with how many times this process asked the
+#: kernel about clients of its port (the start-up probe asks about its own).
+_COUNTING_APP = """
+from flask_selfhost import peer_socket
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+
+asked = []
+real = peer_socket.check_client
+
+
+def counting(*ends):
+    asked.append(ends[3])
+    return real(*ends)
+
+
+peer_socket.check_client = counting
+
+
+async def queries(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    body = str(asked.count(scope["server"][1])).encode()
+    await send({"type": "http.response.body", "body": body})
+
+
+app = SelfHostASGIMiddleware(queries)
+"""
+
+#: name: (the command for a port, the queries counted for three requests on
+#: one connection and one on the next). uvicorn's connection object is its
+#: transport: asked once per connection. hypercorn and daphne name none:
+#: asked per request. granian gives its ports as strings: its scope
+#: witnesses no 4-tuple, and the kernel is never asked (the log says so).
+ASGI_COUNTS = {
+    "uvicorn h11": (
+        lambda port: [
+            *(sys.executable, "-m", "uvicorn", "--http", "h11", "--no-proxy-headers"),
+            *("--port", str(port), "--log-level", "warning", "counting:app"),
+        ],
+        [1, 1, 1, 2],
+    ),
+    "uvicorn httptools": (
+        lambda port: [
+            *(sys.executable, "-m", "uvicorn", "--http", "httptools", "--no-proxy-headers"),
+            *("--port", str(port), "--log-level", "warning", "counting:app"),
+        ],
+        [1, 1, 1, 2],
+    ),
+    "hypercorn": (
+        lambda port: [sys.executable, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", "counting:app"],
+        [1, 2, 3, 4],
+    ),
+    "daphne": (
+        lambda port: [
+            *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "counting:app")
+        ],
+        [1, 2, 3, 4],
+    ),
+    "granian": (
+        lambda port: [
+            *(sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"),
+            *("--port", str(port), "counting:app"),
+        ],
+        [0, 0, 0, 0],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", list(ASGI_COUNTS))
+def test_asgi_servers_ask_once_per_connection_where_they_keep_one(server, tmp_path):
+    import http.client
+
+    from .servers import free_port, server_process
+
+    for module in server.split():  # httptools: uvicorn[standard] installs it
+        pytest.importorskip(module, reason=f"needs {module}")
+    command, expected = ASGI_COUNTS[server]
+    (tmp_path / "counting.py").write_text(_COUNTING_APP)
+    port = free_port()
+    paths = [str(tmp_path), str(Path(__file__).resolve().parent.parent), *sys.path]
+    env = {"PYTHONPATH": ":".join(paths)}
+    with server_process(command(port), ("127.0.0.1", port), tmp_path, env=env, cwd=tmp_path):
+        counts = []
+        for requests in (3, 1):  # three on one keep-alive connection, then a new one
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for _ in range(requests):
+                connection.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
+                response = connection.getresponse()
+                assert response.status == 200
+                counts.append(int(response.read()))
+            connection.close()
+    assert counts == expected
+
+
+class _Transport:
+    """Stands for uvicorn's asyncio transport: its ends, as asyncio keeps them."""
+
+    def __init__(self, peer: tuple, local: tuple) -> None:
+        self.extra = {"peername": peer, "sockname": local}
+
+    def get_extra_info(self, name: str) -> object:
+        return self.extra.get(name)
+
+
+def test_uvicorns_connection_is_its_transport_while_the_scope_names_its_ends():
+    import asyncio
+
+    from flask_selfhost.asgi_connection import connection_object
+
+    h11_impl = pytest.importorskip("uvicorn.protocols.http.h11_impl")
+    cycle = object.__new__(h11_impl.RequestResponseCycle)
+    cycle.transport = transport = _Transport(("127.0.0.1", 40000), ("127.0.0.1", 8000))
+    scope = {"client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    assert connection_object(scope, cycle.receive) is transport
+    # A proxy-headers middleware rewrote the client: not the connection's verdict.
+    assert connection_object({**scope, "client": ("127.0.0.1", 0)}, cycle.receive) is None
+    # A class that only bears the name, a queue's get (hypercorn, daphne), anything else.
+    lookalike = type("RequestResponseCycle", (), {"receive": lambda self: None})
+    lookalike.__module__ = h11_impl.__name__
+    impostor = lookalike()
+    impostor.transport = transport  # type: ignore[attr-defined]
+    assert connection_object(scope, impostor.receive) is None
+    assert connection_object(scope, asyncio.Queue().get) is None
+    assert connection_object(scope, None) is None
+
+
+def test_a_freed_connection_object_hands_its_grant_to_no_object_that_reuses_its_id():
+    first = _Transport(("127.0.0.1", 40000), ("127.0.0.1", 8000))
+    kernel_witness.remember_connection(first)
+    key = id(first)
+    assert key in kernel_witness.witnessed_connections
+    del first  # freed: its weak reference's callback forgets it
+    assert key not in kernel_witness.witnessed_connections
+    later = [_Transport(("127.0.0.1", 40001), ("127.0.0.1", 8000)) for _ in range(100)]
+    reused = [transport for transport in later if id(transport) == key]
+    assert reused, "CPython reuses a freed object's memory for the next of its size"
+    assert (
+        kernel_witness.ends_witnessed(
+            Ends("127.0.0.1", 1, "127.0.0.1", 2, reused[0]), required=False
+        )
+        is False
+    )  # asked, and no socket has these ends
