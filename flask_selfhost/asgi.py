@@ -38,10 +38,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .asgi_connection import connection_object
+from .asgi_connection import connection_object, scope_witnessed
 from .asgi_routes import starlette_exempt_app
 from .exempt import allow_remote
-from .kernel_witness import ends_witnessed
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
@@ -121,8 +120,7 @@ class SelfHostASGIMiddleware:
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
         if common and self.options.check_client_socket:
-            connection = ScopeConnection(scope, connection_object(scope, receive))
-            common = ends_witnessed(connection.ends(), self.options.require_client_socket)
+            common = scope_witnessed(scope, receive, self.options.require_client_socket)
         if common:  # the app is awaited outside the try: its errors are its own
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.

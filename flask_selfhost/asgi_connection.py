@@ -23,7 +23,8 @@ is never used for another connection while alive: a memory keyed on it
 (by ``id()``, dropped by a weak reference's callback when it is freed) then
 never outlives the connection it vouched for. Where no such object is
 known, :func:`connection_object` says ``None`` and the kernel is asked per
-request. The WSGI servers' connections are :mod:`flask_selfhost.connection`.
+request. :func:`scope_witnessed` is the ASGI fast path's witness. Where
+the WSGI servers keep their connections is :mod:`flask_selfhost.connection`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import contextlib
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from .kernel_witness import ends_witnessed, witnessed_connections
+from .scope import Scope, ScopeConnection
 
 #: The classes whose bound method uvicorn passes as ``receive``, by module
 #: and name: an HTTP request cycle (one per request) and the WebSocket
@@ -96,3 +100,15 @@ def connection_object(scope: Mapping[str, Any], receive: Any) -> Any:
         ):
             return transport
     return None
+
+
+def scope_witnessed(scope: Scope, receive: Any, required: bool) -> bool:
+    """For the ASGI fast path: whether the kernel vouches for the client of
+    this call's connection, remembered on the server's connection object
+    (:func:`connection_object`) or asked now
+    (:func:`flask_selfhost.kernel_witness.ends_witnessed`). False sends the
+    request to the full rules, which say why it is refused."""
+    connection = connection_object(scope, receive)
+    if connection is not None and id(connection) in witnessed_connections:
+        return True  # its ends are the scope's: connection_object compared them
+    return ends_witnessed(ScopeConnection(scope, connection).ends(), required)
