@@ -120,8 +120,9 @@ def _packed_host_addresses() -> frozenset[bytes]:
     return packed
 
 
-def _probe() -> None:
-    """Find out once per process whether netlink answers here."""
+def _probe(required: bool) -> None:
+    """Find out once per process whether netlink answers here; the log says
+    what follows for the guard that asked first (``required``)."""
     global usable, _probed
     with _probe_lock:
         if _probed:
@@ -133,14 +134,14 @@ def _probe() -> None:
             return
         usable, _probed = works, True
     if not works:
-        log_warning(UNUSABLE.format(why=why, consequence=GOING_ON))
+        log_warning(UNUSABLE.format(why=why, consequence=REFUSING if required else GOING_ON))
 
 
 def verdict_for(ends: Ends, required: bool) -> peer_socket.Verdict | None:
     """The kernel's verdict on the client of ``ends``, or ``None`` when the
     witness cannot run here and is not required (the grant stands)."""
     if not _probed:
-        _probe()
+        _probe(required)
     if not usable:
         if not required:
             return None

@@ -544,3 +544,87 @@ def test_a_freed_connection_object_hands_its_grant_to_no_object_that_reuses_its_
         )
         is False
     )  # asked, and no socket has these ends
+
+
+# AF_NETLINK refused by a real seccomp filter ------------------------------------------
+
+#: Runs ``python ARGS...`` under a seccomp filter that fails
+#: ``socket(AF_NETLINK, ...)`` with EAFNOSUPPORT, as a sandbox does
+#: (systemd's ``RestrictAddressFamilies`` installs the same kind of filter).
+#: libseccomp through ctypes; the filter outlives the exec.
+_NO_NETLINK = r"""
+import ctypes, errno, os, socket, sys
+
+class Compare(ctypes.Structure):  # struct scmp_arg_cmp
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+seccomp = ctypes.CDLL("libseccomp.so.2")
+seccomp.seccomp_init.restype = ctypes.c_void_p
+seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+seccomp.seccomp_rule_add_array.argtypes = [
+    ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(Compare)
+]
+seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+SCMP_ACT_ALLOW, SCMP_CMP_EQ = 0x7FFF0000, 4
+refuse = 0x00050000 | errno.EAFNOSUPPORT  # SCMP_ACT_ERRNO(EAFNOSUPPORT)
+context = seccomp.seccomp_init(SCMP_ACT_ALLOW)
+number = seccomp.seccomp_syscall_resolve_name(b"socket")
+first_argument = Compare(0, SCMP_CMP_EQ, socket.AF_NETLINK, 0)
+assert seccomp.seccomp_rule_add_array(context, refuse, number, 1, ctypes.byref(first_argument)) == 0
+assert seccomp.seccomp_load(context) == 0
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+_SANDBOXED_APPS = """
+from flask_selfhost import SelfHostMiddleware, peer_socket
+
+
+def report(environ, start_response):
+    start_response("200 OK", [])
+    return [repr(peer_socket.available()).encode()]
+
+
+going_on = SelfHostMiddleware(report)
+required = SelfHostMiddleware(report, require_client_socket=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["going_on", "required"])
+def test_a_seccomp_filter_that_refuses_af_netlink_is_said_once(app, tmp_path):
+    """Where the sandbox refuses netlink, the first request finds out, the
+    log says so once, and the guard goes on without the witness (the
+    default) or refuses every client (require_client_socket)."""
+    import ctypes.util
+    import http.client
+
+    from .servers import free_port, server_process
+
+    if ctypes.util.find_library("seccomp") is None:
+        pytest.skip("needs libseccomp2 (a Debian package every system has)")
+    (tmp_path / "sandboxed.py").write_text(_SANDBOXED_APPS)
+    port = free_port()
+    command = [sys.executable, "-c", _NO_NETLINK, "-m", "gunicorn", "--no-control-socket"]
+    command += ["-w", "1", "-b", f"127.0.0.1:{port}", f"sandboxed:{app}"]
+    paths = [str(tmp_path), str(Path(__file__).resolve().parent.parent), *sys.path]
+    env = {"PYTHONPATH": ":".join(paths)}
+    with server_process(command, ("127.0.0.1", port), tmp_path, env=env, cwd=tmp_path):
+        answers = []
+        for _ in range(2):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
+            response = connection.getresponse()
+            answers.append((response.status, response.read().decode()))
+            connection.close()
+    log = logs_in(tmp_path)
+    said = [line for line in log.splitlines() if "flask_selfhost: the kernel cannot" in line]
+    assert len(said) == 1 and "Address family not supported" in said[0], log
+    if app == "going_on":
+        assert "the guard goes on without that witness" in said[0]
+        for status, body in answers:  # the app runs in the sandbox too: netlink refused
+            assert status == 200 and body.startswith("(False, 'netlink sock_diag does not"), body
+    else:
+        assert "every client on this host is refused" in said[0]
+        assert [status for status, _ in answers] == [403, 403], answers
+        assert f"rule={KERNEL}" in last_refusal(tmp_path), log
