@@ -383,6 +383,11 @@ def test_the_doctor_says_whether_the_witness_works_and_what_it_would_refuse():
         assert "check_client_socket=False" in findings[0].message
         findings, works = witness_findings(Options(), port, ["granian --interface wsgi app:app"])
         assert not works and findings[0].details == {"servers": ["granian"]}
+        findings, works = witness_findings(Options(), port, ["hypercorn app:app"])
+        assert works and findings[0].details == {"asked_per_request": ["hypercorn"]}
+        assert "asks for every request" in findings[0].message
+        findings, works = witness_findings(Options(), port, ["uvicorn app:app"])
+        assert works and "once per connection" in findings[0].message
 
 
 def test_a_probe_that_cannot_be_built_does_not_turn_the_witness_off(monkeypatch, logged):
