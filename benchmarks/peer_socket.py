@@ -6,7 +6,10 @@ For each count of extra loopback connections held open on the host (each is
 two sockets, a client and an accepted one), microseconds per lookup of one
 connection's client socket:
 
-1. ``find_client_socket`` as the module runs it: one netlink socket kept
+0. ``check_client``, the guard's call (a grant read from the answer's
+   bytes);
+1. ``find_client_socket``, which also spells out both ends in text (for
+   the doctor and the log), as the module runs it: one netlink socket kept
    open, shared under a lock;
 2. the same with one netlink socket per thread (``threading.local``), for
    comparison;
@@ -150,7 +153,9 @@ def measure(count: int, number: int) -> dict[str, float]:
         assert peer_socket.judge_client_socket(find()).granted
         assert proc_net_tcp_row(peer, local) is not None
         proc = functools.partial(proc_net_tcp_row, peer, local)
-        figures = {"kept open, shared under a lock": best_us(find, number)}
+        check = functools.partial(peer_socket.check_client, *peer, *local)
+        figures = {"check_client (the guard's call)": best_us(check, number)}
+        figures["kept open, shared under a lock"] = best_us(find, number)
         peer_socket._current_channel = per_thread_channels()  # type: ignore[assignment]
         try:
             figures["kept open, one per thread"] = best_us(find, number)

@@ -18,16 +18,20 @@ What it reads: the connection's two ends as the server witnessed them
 accepted socket of a WSGI server, :func:`flask_selfhost.connection.socket_ends`,
 or from ``scope["client"]`` and ``scope["server"]`` of an ASGI server that
 fills them per connection). Where a server gives no such
-witness (granian bound to a wildcard address, bjoern, mod_wsgi, a unix
-socket) the check does not run, and the log says so once.
+witness (granian, whose ASGI scope gives ports as strings and whose WSGI
+environ names no socket; bjoern, mod_wsgi, a unix socket) the check does
+not run, and the log says so once.
 
 Memory: where the server gives a connection object (WSGI's accepted
 socket), a grant is remembered for it (:data:`witnessed_connections`, until
 the socket object is freed), and the connection's later requests, the
 WSGI fast path's included, cost one set lookup. Nothing is ever keyed on the
 4-tuple (tuples are reused, and an INPUT ``SNAT`` keeps the attacker's
-source port), and nothing a client can grow is stored. ASGI scopes carry no
-connection object: each request asks the kernel again.
+source port), and nothing a client can grow is stored. An ASGI scope names
+no connection; under uvicorn the connection is found behind ``receive``
+(:mod:`flask_selfhost.asgi_connection`: its transport) and the grant is
+remembered on it the same way. Under other ASGI servers each request asks
+the kernel again.
 
 Where netlink cannot be used at all (not Linux, ``AF_NETLINK`` refused by
 seccomp or ``RestrictAddressFamilies``), the first check finds out once

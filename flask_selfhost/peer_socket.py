@@ -66,11 +66,18 @@ Pitfalls, measured on Linux 6.18 (``tests/test_peer_socket.py`` shows each):
   query is :data:`UNAVAILABLE`. :func:`available` probes once with a real
   loopback connection of its own and says why not, for a start-up check.
 
-Cost (``benchmarks/peer_socket.py``, 2 busy cores): one ``send`` and one
-``recv`` on a netlink socket kept open, 8 us at best and up to 20 us on a
-loaded machine, the same with 40 or 6,000 other sockets on the host; a new
-netlink socket per query costs 26-37 us, and parsing ``/proc/net/tcp``
-instead 1.6-3 ms, growing with the sockets (8-20 ms with 6,000). A netlink
+Cost (``benchmarks/peer_socket.py``, 2 busy cores): :func:`check_client`
+takes about 5 us, the same with 40 or 6,000 other sockets on the host, of
+which the kernel's answer (one ``send``, one ``recv_into``) is about 1.3 us.
+The rest is kept small: the query is packed into a buffer of the channel
+and the answer received into another, a grant is read straight from the
+answer's bytes (:func:`judge_client_socket` judges only the rest, from the
+same bytes), and the timeout is the kernel's (``SO_RCVTIMEO``: with
+``settimeout()`` Python would poll before each call).
+:func:`find_client_socket`, which also spells out both ends in text, takes
+about 7 us. A new netlink socket per query costs 12 us or more, and parsing
+``/proc/net/tcp`` instead 0.2-4 ms, growing with the sockets (7-9 ms with
+6,000). A netlink
 socket per thread measured no faster than one shared under a lock, with
 one thread or four (the kernel answers inside ``send``, so the lock is held
 for one round trip), and would open one per greenlet under gevent. A forked
