@@ -142,7 +142,8 @@ class SelfHostASGIMiddleware:
             reason = ScopeConnection(scope).unknown_local_reason()
             if reason is not None:  # once per process: what the server cannot tell
                 log_warning(reason)
-        decision = evaluate_scope(scope, self.options, connection_object(scope, receive))
+        connection = connection_object(scope, receive) if self.options.check_client_socket else None
+        decision = evaluate_scope(scope, self.options, connection)
         if not decision.allowed:
             exempt = self.exempt_app(scope)  # routing happens on refusals only
             if exempt is not None:

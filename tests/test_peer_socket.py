@@ -363,7 +363,7 @@ def test_no_answer_refuses_within_the_timeout_and_the_next_query_works():
         channel = peer_socket._current_channel()
         silent, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         with other:
-            silent.settimeout(peer_socket.TIMEOUT)
+            peer_socket.bound_in_time(silent)  # as the netlink socket is
             channel.close()
             channel.sock = silent
             started = time.monotonic()
