@@ -16,7 +16,8 @@ a trivial WSGI app bare and behind SelfHostMiddleware (beside two floors
 under it, from benchmarks/wsgi_floors.py: a closure that only calls the app,
 and the same after the common path's absence tests), and a Starlette hello
 app bare and with SelfHostASGIMiddleware (served by an asyncio loop, as
-uvicorn would call it, without the server), beside the same app with a
+uvicorn would call it, with its ``receive`` on a real loopback connection,
+without the server), beside the same app with a
 middleware that only awaits the app: the floor under any ASGI guard; then
 the same app for a browser's navigation (``Sec-Fetch-*``: the full rules,
 and ``Vary`` added to the answer).

@@ -38,9 +38,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .asgi_connection import connection_object, scope_witnessed
 from .asgi_routes import starlette_exempt_app
 from .exempt import allow_remote
-from .kernel_witness import ends_witnessed
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
@@ -119,10 +119,8 @@ class SelfHostASGIMiddleware:
                     common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
-        if common and self.options.check_client_socket:  # no connection to remember on
-            common = ends_witnessed(
-                ScopeConnection(scope).ends(), self.options.require_client_socket
-            )
+        if common and self.options.check_client_socket:
+            common = scope_witnessed(scope, receive, self.options.require_client_socket)
         if common:  # the app is awaited outside the try: its errors are its own
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.
@@ -144,7 +142,8 @@ class SelfHostASGIMiddleware:
             reason = ScopeConnection(scope).unknown_local_reason()
             if reason is not None:  # once per process: what the server cannot tell
                 log_warning(reason)
-        decision = evaluate_scope(scope, self.options)
+        connection = connection_object(scope, receive) if self.options.check_client_socket else None
+        decision = evaluate_scope(scope, self.options, connection)
         if not decision.allowed:
             exempt = self.exempt_app(scope)  # routing happens on refusals only
             if exempt is not None:

@@ -18,16 +18,20 @@ What it reads: the connection's two ends as the server witnessed them
 accepted socket of a WSGI server, :func:`flask_selfhost.connection.socket_ends`,
 or from ``scope["client"]`` and ``scope["server"]`` of an ASGI server that
 fills them per connection). Where a server gives no such
-witness (granian bound to a wildcard address, bjoern, mod_wsgi, a unix
-socket) the check does not run, and the log says so once.
+witness (granian, whose ASGI scope gives ports as strings and whose WSGI
+environ names no socket; bjoern, mod_wsgi, a unix socket) the check does
+not run, and the log says so once.
 
 Memory: where the server gives a connection object (WSGI's accepted
 socket), a grant is remembered for it (:data:`witnessed_connections`, until
 the socket object is freed), and the connection's later requests, the
 WSGI fast path's included, cost one set lookup. Nothing is ever keyed on the
 4-tuple (tuples are reused, and an INPUT ``SNAT`` keeps the attacker's
-source port), and nothing a client can grow is stored. ASGI scopes carry no
-connection object: each request asks the kernel again.
+source port), and nothing a client can grow is stored. An ASGI scope names
+no connection; under uvicorn the connection is found behind ``receive``
+(:mod:`flask_selfhost.asgi_connection`: its transport) and the grant is
+remembered on it the same way. Under other ASGI servers each request asks
+the kernel again.
 
 Where netlink cannot be used at all (not Linux, ``AF_NETLINK`` refused by
 seccomp or ``RestrictAddressFamilies``), the first check finds out once
@@ -45,7 +49,6 @@ import weakref
 from typing import Any
 
 from . import peer_socket
-from .addresses import parse_ip
 from .decision import KERNEL, Decision
 from .facts import Connection, Ends
 from .host_addresses import host_addresses
@@ -92,19 +95,38 @@ REFUSING = "require_client_socket is set, so every client on this host is refuse
 
 def is_this_host(ends: Ends) -> bool:
     """The peer claims to be this host: loopback, the local address, or
-    another address of this host."""
-    peer = parse_ip(ends.peer.split("%", 1)[0])
-    if peer is None:
+    another address of this host. Compared as packed bytes, not
+    ``ipaddress`` objects: this runs for every new connection."""
+    try:
+        peer = peer_socket.packed_ip(ends.peer.partition("%")[0])
+    except (OSError, TypeError, AttributeError):
         return False
-    return (
-        peer.is_loopback
-        or peer == parse_ip(ends.local.split("%", 1)[0])
-        or peer in host_addresses.current()
-    )
+    if peer_socket.is_loopback(peer):
+        return True
+    with contextlib.suppress(OSError, TypeError, AttributeError):
+        if peer == peer_socket.packed_ip(ends.local.partition("%")[0]):
+            return True
+    return peer in _packed_host_addresses()
 
 
-def _probe() -> None:
-    """Find out once per process whether netlink answers here."""
+#: This host's addresses (:data:`host_addresses`) packed, with the snapshot
+#: they were packed from: packed again only when the snapshot changes.
+_packed_snapshot: tuple[frozenset[Any], frozenset[bytes]] = (frozenset(), frozenset())
+
+
+def _packed_host_addresses() -> frozenset[bytes]:
+    global _packed_snapshot
+    current = host_addresses.current()
+    snapshot, packed = _packed_snapshot
+    if current is not snapshot:
+        packed = frozenset(address.packed for address in current)
+        _packed_snapshot = (current, packed)
+    return packed
+
+
+def _probe(required: bool) -> None:
+    """Find out once per process whether netlink answers here; the log says
+    what follows for the guard that asked first (``required``)."""
     global usable, _probed
     with _probe_lock:
         if _probed:
@@ -116,14 +138,14 @@ def _probe() -> None:
             return
         usable, _probed = works, True
     if not works:
-        log_warning(UNUSABLE.format(why=why, consequence=GOING_ON))
+        log_warning(UNUSABLE.format(why=why, consequence=REFUSING if required else GOING_ON))
 
 
 def verdict_for(ends: Ends, required: bool) -> peer_socket.Verdict | None:
     """The kernel's verdict on the client of ``ends``, or ``None`` when the
     witness cannot run here and is not required (the grant stands)."""
     if not _probed:
-        _probe()
+        _probe(required)
     if not usable:
         if not required:
             return None
@@ -189,6 +211,8 @@ def ends_witnessed(ends: Ends | None, required: bool) -> bool:
     rules, which say why it is refused."""
     if ends is None:
         return not required
+    if ends.connection is not None and id(ends.connection) in witnessed_connections:
+        return True
     verdict = verdict_for(ends, required)
     if verdict is None:
         return True

@@ -169,9 +169,9 @@ def test_common_path_sends_a_scope_with_a_missing_key_to_the_full_rules(monkeypa
     assert run(guard, request)[0]["status"] == 200  # the grant the common path remembers
     judged = []
 
-    def counting(scope, options):
+    def counting(scope, options, connection=None):
         judged.append(scope)
-        return evaluate_scope(scope, options)
+        return evaluate_scope(scope, options, connection)
 
     monkeypatch.setattr(asgi, "evaluate_scope", counting)
     assert run(guard, request)[0]["status"] == 200
