@@ -166,7 +166,9 @@ def witness_client(
     """``grant`` (the client rule's), or a refusal when the connection's
     peer claims to be this host and the kernel finds no socket of a client
     here that holds it."""
-    if not check:
+    if not check or grant.peer_owner is not None:
+        # An owner on the grant is the kernel's answer for this connection
+        # already (client_socket_of names one only for a socket it vouches for).
         return grant
     ends = connection.ends()
     if ends is None:
