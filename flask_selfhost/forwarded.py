@@ -29,7 +29,8 @@ entries that trusted proxies wrote:
 
 The headers' names and grammar are :mod:`flask_selfhost.forwarding_syntax`;
 who is a trusted proxy is :class:`~flask_selfhost.proxies.TrustedProxies`
-(by address, or by the user that owns the peer's socket: :func:`trusted_user_proxy`);
+(by address, or by the user that owns the peer's socket:
+:func:`~flask_selfhost.proxies.trusted_user_proxy`);
 relays that leave no header to judge are :mod:`flask_selfhost.hidden_relays`.
 :func:`judge_forwarded` is pure: strings in, a decision out, cached on the
 raw strings (a proxy sends the same few header values again and again).
@@ -42,7 +43,7 @@ from functools import lru_cache
 from .addresses import CACHE_SIZE, IPAddress, parse_ip
 from .caching import PRIVATE
 from .decision import FORWARDED, SOURCE, Decision
-from .facts import UNIX, PeerOwner, RequestFacts
+from .facts import UNIX, RequestFacts
 from .forwarding_syntax import (
     MAX_HEADER_LENGTH,
     MalformedHeader,
@@ -50,8 +51,7 @@ from .forwarding_syntax import (
     parse_x_forwarded_for,
 )
 from .host_addresses import host_addresses
-from .kernel_witness import client_socket_of
-from .proxies import TrustedProxies
+from .proxies import TrustedProxies, trusted_user_proxy
 
 # ``UNIX`` ("unix") names a unix-socket peer in ``trusted_proxies`` and in
 # :attr:`Decision.peer_addr`.
@@ -279,16 +279,6 @@ def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int)
         peer, forwarded, x_forwarded_for, trusted, proxy_hops, host, owner is not None
     )
     return decision if owner is None else decision._replace(peer_owner=owner)
-
-
-def trusted_user_proxy(facts: RequestFacts, trusted: TrustedProxies) -> PeerOwner | None:
-    """The owner of the peer's socket, when ``trusted_proxies`` trusts
-    that user (``user:www-data``); ``None`` otherwise, or when no owner
-    can be known. Asks the kernel only when a user is trusted."""
-    if not trusted.users:
-        return None
-    owner = client_socket_of(facts.connection)
-    return owner if owner is not None and owner.uid in trusted.users else None
 
 
 def _judge_proxy_protocol(

@@ -24,8 +24,7 @@ from __future__ import annotations
 from .addresses import parse_ip
 from .decision import FORWARDED, Decision
 from .facts import H2C, H2C_GUNICORN, HTTP2_GUNICORN_ASGI, RequestFacts
-from .forwarded import trusted_user_proxy
-from .proxies import TrustedProxies
+from .proxies import TrustedProxies, trusted_user_proxy
 from .servers import WAITRESS
 
 H2C_CLIENT_UNKNOWN = (

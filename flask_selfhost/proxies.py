@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterable
 
 from .addresses import IPAddress, parse_ip
-from .facts import UNIX
+from .facts import UNIX, PeerOwner, RequestFacts
+from .kernel_witness import client_socket_of
 from .peer_users import user_id
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -162,3 +163,13 @@ def _without_port(entry: object) -> str:
 
 #: Trusts nobody: the default of ``trusted_proxies``.
 NO_PROXIES = TrustedProxies()
+
+
+def trusted_user_proxy(facts: RequestFacts, trusted: TrustedProxies) -> PeerOwner | None:
+    """The owner of the peer's socket, when ``trusted_proxies`` trusts
+    that user (``user:www-data``); ``None`` otherwise, or when no owner
+    can be known. Asks the kernel only when a user is trusted."""
+    if not trusted.users:
+        return None
+    owner = client_socket_of(facts.connection)
+    return owner if owner is not None and owner.uid in trusted.users else None
