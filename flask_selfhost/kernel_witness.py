@@ -23,10 +23,11 @@ socket) the check does not run, and the log says so once.
 
 Memory: where the server gives a connection object (WSGI's accepted
 socket), a grant is remembered for it (:data:`witnessed_connections`, until
-the socket object is freed) with the kernel's answer, and the connection's
-later requests, the WSGI fast path's included, cost one dict lookup. Nothing is ever keyed on the
-4-tuple (tuples are reused, and an INPUT ``SNAT`` keeps the attacker's
-source port), and nothing a client can grow is stored. ASGI scopes carry no
+the socket object is freed) with the kernel's answer, and the
+connection's later requests, the WSGI fast path's included, cost one dict
+lookup. Nothing is ever keyed on the 4-tuple (tuples are reused, and an
+INPUT ``SNAT`` keeps the attacker's source port), and nothing a client can
+grow is stored. ASGI scopes carry no
 connection object: each request asks the kernel again.
 
 The peer's owner: the kernel's answer also names who holds the client's
@@ -128,15 +129,11 @@ def _probe() -> None:
         log_warning(UNUSABLE.format(why=why, consequence=GOING_ON))
 
 
-def verdict_for(ends: Ends, required: bool) -> peer_socket.Verdict | None:
-    """The kernel's verdict on the client of ``ends``, or ``None`` when the
-    witness cannot run here and is not required (the grant stands)."""
-    return ask_kernel(ends, required)[0]
-
-
 def ask_kernel(ends: Ends, required: bool) -> tuple[peer_socket.Verdict | None, PeerOwner | None]:
-    """:func:`verdict_for`, and the owner of the client's socket when the
-    verdict is a grant (else ``None``)."""
+    """The kernel's verdict on the client of ``ends`` (``None`` when the
+    witness cannot run here and is not required: the grant stands), and
+    the owner of the client's socket when the verdict is a grant (else
+    ``None``)."""
     if not _probed:
         _probe()
     if not usable:

@@ -295,7 +295,7 @@ def test_a_connection_is_asked_about_once_and_remembered_on_its_socket(monkeypat
         asked.append(ends)
         return real(*ends)
 
-    kernel_witness.verdict_for(Ends("127.0.0.1", 1, "127.0.0.1", 2), False)  # probed before
+    kernel_witness.ask_kernel(Ends("127.0.0.1", 1, "127.0.0.1", 2), False)  # probed before
     monkeypatch.setattr(peer_socket, "find_client_socket", counting)
     app = SelfHostMiddleware(lambda e, s: s("200 OK", []) or [b""])
     listener, client, accepted = loopback_pair()
@@ -324,7 +324,7 @@ def test_a_made_up_connection_is_refused_on_the_fast_path_too(logged):
         assert answer(app, environ_of(accepted)).startswith("200")  # primes the memory
     fake = Ends("127.0.0.1", 1, "127.0.0.1", 2)  # no socket has these ends
     assert kernel_witness.ends_witnessed(fake, required=False) == (False, None)
-    verdict = kernel_witness.verdict_for(fake, required=False)
+    verdict = kernel_witness.ask_kernel(fake, required=False)[0]
     assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND
 
 
@@ -397,7 +397,7 @@ def test_a_probe_that_cannot_be_built_does_not_turn_the_witness_off(monkeypatch,
     monkeypatch.setattr(kernel_witness, "usable", True)
     monkeypatch.setattr(peer_socket, "available", lambda: (False, "no loopback connection: EMFILE"))
     fake = Ends("127.0.0.1", 1, "127.0.0.1", 2)
-    verdict = kernel_witness.verdict_for(fake, required=False)
+    verdict = kernel_witness.ask_kernel(fake, required=False)[0]
     assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND  # still asked
     assert kernel_witness.usable and not kernel_witness._probed
     assert "cannot be asked" not in logged()
