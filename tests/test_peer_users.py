@@ -335,3 +335,13 @@ def test_a_proxy_trusted_by_its_user_on_a_unix_socket():
         assert status_of(trusted, environ_of(server_end, **relayed)) == 200
         untrusted = SelfHostMiddleware(hello, trusted_proxies=[f"user:{OTHER}"])
         assert status_of(untrusted, environ_of(server_end, **relayed)) == 403
+
+
+def test_flask_selfhost_status_shows_users_as_written():
+    from flask_selfhost.flask_cli import option_lines
+
+    root = pwd.getpwuid(0).pw_name
+    options = Options(allowed_users=["self", 0], trusted_proxies=["127.0.0.1", "user:0"])
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in option_lines(options)}
+    assert lines["allowed_users"] == f"{root}, self"
+    assert lines["trusted_proxies"] == f"127.0.0.1/32, user:{root}"
