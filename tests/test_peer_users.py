@@ -228,7 +228,12 @@ def test_wsgi_a_unix_socket_peer_is_judged_by_so_peercred(logged):
         assert f"(uid {ME})" in logged() and f"peer_uid={ME}" in logged()
 
 
-def run_asgi(app, scope) -> int:
+async def hello_asgi(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def run_asgi(guard: SelfHostASGIMiddleware, scope: dict) -> int:
     sent: list[dict] = []
 
     async def receive():
@@ -237,11 +242,7 @@ def run_asgi(app, scope) -> int:
     async def send(message):
         sent.append(message)
 
-    async def hello_asgi(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"hello"})
-
-    asyncio.run(app(hello_asgi)(scope, receive, send))
+    asyncio.run(guard(scope, receive, send))
     return next(m["status"] for m in sent if m["type"] == "http.response.start")
 
 
@@ -264,28 +265,23 @@ def scope_of(accepted: socket.socket) -> dict:
 
 
 def test_asgi_the_owner_decides_on_every_request(monkeypatch):
-    options = Options(allowed_users=["self"])
-    guard = SelfHostASGIMiddleware(lambda *a: None)
-    guard.options = options
-    guard._remotes, guard._hosts = options.accepted.remotes, options.accepted.hosts
-
-    def app(inner):
-        guard.app = inner
-        return guard
-
+    guard = SelfHostASGIMiddleware(hello_asgi, allowed_users=["self"])
     listener, client, accepted = loopback_pair()
     with listener, client, accepted:
-        assert run_asgi(app, scope_of(accepted)) == 200  # primes the memory
-        assert run_asgi(app, scope_of(accepted)) == 200  # the common path
+        assert run_asgi(guard, scope_of(accepted)) == 200  # primes the memory
+        assert guard.options.accepted.remotes
+        assert run_asgi(guard, scope_of(accepted)) == 200  # the common path
         monkeypatch.setattr(os, "geteuid", lambda: OTHER)
-        assert run_asgi(app, scope_of(accepted)) == 403  # the common path asks too
-    for check in (True, False):
-        refusing = Options(allowed_users=[OTHER], check_client_socket=check)
-        guard.options = refusing
-        guard._remotes, guard._hosts = options.accepted.remotes, options.accepted.hosts
+        assert run_asgi(guard, scope_of(accepted)) == 403  # the common path asks too
+    monkeypatch.undo()
+    for check in (True, False):  # with the witness off, the rule asks the kernel itself
+        refusing = SelfHostASGIMiddleware(
+            hello_asgi, allowed_users=[OTHER], check_client_socket=check
+        )
         listener, client, accepted = loopback_pair()
         with listener, client, accepted:
-            assert run_asgi(app, scope_of(accepted)) == 403
+            for _ in range(2):
+                assert run_asgi(refusing, scope_of(accepted)) == 403
 
 
 def test_a_unix_socket_under_an_asgi_server_is_refused_naming_what_works(logged):
@@ -299,8 +295,10 @@ def test_a_unix_socket_under_an_asgi_server_is_refused_naming_what_works(logged)
         "client": None,
         "server": ("/run/app.sock", None),  # uvicorn --uds
     }
-    guard = SelfHostASGIMiddleware(None, unix_socket_is_local=True, allowed_users=["self"])
-    assert run_asgi(lambda inner: setattr(guard, "app", inner) or guard, scope) == 403
+    guard = SelfHostASGIMiddleware(hello_asgi, unix_socket_is_local=True)
+    assert run_asgi(guard, scope) == 200
+    guard = SelfHostASGIMiddleware(hello_asgi, unix_socket_is_local=True, allowed_users=["self"])
+    assert run_asgi(guard, scope) == 403
     assert UNIX_UNKNOWN in logged() and "gunicorn, Werkzeug or waitress" in UNIX_UNKNOWN
 
 
