@@ -30,6 +30,8 @@ users named (:func:`judge_peer_user`), whatever earlier rules granted.
   its socket as root and then dropped privileges reads as root, and so
   does a socket passed to another process. Do not put root in
   ``allowed_users`` where other tools started as root run on the host.
+  Inside a user namespace, a uid it does not map reads as 65534
+  (``nobody``): leave that one out too.
 
 The memory: the owner is remembered with the kernel's witness on the
 connection object (never by address or 4-tuple), so a keep-alive request,
