@@ -29,7 +29,10 @@ and on a keep-alive connection (the fast path, the connection found in
 memory), and of an ASGI app behind ``SelfHostASGIMiddleware``: called with
 a scope and a plain ``receive`` (a query per request: nothing names the
 connection), and with uvicorn's ``receive`` for a keep-alive connection
-(the connection found in memory: asked once). Last, requests per
+(the connection found in memory: asked once); then, the same way, the
+guard with ``allowed_users=["self"]`` beside the default guard (the rule
+reads the owner of the client's socket that the witness found, kept on
+the connection). Last, requests per
 second under real servers on 127.0.0.1, bare, guarded, and guarded without
 the witness, in alternating rounds (median): gunicorn's sync worker with a
 new connection per request (``ab``), and uvicorn with keep-alive
@@ -211,20 +214,31 @@ async def asgi_hello(scope: dict, receive: Callable, send: Callable) -> None:
     await send({"type": "http.response.body", "body": b"Hello, World!"})
 
 
-def guard_figures(number: int) -> dict[str, tuple[float, float]]:
-    """(with the witness, without) microseconds per request."""
+#: What is measured with and without, each against the same guard otherwise:
+#: the witness (on by default), and the allowed_users rule beside the
+#: default guard (the witness on in both).
+COMPARED = {
+    "The guard, with the witness and without": ({}, {"check_client_socket": False}),
+    "The guard, with allowed_users=['self'] and without": ({"allowed_users": ["self"]}, {}),
+}
+
+
+def guard_figures(
+    number: int, with_options: dict, without_options: dict
+) -> dict[str, tuple[float, float]]:
+    """(with, without) microseconds per request: guards with these options."""
     figures: dict[str, tuple[float, float]] = {}
     with connections(1) as pairs:
         accepted = pairs[0][1]
         environ = environ_for(accepted)
         on, off = (
-            SelfHostMiddleware(trivial_app),
-            SelfHostMiddleware(trivial_app, check_client_socket=False),
+            SelfHostMiddleware(trivial_app, **with_options),
+            SelfHostMiddleware(trivial_app, **without_options),
         )
         for app in (on, off):  # the first request teaches the memories
             assert app(dict(environ), ignore) == [b"Hello, World!"]
         witnessed = kernel_witness.witnessed_connections
-        assert id(accepted) in witnessed
+        owner = witnessed[id(accepted)][1]
 
         def new_connection(app: Callable) -> Callable[[], object]:
             def request() -> object:
@@ -237,14 +251,14 @@ def guard_figures(number: int) -> dict[str, tuple[float, float]]:
             best_us(new_connection(on), number),
             best_us(new_connection(off), number),
         )
-        kernel_witness.remember_connection(accepted)
+        kernel_witness.remember_connection(accepted, owner)
         figures["WSGI, a keep-alive request"] = (
             best_us(lambda: on(dict(environ), ignore), number * 10),
             best_us(lambda: off(dict(environ), ignore), number * 10),
         )
         scope = scope_for(accepted)
-        asgi_on = SelfHostASGIMiddleware(asgi_hello)
-        asgi_off = SelfHostASGIMiddleware(asgi_hello, check_client_socket=False)
+        asgi_on = SelfHostASGIMiddleware(asgi_hello, **with_options)
+        asgi_off = SelfHostASGIMiddleware(asgi_hello, **without_options)
 
         async def plain_receive() -> dict:
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -394,9 +408,11 @@ def main() -> None:
         print(f"\n{2 * count} extra loopback sockets")
         for name, value in figures.items():
             print(f"  {name:<34} {value:9.1f} us")
-    print("\nThe guard, with the witness and without (us per request)")
-    for name, (on, off) in guard_figures(options.number).items():
-        print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
+    for title, (with_options, without_options) in COMPARED.items():
+        print(f"\n{title} (us per request)")
+        figures = guard_figures(options.number, with_options, without_options)
+        for name, (on, off) in figures.items():
+            print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
     if options.seconds and shutil.which("ab"):
         print(f"\nRequests per second, median of {options.rounds} rounds of {options.seconds} s")
         print(f"  {'':<44} {'bare':>8} {'guarded':>8} {'no witness':>10}")

@@ -41,6 +41,7 @@ from typing import Any
 from .asgi_connection import connection_object, scope_witnessed
 from .asgi_routes import starlette_exempt_app
 from .exempt import allow_remote
+from .kernel_witness import client_socket_of
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
@@ -119,12 +120,21 @@ class SelfHostASGIMiddleware:
                     common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
+        owner = None
         if common and self.options.check_client_socket:
-            common = scope_witnessed(scope, receive, self.options.require_client_socket)
+            common, owner = scope_witnessed(scope, receive, self.options.require_client_socket)
+        users = self.options.allowed_users
+        if common and users is not None:  # the owner of this request's connection
+            if owner is None:
+                connection = ScopeConnection(scope, connection_object(scope, receive))
+                owner = client_socket_of(connection)
+            common = owner is not None and users.allows(owner.uid)
         if common:  # the app is awaited outside the try: its errors are its own
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.
             if is_enabled_for(DEBUG) and grant is not None:
+                if owner is not None:  # this connection's, never the address's
+                    grant = grant._replace(peer_owner=owner)
                 log_decision(grant, scope.get("method"), scope.get("path"))
             await self.app(scope, receive, send)
             return
@@ -142,7 +152,8 @@ class SelfHostASGIMiddleware:
             reason = ScopeConnection(scope).unknown_local_reason()
             if reason is not None:  # once per process: what the server cannot tell
                 log_warning(reason)
-        connection = connection_object(scope, receive) if self.options.check_client_socket else None
+        per_connection = self.options.check_client_socket or self.options.allowed_users is not None
+        connection = connection_object(scope, receive) if per_connection else None
         decision = evaluate_scope(scope, self.options, connection)
         if not decision.allowed:
             exempt = self.exempt_app(scope)  # routing happens on refusals only

@@ -34,6 +34,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from .facts import PeerOwner
 from .kernel_witness import ends_witnessed, witnessed_connections
 from .scope import Scope, ScopeConnection
 
@@ -102,13 +103,15 @@ def connection_object(scope: Mapping[str, Any], receive: Any) -> Any:
     return None
 
 
-def scope_witnessed(scope: Scope, receive: Any, required: bool) -> bool:
+def scope_witnessed(scope: Scope, receive: Any, required: bool) -> tuple[bool, PeerOwner | None]:
     """For the ASGI fast path: whether the kernel vouches for the client of
     this call's connection, remembered on the server's connection object
     (:func:`connection_object`) or asked now
     (:func:`flask_selfhost.kernel_witness.ends_witnessed`). False sends the
     request to the full rules, which say why it is refused."""
     connection = connection_object(scope, receive)
-    if connection is not None and id(connection) in witnessed_connections:
-        return True  # its ends are the scope's: connection_object compared them
+    if connection is not None:
+        entry = witnessed_connections.get(id(connection))
+        if entry is not None:  # its ends are the scope's: connection_object compared them
+            return True, entry[1]
     return ends_witnessed(ScopeConnection(scope, connection).ends(), required)

@@ -59,7 +59,7 @@ from typing import Any
 
 from .addresses import parse_ip
 from .decision import Decision
-from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, RequestFacts
+from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, PeerOwner, RequestFacts
 from .forwarding_syntax import (
     ASGI_CLIENT_NAMES,
     ASGI_NAMES,
@@ -107,7 +107,7 @@ NO_DEFAULTS: dict[str, Any] = {}
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
     "unix socket), so unix_socket_is_local cannot work there; use uvicorn --uds, or TCP "
-    "on 127.0.0.1"
+    "on 127.0.0.1 (allowed_users on a unix socket needs gunicorn, Werkzeug or waitress)"
 )
 BIND_ADDRESS = (
     "the server reports its bind address, not the connection's local address "
@@ -174,6 +174,9 @@ class ScopeConnection:
         except (TypeError, IndexError, KeyError):
             pass
         return None
+
+    def unix_peer(self) -> PeerOwner | None:
+        return None  # no ASGI server hands the app its socket
 
 
 def _host(pair: Any) -> str | None:
