@@ -256,10 +256,10 @@ def test_daphne_own_websocket_is_accepted_and_another_sites_refused(tmp_path):
         while server.log().count("rule=cross-site") < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
         log = server.log()
-    assert (
-        log.count(
-            "selfhost=refused method=GET path=/ws remote=127.0.0.1 local=127.0.0.1 rule=cross-site"
-        )
-        == 3
+    # peer_uid: the kernel names this process's user as the owner of the client's socket.
+    line = (
+        "selfhost=refused method=GET path=/ws remote=127.0.0.1 local=127.0.0.1 "
+        f"peer_uid={os.geteuid()} rule=cross-site"
     )
+    assert log.count(line) == 3
     assert log.count("selfhost=refused ") == 3  # the own handshakes and the non-browser passed
