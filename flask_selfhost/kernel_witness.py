@@ -165,9 +165,8 @@ def ask_kernel(ends: Ends, required: bool) -> tuple[peer_socket.Verdict | None, 
             peer_socket.UNAVAILABLE,
             UNUSABLE.format(why="netlink sock_diag does not answer", consequence=REFUSING),
         ), None
-    found = peer_socket.find_client_socket(ends.peer, ends.peer_port, ends.local, ends.local_port)
-    verdict = peer_socket.judge_client_socket(found)
-    return verdict, (PeerOwner(found.uid, found.inode) if verdict.granted else None)
+    verdict = peer_socket.check_client(ends.peer, ends.peer_port, ends.local, ends.local_port)
+    return verdict, verdict.owner
 
 
 def note_unwitnessed(server: str | None) -> None:

@@ -215,11 +215,14 @@ class ClientSocket(NamedTuple):
 
 class Verdict(NamedTuple):
     """What :func:`judge_client_socket` says: ``granted``, one of the reason
-    constants (:data:`HELD` for a grant), and a sentence for the operator."""
+    constants (:data:`HELD` for a grant), a sentence for the operator, and
+    for a grant who holds the client's socket (its creator's uid, its
+    inode)."""
 
     granted: bool
     reason: str
     detail: str
+    owner: PeerOwner | None = None
 
 
 # Addresses ------------------------------------------------------------------
@@ -509,7 +512,7 @@ def judge_client_socket(found: ClientSocket) -> Verdict:
             ORPHANED,
             f"the client's socket ({state}) is held by no process: it closed at once",
         )
-    return Verdict(True, HELD, _held(found.uid, found.state))
+    return Verdict(True, HELD, _held(found.uid, found.state), PeerOwner(found.uid, found.inode))
 
 
 def _held(uid: int, state: int) -> str:
@@ -543,7 +546,7 @@ def check_client(peer_ip: str, peer_port: int, local_ip: str, local_port: int) -
             family, state = _FAMILY_STATE.unpack_from(answer)
             uid, inode = _OWNER.unpack_from(answer)
             if family == _FAMILY[len(source)] and state in CONNECTED_STATES and inode:
-                return Verdict(True, HELD, _held(uid, state))
+                return Verdict(True, HELD, _held(uid, state), PeerOwner(uid, inode))
     else:
         answer = b""  # equal ends: refused whatever the kernel would say
     asked = _asked_text(source, peer_port, destination, local_port)
