@@ -289,14 +289,14 @@ def answer(app, environ) -> str:
 
 def test_a_connection_is_asked_about_once_and_remembered_on_its_socket(monkeypatch):
     asked: list[tuple] = []
-    real = peer_socket.find_client_socket
+    real = peer_socket.check_client
 
     def counting(*ends):
         asked.append(ends)
         return real(*ends)
 
     kernel_witness.ask_kernel(Ends("127.0.0.1", 1, "127.0.0.1", 2), False)  # probed before
-    monkeypatch.setattr(peer_socket, "find_client_socket", counting)
+    monkeypatch.setattr(peer_socket, "check_client", counting)
     app = SelfHostMiddleware(lambda e, s: s("200 OK", []) or [b""])
     listener, client, accepted = loopback_pair()
     with listener, client, accepted:
@@ -540,7 +540,7 @@ def test_uvicorns_connection_is_its_transport_while_the_scope_names_its_ends():
 
 def test_a_freed_connection_object_hands_its_grant_to_no_object_that_reuses_its_id():
     first = _Transport(("127.0.0.1", 40000), ("127.0.0.1", 8000))
-    kernel_witness.remember_connection(first)
+    kernel_witness.remember_connection(first, PeerOwner(os.geteuid(), 1))
     key = id(first)
     assert key in kernel_witness.witnessed_connections
     del first  # freed: its weak reference's callback forgets it
@@ -551,7 +551,7 @@ def test_a_freed_connection_object_hands_its_grant_to_no_object_that_reuses_its_
     assert (
         kernel_witness.ends_witnessed(
             Ends("127.0.0.1", 1, "127.0.0.1", 2, reused[0]), required=False
-        )
+        )[0]
         is False
     )  # asked, and no socket has these ends
 
