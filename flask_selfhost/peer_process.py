@@ -38,7 +38,12 @@ every new connection when ``refuse_forwarders`` asks. It is bounded twice:
   cached answer is used only after checking that each process named still
   holds that inode in its fd table, and its name is read again: a pid that
   exited and was reused by another program, or a process that ran
-  ``exec``, is not trusted from memory.
+  ``exec``, is not trusted from memory. "Not found" (a holder this user
+  may not read) has no pid to check: it is kept :data:`NOT_FOUND_SECONDS`
+  only, so that an ASGI server, which gives no connection to remember an
+  answer on, does not scan at every request of such a client. Socket
+  inodes come from a 32-bit counter shared with every pipe and file of the
+  host: none is reused within that time.
 
 The module is stdlib only and imports nothing of this package.
 """
@@ -86,6 +91,8 @@ NOT_LOOKED = "not looked"  # the scanning budget is spent, or there is no inode
 #: use, and the inodes cached.
 SHARE = 0.2
 SIZE = 256
+#: Seconds a "not found" answer is kept.
+NOT_FOUND_SECONDS = 1.0
 
 
 class Holder(NamedTuple):
@@ -231,7 +238,8 @@ class ProcessFinder:
         self._lock = threading.Lock()
         self._budget = share
         self._refilled = time.monotonic()
-        self._cache: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        #: inode -> the pids that held it, or the time it was found held by none.
+        self._cache: OrderedDict[int, tuple[int, ...] | float] = OrderedDict()
         #: Scans done and refused, and seconds spent scanning: for tests and
         #: benchmarks.
         self.scans = 0
@@ -245,12 +253,13 @@ class ProcessFinder:
         link = f"socket:[{inode}]"
         with self._lock:
             cached = self._cache.get(inode)
-        if cached is not None:
+        if isinstance(cached, float):
+            if time.monotonic() - cached < NOT_FOUND_SECONDS:
+                return Lookup(NOT_FOUND)
+        elif cached is not None:
             holders = self._named(pid for pid in cached if holds(pid, link))
             if holders:
                 return Lookup(FOUND, holders)
-            with self._lock:  # every pid named let go of it: look again
-                self._cache.pop(inode, None)
         if not self._spend():
             return Lookup(NOT_LOOKED)
         started = time.monotonic()
@@ -261,10 +270,10 @@ class ProcessFinder:
             self._budget -= took
             self.spent += took
             self.scans += 1
-            if holders:
-                self._cache[inode] = tuple(holder.pid for holder in holders)
-                while len(self._cache) > self.size:
-                    self._cache.popitem(last=False)
+            self._cache[inode] = tuple(h.pid for h in holders) if holders else started + took
+            self._cache.move_to_end(inode)
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
         return Lookup(FOUND, holders) if holders else Lookup(NOT_FOUND)
 
     def _spend(self) -> bool:

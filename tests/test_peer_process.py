@@ -97,6 +97,19 @@ def test_a_socket_nobody_holds_is_not_found():
     assert ProcessFinder().find(0) == Lookup(NOT_LOOKED)
 
 
+def test_not_found_is_kept_a_second():
+    # No pid to check it against: kept briefly, so that a server without a
+    # connection to remember it on (ASGI) does not scan at every request.
+    finder = ProcessFinder()
+    with connection() as (client, _):
+        inode = inode_of(client)
+    assert finder.find(inode) == finder.find(inode) == Lookup(NOT_FOUND)
+    assert finder.scans == 1
+    time.sleep(peer_process.NOT_FOUND_SECONDS)
+    assert finder.find(inode) == Lookup(NOT_FOUND)
+    assert finder.scans == 2
+
+
 def test_a_forwarder_is_named_by_its_argv0(tmp_path):
     # The child's argv[0] is "socat" (comm and exe stay python's): any of
     # the three names in FORWARDERS names it.
