@@ -216,7 +216,7 @@ def guard_figures(number: int) -> dict[str, tuple[float, float]]:
         for app in (on, off):  # the first request teaches the memories
             assert app(dict(environ), ignore) == [b"Hello, World!"]
         witnessed = kernel_witness.witnessed_connections
-        assert id(accepted) in witnessed
+        owner = witnessed[id(accepted)][1]
 
         def new_connection(app: Callable) -> Callable[[], object]:
             def request() -> object:
@@ -229,7 +229,7 @@ def guard_figures(number: int) -> dict[str, tuple[float, float]]:
             best_us(new_connection(on), number),
             best_us(new_connection(off), number),
         )
-        kernel_witness.remember_connection(accepted)
+        kernel_witness.remember_connection(accepted, owner)
         figures["WSGI, a keep-alive request"] = (
             best_us(lambda: on(dict(environ), ignore), number * 10),
             best_us(lambda: off(dict(environ), ignore), number * 10),

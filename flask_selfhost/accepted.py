@@ -101,7 +101,8 @@ class AcceptedRequests:
         ):
             return
         if len(self.remotes) < LIMIT:
-            self.remotes[facts.remote] = decision
+            # Who held that connection's client socket is no fact of the address.
+            self.remotes[facts.remote] = decision._replace(peer_owner=None)
         host = facts.host
         if (
             host is not None

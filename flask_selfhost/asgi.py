@@ -119,14 +119,17 @@ class SelfHostASGIMiddleware:
                     common = type(host) is bytes and host in self._hosts
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
+        owner = None
         if common and self.options.check_client_socket:  # no connection to remember on
-            common = ends_witnessed(
+            common, owner = ends_witnessed(
                 ScopeConnection(scope).ends(), self.options.require_client_socket
             )
         if common:  # the app is awaited outside the try: its errors are its own
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.
             if is_enabled_for(DEBUG) and grant is not None:
+                if owner is not None:  # this connection's, never the address's
+                    grant = grant._replace(peer_owner=owner)
                 log_decision(grant, scope.get("method"), scope.get("path"))
             await self.app(scope, receive, send)
             return

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .facts import PeerOwner
+
 #: Response headers as (name, value) pairs, in WSGI's form.
 Headers = tuple[tuple[str, str], ...]
 
@@ -76,6 +78,11 @@ class Decision(NamedTuple):
     #: shared cache stores the answer (see :mod:`flask_selfhost.caching`).
     #: Usually empty.
     headers: Headers = ()
+    #: Who holds the client's end of the connection, where the kernel was
+    #: asked (:func:`flask_selfhost.kernel_witness.client_socket_of`): the
+    #: immediate peer's, a proxy's for a relayed request. Logged as
+    #: ``peer_uid=``; ``None`` when not asked or not known.
+    peer_owner: PeerOwner | None = None
 
     @property
     def public_reason(self) -> str:

@@ -192,11 +192,14 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
         options = DEFAULT_OPTIONS
     decision = NOBODY
     for rule in RULES:
+        grant = decision
         decision = rule(facts, options, decision)
         if not decision.allowed:
             if decision.local_addr is None:
                 # Logged with every refusal (remote, local, request line), even
                 # where the refusing rule had no need to ask the connection.
                 decision = decision._replace(local_addr=facts.connection.local_address())
+            if decision.peer_owner is None and grant.peer_owner is not None:
+                decision = decision._replace(peer_owner=grant.peer_owner)  # for the log
             break
     return decision

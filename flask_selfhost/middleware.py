@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .decision import Decision
-from .environ import environ_witnessed, evaluate
+from .environ import environ_witnessed, evaluate, remembered_owner
 from .kernel_witness import witnessed_connections as witnessed
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
@@ -127,6 +127,9 @@ def guard_wsgi_app(
             )
         ):
             if is_enabled_for(DEBUG):
+                owner = remembered_owner(environ)
+                if owner is not None:  # this connection's, never the address's
+                    grant = grant._replace(peer_owner=owner)
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             return next_app(environ, start_response)
 

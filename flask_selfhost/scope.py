@@ -59,7 +59,7 @@ from typing import Any
 
 from .addresses import parse_ip
 from .decision import Decision
-from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, RequestFacts
+from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, PeerOwner, RequestFacts
 from .forwarding_syntax import (
     ASGI_CLIENT_NAMES,
     ASGI_NAMES,
@@ -171,6 +171,9 @@ class ScopeConnection:
         except (TypeError, IndexError, KeyError):
             pass
         return None
+
+    def unix_peer(self) -> PeerOwner | None:
+        return None  # no ASGI server hands the app its socket
 
 
 def _host(pair: Any) -> str | None:

@@ -61,10 +61,15 @@ def made_up_connections(monkeypatch):
     tests/test_peer_socket.py ask the real kernel about real connections."""
     from flask_selfhost import peer_socket
 
-    def vouched(peer: str, peer_port: int, local: str, local_port: int) -> peer_socket.Verdict:
+    def found(peer: str, peer_port: int, local: str, local_port: int) -> peer_socket.ClientSocket:
+        ends = ((peer, peer_port), (local, local_port))
+        return peer_socket.ClientSocket(peer_socket.FOUND, ends, ends, 1, os.geteuid(), 1)
+
+    def vouched(found: peer_socket.ClientSocket) -> peer_socket.Verdict:
         return peer_socket.Verdict(True, peer_socket.HELD, "a connection made up by the test")
 
-    monkeypatch.setattr(peer_socket, "check_client", vouched)
+    monkeypatch.setattr(peer_socket, "find_client_socket", found)
+    monkeypatch.setattr(peer_socket, "judge_client_socket", vouched)
 
 
 @pytest.fixture

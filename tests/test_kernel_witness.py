@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from flask_selfhost import SelfHostMiddleware, kernel_witness, peer_socket
 from flask_selfhost.decision import KERNEL
-from flask_selfhost.facts import Ends
+from flask_selfhost.facts import Ends, PeerOwner
 from flask_selfhost.options import Options
 
 from .nat_rules import (
@@ -288,20 +289,24 @@ def answer(app, environ) -> str:
 
 def test_a_connection_is_asked_about_once_and_remembered_on_its_socket(monkeypatch):
     asked: list[tuple] = []
-    real = peer_socket.check_client
+    real = peer_socket.find_client_socket
 
     def counting(*ends):
         asked.append(ends)
         return real(*ends)
 
     kernel_witness.verdict_for(Ends("127.0.0.1", 1, "127.0.0.1", 2), False)  # probed before
-    monkeypatch.setattr(peer_socket, "check_client", counting)
+    monkeypatch.setattr(peer_socket, "find_client_socket", counting)
     app = SelfHostMiddleware(lambda e, s: s("200 OK", []) or [b""])
     listener, client, accepted = loopback_pair()
     with listener, client, accepted:
         for _ in range(3):  # the first takes the full rules, the rest the fast path
             assert answer(app, environ_of(accepted)).startswith("200")
         assert len(asked) == 1 and id(accepted) in kernel_witness.witnessed_connections
+        # The kernel's answer is kept with it: the client's socket, its owner and inode.
+        owner = kernel_witness.witnessed_connections[id(accepted)][1]
+        inode = os.fstat(client.fileno()).st_ino
+        assert owner == PeerOwner(os.geteuid(), inode)
         # Another connection from the same address is asked about again.
         _, client2, accepted2 = other = loopback_pair()
         with other[0], client2, accepted2:
@@ -318,7 +323,7 @@ def test_a_made_up_connection_is_refused_on_the_fast_path_too(logged):
     with listener, client, accepted:
         assert answer(app, environ_of(accepted)).startswith("200")  # primes the memory
     fake = Ends("127.0.0.1", 1, "127.0.0.1", 2)  # no socket has these ends
-    assert kernel_witness.ends_witnessed(fake, required=False) is False
+    assert kernel_witness.ends_witnessed(fake, required=False) == (False, None)
     verdict = kernel_witness.verdict_for(fake, required=False)
     assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND
 
@@ -353,7 +358,7 @@ def test_the_options_are_checked():
 def test_the_memory_goes_with_the_socket_object():
     listener, client, accepted = loopback_pair()
     with listener, client:
-        kernel_witness.remember_connection(accepted)
+        kernel_witness.remember_connection(accepted, PeerOwner(os.geteuid(), 1))
         key = id(accepted)
         assert key in kernel_witness.witnessed_connections
         accepted.close()
