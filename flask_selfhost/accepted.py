@@ -24,6 +24,10 @@ What may be remembered, and why it is safe:
   waitress may have deleted the forwarding headers it carried, which only
   the full rules look for (see
   :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
+- nothing at all for options with ``refuse_forwarders``: the process that
+  holds a client's socket is no fact of its address, so every request
+  takes the full rules, where the forwarder rule remembers its answer on
+  the connection (:mod:`flask_selfhost.forwarders`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
   shows no mark of it (see :mod:`flask_selfhost.environ`).
@@ -69,10 +73,12 @@ def forget_everything() -> None:
 class AcceptedRequests:
     """Remembered grants for the common request, per :class:`Options`."""
 
-    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remotes")
+    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remembers", "remotes")
 
-    def __init__(self, allowed_hosts: frozenset[str]) -> None:
+    def __init__(self, allowed_hosts: frozenset[str], remembers: bool = True) -> None:
         self.allowed_hosts = allowed_hosts
+        #: False: nothing is ever remembered (see the list above).
+        self.remembers = remembers
         self.remotes: dict[str, Decision] = {}
         #: Each accepted Host value twice, as WSGI's ``str`` and as ASGI's raw
         #: ``bytes`` (which never compare equal), each mapped to its form's
@@ -86,6 +92,7 @@ class AcceptedRequests:
         if anything (see the list above)."""
         if (
             not _remembering
+            or not self.remembers
             or not decision.allowed
             or facts.server == WAITRESS
             or facts.relayed

@@ -60,6 +60,12 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       default; :mod:`flask_selfhost.kernel_witness`): NAT on this host can
       give another host such an address, never a socket here.
 
+   f. With ``refuse_forwarders``, a TCP client on this host whose socket is
+      held by a known forwarder (sshd, ssh, socat, docker-proxy, ...) is
+      refused, whatever a. to e. granted (:mod:`flask_selfhost.forwarders`):
+      such a process relays clients from elsewhere. A rule of its own in
+      :data:`RULES`, right after the client rule.
+
 2. **host** - the Host header names this host: absent, ``localhost``,
    ``*.localhost``, a loopback or local-address IP literal, or a name in
    ``allowed_hosts`` (:mod:`flask_selfhost.hosts`). This stops DNS rebinding.
@@ -89,6 +95,7 @@ from .crosssite import judge_cross_site
 from .decision import FORWARDED, SOURCE, Decision
 from .facts import RequestFacts
 from .forwarded import judge_relayed, judge_unix_socket
+from .forwarders import forwarder_rule
 from .hidden_relays import judge_http2, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .kernel_witness import witness_client
@@ -179,7 +186,7 @@ def cross_site_rule(facts: RequestFacts, options: Options, grant: Decision) -> D
 
 
 #: The rules, in order. :func:`judge` runs every one of them until one refuses.
-RULES: tuple[Rule, ...] = (client_rule, host_rule, cross_site_rule)
+RULES: tuple[Rule, ...] = (client_rule, forwarder_rule, host_rule, cross_site_rule)
 
 #: What :func:`judge` starts from: a grant that names nobody, replaced by the
 #: client rule's own decision.

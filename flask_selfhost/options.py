@@ -158,7 +158,9 @@ class Options:
             )
         self._check_proxy_options()
         self._check_browser_options()
-        object.__setattr__(self, "accepted", AcceptedRequests(self.allowed_hosts))
+        object.__setattr__(
+            self, "accepted", AcceptedRequests(self.allowed_hosts, not self.refuse_forwarders)
+        )
 
     def _check_proxy_options(self) -> None:
         trusted: Any = self.trusted_proxies
