@@ -240,6 +240,19 @@ plain = SelfHostMiddleware(whoami)
 """
 
 
+def served_args(port: int, directory: Path, app: str) -> list[str]:
+    """gunicorn's arguments for an app of :data:`SERVED` on 127.0.0.1:``port``."""
+    return [
+        "-w",
+        "1",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(directory),
+        f"served_forwarders:{app}",
+    ]
+
+
 @contextlib.contextmanager
 def forwarder(command: list[str], port: int) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -277,15 +290,7 @@ def test_socat_of_the_servers_own_user(tmp_path, app):
         log_dir.mkdir()
         with (
             gunicorn(
-                [
-                    "-w",
-                    "1",
-                    "-b",
-                    f"127.0.0.1:{port}",
-                    "--chdir",
-                    str(directory),
-                    f"served_forwarders:{app}",
-                ],
+                served_args(port, directory, app),
                 ("127.0.0.1", port),
                 log_dir,
                 prefix=owner.command(),
@@ -342,15 +347,7 @@ def test_docker_proxy_is_named_and_refused(tmp_path):
         *("-container-ip", "127.0.0.1", "-container-port", str(port)),
     ]
     with gunicorn(
-        [
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(directory),
-            "served_forwarders:refusing",
-        ],
+        served_args(port, directory, "refusing"),
         ("127.0.0.1", port),
         log_dir,
     ):
@@ -394,3 +391,126 @@ def _pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         accepted, _ = listener.accept()
         with accepted:
             yield client, accepted
+
+
+# ssh tunnels through a real sshd, between two network namespaces ------------
+
+SSH_PORT, TUNNEL_PORT = 2222, 9000
+
+SSHD_CONFIG = """\
+Port {port}
+ListenAddress {address}
+HostKey {directory}/host_key
+PidFile {directory}/sshd.pid
+AuthorizedKeysFile {directory}/authorized_keys
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding yes
+LogLevel ERROR
+"""
+
+
+@contextlib.contextmanager
+def sshd_in(ns: str, address: str, directory: Path) -> Iterator[Path]:
+    """A real sshd of Debian's openssh-server inside ``ns`` on
+    ``address:SSH_PORT``, letting root in with a key made here; yields the
+    client's key. Stopped after."""
+    from .netns import ns_command, wait_for_port_in
+
+    for name in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)],
+            check=True,
+        )
+    (directory / "authorized_keys").write_text((directory / "client_key.pub").read_text())
+    config = directory / "sshd_config"
+    config.write_text(SSHD_CONFIG.format(port=SSH_PORT, address=address, directory=directory))
+    made_run_dir = not Path("/run/sshd").exists()  # its privilege separation directory
+    if made_run_dir:
+        Path("/run/sshd").mkdir(mode=0o755)
+    sshd = subprocess.Popen(
+        ns_command(ns, "/usr/sbin/sshd", "-D", "-e", "-f", str(config)), stderr=subprocess.PIPE
+    )
+    try:
+        wait_for_port_in(ns, address, SSH_PORT, process=sshd)
+        yield directory / "client_key"
+    finally:
+        sshd.kill()
+        sshd.wait()
+        if made_run_dir:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def ssh_command(key: Path, forward: str, spec: str, address: str) -> list[str]:
+    return [
+        *("ssh", "-N", "-i", str(key), "-p", str(SSH_PORT)),
+        *("-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"),
+        *("-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes"),
+        *("-o", "LogLevel=ERROR", forward, spec, f"root@{address}"),
+    ]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(
+    ("forward", "holder"),
+    [
+        # ssh -R from the app's host to the other host's sshd: the other
+        # host's clients reach the app through the app host's ssh.
+        ("-R", "ssh"),
+        # ssh -L from the other host to the app host's sshd: sshd dials the app.
+        ("-L", "sshd"),
+    ],
+)
+def test_an_ssh_tunnel_is_named_and_refused(tmp_path, forward, holder):
+    from .netns import gunicorn_in, http_get, ns_command, require_netns, two_hosts
+
+    require_netns()
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("needs sshd (Debian's openssh-server; .ci/run installs it)")
+    require_commands("ssh", "ssh-keygen")
+    directory = served_module(tmp_path)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    app_port = 8000
+    with two_hosts() as hosts:
+        # -R: sshd on the other host, ssh on the app's; -L: the reverse.
+        sshd_ns, sshd_ip, ssh_ns = (
+            (hosts.client_ns, hosts.client_ip4, hosts.server_ns)
+            if forward == "-R"
+            else (hosts.server_ns, hosts.server_ip4, hosts.client_ns)
+        )
+        spec = f"{TUNNEL_PORT}:127.0.0.1:{app_port}"
+        with (
+            gunicorn_in(
+                hosts.server_ns,
+                served_args(app_port, directory, "refusing"),
+                app_port,
+                log_dir,
+            ),
+            sshd_in(sshd_ns, sshd_ip, keys) as key,
+        ):
+            tunnel = subprocess.Popen(
+                ns_command(ssh_ns, *ssh_command(key, forward, spec, sshd_ip)),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                # The other host's client dials the tunnel on its own loopback.
+                deadline = time.monotonic() + 20
+                status, body = None, ""
+                while status is None and time.monotonic() < deadline:
+                    assert tunnel.poll() is None, tunnel.communicate()
+                    status, body = http_get(hosts.client_ns, "127.0.0.1", TUNNEL_PORT, timeout=5)
+                    if status is None:
+                        time.sleep(0.2)
+                assert status == 403, (status, body, logs_in(log_dir))
+                line = last_refusal(log_dir)
+                assert " rule=forwarder " in line and f" peer_process={holder}" in line, line
+            finally:
+                tunnel.kill()
+                tunnel.wait()
