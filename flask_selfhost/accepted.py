@@ -30,7 +30,13 @@ What may be remembered, and why it is safe:
   the connection (:mod:`flask_selfhost.forwarders`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
-  shows no mark of it (see :mod:`flask_selfhost.environ`).
+  shows no mark of it (see :mod:`flask_selfhost.environ`);
+- nothing at all for options whose ``trusted_proxies`` names a user: such
+  a proxy's request without forwarding headers is refused only once the
+  owner of its socket is asked, which the fast paths do not ask.
+
+The ``allowed_users`` rule is not remembered here: the fast paths ask it on
+every request, from the owner remembered on the connection object.
 
 Both memories are bounded (:data:`LIMIT` entries, strings of bounded length),
 hold only results of pure functions, and are never keyed on anything a
@@ -73,12 +79,13 @@ def forget_everything() -> None:
 class AcceptedRequests:
     """Remembered grants for the common request, per :class:`Options`."""
 
-    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remembers", "remotes")
+    __slots__ = ("__weakref__", "allowed_hosts", "hosts", "remembering", "remotes")
 
-    def __init__(self, allowed_hosts: frozenset[str], remembers: bool = True) -> None:
+    def __init__(self, allowed_hosts: frozenset[str], remembering: bool = True) -> None:
         self.allowed_hosts = allowed_hosts
-        #: False: nothing is ever remembered (see the list above).
-        self.remembers = remembers
+        #: False: nothing is ever remembered here (a proxy trusted by its
+        #: user looks like any loopback client until its socket's owner is asked).
+        self.remembering = remembering
         self.remotes: dict[str, Decision] = {}
         #: Each accepted Host value twice, as WSGI's ``str`` and as ASGI's raw
         #: ``bytes`` (which never compare equal), each mapped to its form's
@@ -92,7 +99,7 @@ class AcceptedRequests:
         if anything (see the list above)."""
         if (
             not _remembering
-            or not self.remembers
+            or not self.remembering
             or not decision.allowed
             or facts.server == WAITRESS
             or facts.relayed

@@ -40,7 +40,7 @@ from typing import Any
 
 from .asgi_routes import starlette_exempt_app
 from .exempt import allow_remote
-from .kernel_witness import ends_witnessed
+from .kernel_witness import client_socket_of, ends_witnessed
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
@@ -124,6 +124,11 @@ class SelfHostASGIMiddleware:
             common, owner = ends_witnessed(
                 ScopeConnection(scope).ends(), self.options.require_client_socket
             )
+        users = self.options.allowed_users
+        if common and users is not None:  # the owner of this request's connection
+            if owner is None:
+                owner = client_socket_of(ScopeConnection(scope))
+            common = owner is not None and users.allows(owner.uid)
         if common:  # the app is awaited outside the try: its errors are its own
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.

@@ -34,6 +34,9 @@ PREFLIGHT = "preflight"
 #: The kernel finds no socket of this host behind a client that claims to be
 #: this host (see :mod:`flask_selfhost.kernel_witness`).
 KERNEL = "kernel"
+#: The peer's socket belongs to a user not in ``allowed_users``, or to
+#: nobody the kernel can name (see :mod:`flask_selfhost.peer_users`).
+USER = "user"
 #: The client's socket is held by a known forwarder on this host, and
 #: ``refuse_forwarders`` is on (see :mod:`flask_selfhost.forwarders`).
 FORWARDER = "forwarder"
@@ -47,6 +50,7 @@ PUBLIC_REASONS = {
     CROSS_SITE: "cross-site request",
     PREFLIGHT: "cross-site request",
     KERNEL: "not from this host",
+    USER: "user not allowed",
     FORWARDER: "forwarded connection not accepted",
 }
 #: For a rule without a text of its own.
@@ -57,7 +61,8 @@ class Decision(NamedTuple):
     """The outcome of :func:`~flask_selfhost.guard.judge`.
 
     ``rule`` names the rule that decided (``"source"``, ``"forwarded"``,
-    ``"host"``, ``"cross-site"``, ``"preflight"``, ``"kernel"`` or ``"forwarder"``);
+    ``"host"``, ``"cross-site"``, ``"preflight"``, ``"kernel"``, ``"user"`` or
+    ``"forwarder"``);
     ``reason`` is a sentence for the operator (the log, the CLI, the
     doctor) that names no address but may name the server and the setting
     to change; the client sees :attr:`public_reason` only. ``remote_addr``

@@ -49,6 +49,7 @@ from .forwarding_syntax import ENVIRON_KEYS
 from .guard import DEFAULT_OPTIONS, judge
 from .log import log_warning
 from .options import Options
+from .peer_users import AllowedUsers
 
 _FORWARDING_KEYS = frozenset(ENVIRON_KEYS)
 
@@ -139,6 +140,15 @@ def remembered_owner(environ: Mapping[str, Any]) -> PeerOwner | None:
     that the kernel named for ``environ``'s connection, if it did."""
     entry = kernel_witness.witnessed_connections.get(id(_fast_path_socket(environ)))
     return None if entry is None else entry[1]
+
+
+def remembered_user_allowed(environ: Mapping[str, Any], allowed: AllowedUsers) -> bool:
+    """For the WSGI fast path, with ``allowed_users`` set: whether the owner
+    of the client's socket, remembered on ``environ``'s connection object,
+    is one of ``allowed``. False (nothing remembered yet, or another user)
+    sends the request to the full rules, which ask the kernel and say why."""
+    entry = kernel_witness.witnessed_connections.get(id(_fast_path_socket(environ)))
+    return entry is not None and allowed.allows(entry[1].uid)
 
 
 def _fast_path_socket(environ: Mapping[str, Any]) -> Any:

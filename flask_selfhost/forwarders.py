@@ -73,8 +73,9 @@ def _remember(connection: object, shown: str | None) -> None:
 
 
 def forwarder_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """``grant``, or a refusal when the client's socket is held by a known
-    forwarder on this host (only with ``refuse_forwarders``)."""
+    """Rule 3 (:data:`flask_selfhost.guard.RULES`): ``grant``, or a refusal
+    when the client's socket is held by a known forwarder on this host (only
+    with ``refuse_forwarders``)."""
     if not options.refuse_forwarders:
         return grant
     connection = facts.connection

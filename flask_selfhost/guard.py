@@ -60,16 +60,18 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       default; :mod:`flask_selfhost.kernel_witness`): NAT on this host can
       give another host such an address, never a socket here.
 
-   f. With ``refuse_forwarders``, a TCP client on this host whose socket is
-      held by a known forwarder (sshd, ssh, socat, docker-proxy, ...) is
-      refused, whatever a. to e. granted (:mod:`flask_selfhost.forwarders`):
-      such a process relays clients from elsewhere. A rule of its own in
-      :data:`RULES`, right after the client rule.
-
-2. **host** - the Host header names this host: absent, ``localhost``,
+2. **user** - with ``allowed_users`` set, the owner of the peer's socket
+   (the kernel's answer, :func:`flask_selfhost.kernel_witness.client_socket_of`)
+   is one of those users; where it cannot be known, refused
+   (:mod:`flask_selfhost.peer_users`).
+3. **forwarder** - with ``refuse_forwarders``, a TCP client on this host
+   whose socket is held by a known forwarder (sshd, ssh, socat,
+   docker-proxy, ...) is refused, even from an allowed user: such a
+   process relays clients from elsewhere (:mod:`flask_selfhost.forwarders`).
+4. **host** - the Host header names this host: absent, ``localhost``,
    ``*.localhost``, a loopback or local-address IP literal, or a name in
    ``allowed_hosts`` (:mod:`flask_selfhost.hosts`). This stops DNS rebinding.
-3. **cross-site** - a browser says, in ``Sec-Fetch-Site`` or ``Origin``,
+5. **cross-site** - a browser says, in ``Sec-Fetch-Site`` or ``Origin``,
    that a page of another site made it send the request: refused unless it
    is a top-level navigation or comes from one of ``trusted_origins``; CORS
    preflights are granted to trusted origins only
@@ -100,6 +102,7 @@ from .hidden_relays import judge_http2, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .kernel_witness import witness_client
 from .options import Options
+from .peer_users import judge_peer_user
 
 DEFAULT_OPTIONS = Options()
 
@@ -166,8 +169,14 @@ def _judge_client(facts: RequestFacts, options: Options) -> Decision:
     return decision if why is None or decision.rule != SOURCE else decision._replace(reason=why)
 
 
+def user_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
+    """Rule 2: the peer's socket belongs to one of ``allowed_users`` (when set)."""
+    allowed = options.allowed_users
+    return grant if allowed is None else judge_peer_user(facts, allowed, grant)
+
+
 def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 2: the Host header names this host."""
+    """Rule 4: the Host header names this host."""
     refusal = judge_request_host(facts, options.allowed_hosts)
     if refusal is None:
         return grant
@@ -179,14 +188,14 @@ def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decisio
 
 
 def cross_site_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 3: no page of another site made the browser send this."""
+    """Rule 5: no page of another site made the browser send this."""
     if not options.check_cross_site or (facts.origin is None and facts.sec_fetch_site is None):
         return grant  # only browsers send these headers
     return judge_cross_site(facts, options.trusted_origins, grant)
 
 
 #: The rules, in order. :func:`judge` runs every one of them until one refuses.
-RULES: tuple[Rule, ...] = (client_rule, forwarder_rule, host_rule, cross_site_rule)
+RULES: tuple[Rule, ...] = (client_rule, user_rule, forwarder_rule, host_rule, cross_site_rule)
 
 #: What :func:`judge` starts from: a grant that names nobody, replaced by the
 #: client rule's own decision.

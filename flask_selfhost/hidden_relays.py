@@ -24,6 +24,7 @@ from __future__ import annotations
 from .addresses import parse_ip
 from .decision import FORWARDED, Decision
 from .facts import H2C, H2C_GUNICORN, HTTP2_GUNICORN_ASGI, RequestFacts
+from .forwarded import trusted_user_proxy
 from .proxies import TrustedProxies
 from .servers import WAITRESS
 
@@ -116,7 +117,10 @@ def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decisi
     otherwise pass every client it relays as the proxy itself (loopback).
     """
     address = parse_ip(facts.remote)  # a unix socket's client has no address
+    owner = None
     if address is None or not trusted.trusts(address):
-        return None
+        owner = trusted_user_proxy(facts, trusted)  # a proxy trusted by who runs it
+        if owner is None:
+            return None
     reason = WAITRESS_DELETED_HEADERS if facts.server == WAITRESS else PROXY_WITHOUT_HEADERS
-    return Decision(False, FORWARDED, reason, facts.remote, None, facts.remote)
+    return Decision(False, FORWARDED, reason, facts.remote, None, facts.remote, (), owner)

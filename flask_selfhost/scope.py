@@ -107,7 +107,7 @@ NO_DEFAULTS: dict[str, Any] = {}
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
     "unix socket), so unix_socket_is_local cannot work there; use uvicorn --uds, or TCP "
-    "on 127.0.0.1"
+    "on 127.0.0.1 (allowed_users on a unix socket needs gunicorn, Werkzeug or waitress)"
 )
 BIND_ADDRESS = (
     "the server reports its bind address, not the connection's local address "
