@@ -237,6 +237,7 @@ def whoami(environ, start_response):
 
 refusing = SelfHostMiddleware(whoami, refuse_forwarders=True)
 plain = SelfHostMiddleware(whoami)
+own_user = SelfHostMiddleware(whoami, allowed_users=["self"], refuse_forwarders=True)
 """
 
 
@@ -315,6 +316,43 @@ def test_socat_of_the_servers_own_user(tmp_path, app):
             else:
                 assert relayed.status == 200
                 assert "refused" not in logs_in(log_dir)
+
+
+@pytest.mark.root
+def test_socat_of_another_user_is_refused_by_allowed_users(tmp_path):
+    # The same socat run by another user: allowed_users refuses it first. The
+    # server's user may not read that user's /proc/PID/fd, so the log names
+    # the socket's owner, not its process (what a server not run as root
+    # cannot see).
+    from .users import made_users
+
+    require_commands("socat")
+    with made_users(2) as (owner, other):
+        port, relay = free_port(), free_port()
+        directory = served_module(tmp_path)
+        log_dir = tmp_path / "logs"
+        log_dir.mkdir()
+        with (
+            gunicorn(
+                served_args(port, directory, "own_user"),
+                ("127.0.0.1", port),
+                log_dir,
+                prefix=owner.command(),
+                wait=lambda process: wait_for_port("127.0.0.1", port, process=process),
+            ),
+            forwarder(
+                other.command(
+                    shutil.which("socat") or "socat",
+                    f"TCP-LISTEN:{relay},fork,reuseaddr,bind=127.0.0.1",
+                    f"TCP:127.0.0.1:{port}",
+                ),
+                relay,
+            ),
+        ):
+            assert request("127.0.0.1", relay).status == 403
+            line = last_refusal(log_dir)
+            assert " rule=user " in line and f" peer_uid={other.uid} " in line, line
+            assert "peer_process=" not in line
 
 
 def docker_proxy() -> str | None:

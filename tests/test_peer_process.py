@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from flask_selfhost import peer_process
 from flask_selfhost.doctor.listeners import FORWARDERS as DOCTOR_FORWARDERS
 from flask_selfhost.peer_process import (
@@ -29,7 +31,8 @@ from flask_selfhost.peer_process import (
     process_name,
 )
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 
 #: A child that keeps the descriptor it was given open until told to go on
 #: (a line on stdin), then execs argv[2] with argv[3:] (exec keeps the fd).
@@ -225,3 +228,20 @@ def test_the_docs_list_the_forwarders_the_guard_refuses():
     table = text.split("<!-- forwarders -->", 2)[1]
     named = re.findall(r"^\| `([^`]+)` \|", table, re.MULTILINE)
     assert named == list(FORWARDERS)
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_and_prints_every_figure():
+    done = subprocess.run(
+        [sys.executable, "benchmarks/peer_process.py", "--processes", "0", "20", "--number", "5"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "With 20 extra processes:" in done.stdout
+    for figure in ("a scan of /proc", "a cached answer", "new connections a second"):
+        assert figure in done.stdout
+    for figure in ("WSGI, a new connection", "WSGI, a keep-alive request", "ASGI, every request"):
+        assert figure in done.stdout
