@@ -1,7 +1,7 @@
-"""The doctor's view of who is behind the app's port (flask_selfhost.doctor.peers):
-its parsers and findings on sample input, then a real socat in a network
-namespace relaying another host to the app's port: flagged risky with its
-owner, and named as the process behind the connection it relays."""
+"""The doctor's view of who is behind the app's port (flask_selfhost.doctor.peers
+and .relays): its parsers and findings on sample input, then a real socat in
+a network namespace relaying another host to the app's port: flagged risky
+with its owner, and named as the process behind the connection it relays."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ import pytest
 
 from flask_selfhost import Options
 from flask_selfhost.doctor import NOTE, REFUSED_BY_GUARD, RISKY, Question
-from flask_selfhost.doctor.peers import (
+from flask_selfhost.doctor.peers import TcpSocket, connected_findings, parse_sockets
+from flask_selfhost.doctor.relays import (
     Forwarder,
-    TcpSocket,
     command_targets,
-    connected_findings,
     forwarder_target_findings,
-    parse_sockets,
     socket_targets,
 )
 

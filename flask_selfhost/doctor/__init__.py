@@ -21,8 +21,9 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.witness`: whether the app's guard asks the
   kernel for each local client's socket, and what it would refuse now;
 - :mod:`~flask_selfhost.doctor.peers`: who is connected to ``--port`` now
-  (user and process), and what each known forwarder on this host relays
-  to: one that relays to ``--port`` is risky;
+  (user and process);
+- :mod:`~flask_selfhost.doctor.relays`: what each known forwarder on this
+  host relays to: one that relays to ``--port`` is risky;
 - :mod:`~flask_selfhost.doctor.proxies`: an nginx that passes header names
   with underscores, when the app says its proxy drops them;
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
@@ -72,8 +73,9 @@ from .nat import (
     read_nat,
     read_own_addresses,
 )
-from .peers import connected_findings, forwarder_target_findings, peer_findings
+from .peers import connected_findings, connected_now, read_sockets
 from .proxies import underscore_findings
+from .relays import forwarder_target_findings, relay_findings
 from .report import (
     ASSUMED,
     NOTE,
@@ -161,7 +163,10 @@ def audit(scope: Question, options: Options | None = None) -> list[Finding]:
     server_pids = [
         pid for item in listeners if item.port == scope.port for pid, _ in item.processes
     ]
-    findings += peer_findings(scope, own, options if scope.guarded else None, server_pids)
+    sockets = read_sockets()
+    if scope.port is not None:
+        findings += connected_now(scope.port, sockets)
+    findings += relay_findings(scope, own, options if scope.guarded else None, server_pids, sockets)
     values, problems = read_route_localnet()
     findings += problems + route_localnet_findings(values, scope)
     if scope.drops_underscores:
@@ -203,6 +208,7 @@ __all__ = [
     "audit",
     "classify_address",
     "connected_findings",
+    "connected_now",
     "decode_proc_address",
     "drops_underscores",
     "exit_status",
@@ -221,12 +227,12 @@ __all__ = [
     "parse_nft_json",
     "parse_proc_net_tcp",
     "parse_spec",
-    "peer_findings",
     "read_commands",
     "read_listeners",
     "read_nat",
     "read_own_addresses",
     "read_route_localnet",
+    "relay_findings",
     "render",
     "render_text",
     "route_localnet_findings",
