@@ -24,7 +24,10 @@ microseconds per request of a trivial WSGI app behind
 ``SelfHostMiddleware`` on a new connection (the full rules and one query)
 and on a keep-alive connection (the fast path, the connection found in
 memory), and of an ASGI app behind ``SelfHostASGIMiddleware`` (a query per
-request: a scope names no connection to remember on). Last, requests per
+request: a scope names no connection to remember on); then, the same way,
+the guard with ``allowed_users=["self"]`` beside the default guard (the
+rule reads the owner of the client's socket that the witness found, kept
+on the connection). Last, requests per
 second under real servers on 127.0.0.1, bare, guarded, and guarded without
 the witness, in alternating rounds (median): gunicorn's sync worker with a
 new connection per request (``ab``), and uvicorn with keep-alive
@@ -203,15 +206,26 @@ async def asgi_hello(scope: dict, receive: Callable, send: Callable) -> None:
     await send({"type": "http.response.body", "body": b"Hello, World!"})
 
 
-def guard_figures(number: int) -> dict[str, tuple[float, float]]:
-    """(with the witness, without) microseconds per request."""
+#: What is measured with and without, each against the same guard otherwise:
+#: the witness (on by default), and the allowed_users rule beside the
+#: default guard (the witness on in both).
+COMPARED = {
+    "The guard, with the witness and without": ({}, {"check_client_socket": False}),
+    "The guard, with allowed_users=['self'] and without": ({"allowed_users": ["self"]}, {}),
+}
+
+
+def guard_figures(
+    number: int, with_options: dict, without_options: dict
+) -> dict[str, tuple[float, float]]:
+    """(with, without) microseconds per request: guards with these options."""
     figures: dict[str, tuple[float, float]] = {}
     with connections(1) as pairs:
         accepted = pairs[0][1]
         environ = environ_for(accepted)
         on, off = (
-            SelfHostMiddleware(trivial_app),
-            SelfHostMiddleware(trivial_app, check_client_socket=False),
+            SelfHostMiddleware(trivial_app, **with_options),
+            SelfHostMiddleware(trivial_app, **without_options),
         )
         for app in (on, off):  # the first request teaches the memories
             assert app(dict(environ), ignore) == [b"Hello, World!"]
@@ -235,8 +249,8 @@ def guard_figures(number: int) -> dict[str, tuple[float, float]]:
             best_us(lambda: off(dict(environ), ignore), number * 10),
         )
         scope = scope_for(accepted)
-        asgi_on = SelfHostASGIMiddleware(asgi_hello)
-        asgi_off = SelfHostASGIMiddleware(asgi_hello, check_client_socket=False)
+        asgi_on = SelfHostASGIMiddleware(asgi_hello, **with_options)
+        asgi_off = SelfHostASGIMiddleware(asgi_hello, **without_options)
 
         async def receive() -> dict:
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -374,9 +388,11 @@ def main() -> None:
         print(f"\n{2 * count} extra loopback sockets")
         for name, value in figures.items():
             print(f"  {name:<34} {value:9.1f} us")
-    print("\nThe guard, with the witness and without (us per request)")
-    for name, (on, off) in guard_figures(options.number).items():
-        print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
+    for title, (with_options, without_options) in COMPARED.items():
+        print(f"\n{title} (us per request)")
+        figures = guard_figures(options.number, with_options, without_options)
+        for name, (on, off) in figures.items():
+            print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
     if options.seconds and shutil.which("ab"):
         print(f"\nRequests per second, median of {options.rounds} rounds of {options.seconds} s")
         print(f"  {'':<44} {'bare':>8} {'guarded':>8} {'no witness':>10}")

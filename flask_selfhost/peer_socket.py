@@ -449,8 +449,13 @@ def available() -> tuple[bool, str]:
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        # A plain connect to the numeric address: no getaddrinfo, whose
+        # idna codec is imported at first use: a worker that moved to another
+        # user (gunicorn --user) may no longer be able to read it.
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            client.settimeout(TIMEOUT)
+            client.connect(listener.getsockname())
             server, _ = listener.accept()
             with server:
                 peer, local = server.getpeername(), server.getsockname()

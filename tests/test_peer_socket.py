@@ -760,7 +760,8 @@ def test_the_benchmark_runs_and_prints_every_figure():
     for figure in ("shared under a lock", "one per thread", "new netlink socket", "/proc/net/tcp"):
         assert figure in done.stdout
     for figure in ("WSGI, a new connection", "WSGI, a keep-alive request", "ASGI, every request"):
-        assert figure in done.stdout
+        assert done.stdout.count(figure) == 2  # the witness, then allowed_users
+    assert "with allowed_users=['self'] and without" in done.stdout
     if shutil.which("ab"):
         assert "gunicorn sync, a new connection per request" in done.stdout
         assert "uvicorn, keep-alive" in done.stdout
