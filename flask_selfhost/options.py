@@ -126,7 +126,11 @@ class Options:
         bounded, see :mod:`flask_selfhost.peer_process`). It sees only
         processes the server's user may read (its own, or every one as
         root), in its PID namespace, under a known name (the
-        threat model lists what it cannot see).
+        threat model lists what it cannot see). It fails closed: where the
+        client's socket cannot be named (a server that gives no ports, such
+        as granian on a wildcard address, bjoern, mod_wsgi or a test
+        client; netlink blocked), or the scans' time budget is spent, a
+        client on this host is refused.
     :param allowed_users: Users of this host whose sockets may connect:
         user names, uids, and ``"self"`` (the effective uid of the process
         that serves the request); a list, or one comma-separated string.
