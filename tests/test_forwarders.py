@@ -26,7 +26,16 @@ from flask_selfhost.decision import FORWARDER, PUBLIC_REASONS
 from flask_selfhost.peer_process import ProcessFinder
 
 from .conftest import require_commands
-from .servers import free_port, gunicorn, last_refusal, logs_in, request, wait_for_port
+from .servers import (
+    free_port,
+    gunicorn,
+    last_refusal,
+    logs_in,
+    request,
+    unix_request,
+    wait_for_port,
+    werkzeug_server,
+)
 from .test_peer_process import held_by_child
 
 # On an accepted socket ------------------------------------------------------
@@ -216,6 +225,27 @@ def test_when_the_scans_budget_is_spent_the_client_is_refused(monkeypatch, caplo
         assert status_of(app, environ_for(accepted)) == 403
     (line,) = refusals(caplog)
     assert "not looked up" in line and "peer_process=" not in line
+
+
+def test_socat_to_a_unix_socket_is_named_by_its_pid(tmp_path, caplog):
+    # socat relays TCP clients to the app's unix socket: SO_PEERCRED names
+    # the process that connected, socat.
+    require_commands("socat")
+    path = tmp_path / "app.sock"
+    app = SelfHostMiddleware(whoami, unix_socket_is_local=True, refuse_forwarders=True)
+    relay = free_port()
+    with (
+        caplog.at_level(logging.WARNING, "flask_selfhost"),
+        werkzeug_server(app, f"unix://{path}"),
+        forwarder(
+            ["socat", f"TCP-LISTEN:{relay},fork,reuseaddr,bind=127.0.0.1", f"UNIX-CONNECT:{path}"],
+            relay,
+        ),
+    ):
+        assert unix_request(str(path)).status == 200
+        assert request("127.0.0.1", relay).status == 403
+    (line,) = refusals(caplog)
+    assert " rule=forwarder " in line and " peer_process=socat " in line, line
 
 
 def test_options():
