@@ -92,7 +92,7 @@ def forwarder_rule(facts: RequestFacts, options: Options, grant: Decision) -> De
         why = (
             "the server does not say which ports the connection joins"
             if ends is None
-            else ("the kernel does not answer for it")
+            else "the kernel does not answer for it"
         )
         return _refusal(grant, UNSEEN.format(why=why), None)
     if not owner.inode:  # a unix socket's peer: its pid, where the server gave the socket
