@@ -24,6 +24,10 @@ What may be remembered, and why it is safe:
   waitress may have deleted the forwarding headers it carried, which only
   the full rules look for (see
   :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
+- nothing at all for options with ``refuse_forwarders``: the process that
+  holds a client's socket is no fact of its address, so every request
+  takes the full rules, where the forwarder rule remembers its answer on
+  the connection (:mod:`flask_selfhost.forwarders`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
   shows no mark of it (see :mod:`flask_selfhost.environ`);

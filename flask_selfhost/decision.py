@@ -37,6 +37,9 @@ KERNEL = "kernel"
 #: The peer's socket belongs to a user not in ``allowed_users``, or to
 #: nobody the kernel can name (see :mod:`flask_selfhost.peer_users`).
 USER = "user"
+#: The client's socket is held by a known forwarder on this host, and
+#: ``refuse_forwarders`` is on (see :mod:`flask_selfhost.forwarders`).
+FORWARDER = "forwarder"
 
 #: What a refused client is told, per rule: short, and the same whatever the
 #: server or the options (the operator's reason goes to the log).
@@ -48,6 +51,7 @@ PUBLIC_REASONS = {
     PREFLIGHT: "cross-site request",
     KERNEL: "not from this host",
     USER: "user not allowed",
+    FORWARDER: "forwarded connection not accepted",
 }
 #: For a rule without a text of its own.
 PUBLIC_REASON = "not from this host"
@@ -57,7 +61,8 @@ class Decision(NamedTuple):
     """The outcome of :func:`~flask_selfhost.guard.judge`.
 
     ``rule`` names the rule that decided (``"source"``, ``"forwarded"``,
-    ``"host"``, ``"cross-site"``, ``"preflight"``, ``"kernel"`` or ``"user"``);
+    ``"host"``, ``"cross-site"``, ``"preflight"``, ``"kernel"``, ``"user"`` or
+    ``"forwarder"``);
     ``reason`` is a sentence for the operator (the log, the CLI, the
     doctor) that names no address but may name the server and the setting
     to change; the client sees :attr:`public_reason` only. ``remote_addr``
@@ -87,6 +92,10 @@ class Decision(NamedTuple):
     #: immediate peer's, a proxy's for a relayed request. Logged as
     #: ``peer_uid=``; ``None`` when not asked or not known.
     peer_owner: PeerOwner | None = None
+    #: The process that holds the client's socket, by name, where
+    #: ``refuse_forwarders`` looked it up (:mod:`flask_selfhost.forwarders`).
+    #: Logged as ``peer_process=``; ``None`` when not looked up.
+    peer_process: str | None = None
 
     @property
     def public_reason(self) -> str:

@@ -64,10 +64,14 @@ response headers added) or a refusal; :data:`RULES` is the list, and
    (the kernel's answer, :func:`flask_selfhost.kernel_witness.client_socket_of`)
    is one of those users; where it cannot be known, refused
    (:mod:`flask_selfhost.peer_users`).
-3. **host** - the Host header names this host: absent, ``localhost``,
+3. **forwarder** - with ``refuse_forwarders``, a TCP client on this host
+   whose socket is held by a known forwarder (sshd, ssh, socat,
+   docker-proxy, ...) is refused, even from an allowed user: such a
+   process relays clients from elsewhere (:mod:`flask_selfhost.forwarders`).
+4. **host** - the Host header names this host: absent, ``localhost``,
    ``*.localhost``, a loopback or local-address IP literal, or a name in
    ``allowed_hosts`` (:mod:`flask_selfhost.hosts`). This stops DNS rebinding.
-4. **cross-site** - a browser says, in ``Sec-Fetch-Site`` or ``Origin``,
+5. **cross-site** - a browser says, in ``Sec-Fetch-Site`` or ``Origin``,
    that a page of another site made it send the request: refused unless it
    is a top-level navigation or comes from one of ``trusted_origins``; CORS
    preflights are granted to trusted origins only
@@ -93,6 +97,7 @@ from .crosssite import judge_cross_site
 from .decision import FORWARDED, SOURCE, Decision
 from .facts import RequestFacts
 from .forwarded import judge_relayed, judge_unix_socket
+from .forwarders import forwarder_rule
 from .hidden_relays import judge_http2, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .kernel_witness import witness_client
@@ -171,7 +176,7 @@ def user_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decisio
 
 
 def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 3: the Host header names this host."""
+    """Rule 4: the Host header names this host."""
     refusal = judge_request_host(facts, options.allowed_hosts)
     if refusal is None:
         return grant
@@ -183,14 +188,14 @@ def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decisio
 
 
 def cross_site_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 4: no page of another site made the browser send this."""
+    """Rule 5: no page of another site made the browser send this."""
     if not options.check_cross_site or (facts.origin is None and facts.sec_fetch_site is None):
         return grant  # only browsers send these headers
     return judge_cross_site(facts, options.trusted_origins, grant)
 
 
 #: The rules, in order. :func:`judge` runs every one of them until one refuses.
-RULES: tuple[Rule, ...] = (client_rule, user_rule, host_rule, cross_site_rule)
+RULES: tuple[Rule, ...] = (client_rule, user_rule, forwarder_rule, host_rule, cross_site_rule)
 
 #: What :func:`judge` starts from: a grant that names nobody, replaced by the
 #: client rule's own decision.

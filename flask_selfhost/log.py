@@ -30,7 +30,9 @@ import re
 import sys
 import threading
 
+from . import peer_process
 from .decision import Decision
+from .facts import PeerOwner
 
 logger = logging.getLogger("flask_selfhost")
 DEBUG = logging.DEBUG
@@ -64,7 +66,8 @@ def log_decision(decision: Decision, method: object, path: object) -> None:
     DEBUG (nothing when that level is off); ``peer=`` only for a request a
     trusted proxy relayed (the proxy, where ``remote=`` is its client), and
     ``peer_uid=`` where the kernel named the owner of the peer's socket
-    (:attr:`Decision.peer_owner`).
+    (:attr:`Decision.peer_owner`), and ``peer_process=`` where the process
+    that holds it can be found (:func:`peer_process_of`).
 
     Every front calls this, once per judged request, whatever the verdict;
     only the common paths ask :data:`is_enabled_for` first, to skip the call."""
@@ -76,6 +79,10 @@ def log_decision(decision: Decision, method: object, path: object) -> None:
         owner = decision.peer_owner
         if owner is not None:
             relayed += f" peer_uid={log_field(owner.uid)}"
+        if decision.peer_process is None and not decision.allowed:
+            decision = decision._replace(peer_process=peer_process_of(owner))
+        if decision.peer_process is not None:
+            relayed += f" peer_process={log_field(decision.peer_process)}"
         logger.log(
             level,
             "selfhost=%s method=%s path=%s remote=%s local=%s%s rule=%s reason=%s",
@@ -89,6 +96,22 @@ def log_decision(decision: Decision, method: object, path: object) -> None:
             log_field(decision.reason),
             extra={"selfhost_decision": decision},
         )
+
+
+def peer_process_of(owner: PeerOwner | None) -> str | None:
+    """For a refusal's line: the name of the process that holds the client's
+    socket (a TCP socket's inode, looked up within the scans' budget of
+    :data:`flask_selfhost.peer_process.finder`), or of a unix socket's peer
+    (its pid); ``None`` when it cannot be found. A grant is never looked
+    up: it names the process only when ``refuse_forwarders`` already did."""
+    if owner is None:
+        return None
+    if owner.inode:
+        lookup = peer_process.finder.find(owner.inode)
+        return lookup.shown() if lookup.outcome == peer_process.FOUND else None
+    if owner.pid > 0:
+        return peer_process.process_name(owner.pid)
+    return None
 
 
 def log_warning(text: str) -> None:

@@ -114,6 +114,23 @@ class Options:
         used, or the server does not say which addresses and ports a
         connection joins (granian on a wildcard address, bjoern, mod_wsgi).
         False by default.
+    :param refuse_forwarders: Refuse a TCP client on this host whose socket
+        is held by a known forwarder
+        (:data:`flask_selfhost.peer_process.FORWARDERS`: sshd, ssh, socat,
+        docker-proxy, tailscaled, ngrok, cloudflared and others, and nginx
+        or haproxy unless they relay through ``trusted_proxies``), even
+        when every other rule grants it: such a process relays clients
+        from elsewhere, who then look local. False by default. It needs the
+        kernel witness (``check_client_socket``) for the client's socket,
+        and costs a scan of ``/proc`` per new connection (milliseconds;
+        bounded, see :mod:`flask_selfhost.peer_process`). It sees only
+        processes the server's user may read (its own, or every one as
+        root), in its PID namespace, under a known name (the
+        threat model lists what it cannot see). It fails closed: where the
+        client's socket cannot be named (a server that gives no ports, such
+        as granian on a wildcard address, bjoern, mod_wsgi or a test
+        client; netlink blocked), or the scans' time budget is spent, a
+        client on this host is refused.
     :param allowed_users: Users of this host whose sockets may connect:
         user names, uids, and ``"self"`` (the effective uid of the process
         that serves the request); a list, or one comma-separated string.
@@ -141,6 +158,7 @@ class Options:
     check_cross_site: bool = True
     check_client_socket: bool = True
     require_client_socket: bool = False
+    refuse_forwarders: bool = False
     allowed_users: AllowedUsers | None = None
     #: Grants remembered for the common request (see :mod:`flask_selfhost.accepted`).
     accepted: AcceptedRequests = field(init=False, repr=False, compare=False, hash=False)
@@ -166,6 +184,8 @@ class Options:
         # A proxy trusted by its user is told from a plain client only by
         # asking who owns the peer's socket, which the remembered grants do not.
         remembering = not self.trusted_proxies.users
+        # Nor is the process that holds a client's socket a fact of its address.
+        remembering = remembering and not self.refuse_forwarders
         object.__setattr__(
             self, "accepted", AcceptedRequests(self.allowed_hosts, remembering=remembering)
         )
@@ -218,7 +238,12 @@ class Options:
             elif not isinstance(value, (list, tuple, set, frozenset)):
                 raise TypeError(f"flask_selfhost: {name} must be a list of strings, got {value!r}")
             object.__setattr__(self, name, normalise(value))
-        for name in ("check_cross_site", "check_client_socket", "require_client_socket"):
+        for name in (
+            "check_cross_site",
+            "check_client_socket",
+            "require_client_socket",
+            "refuse_forwarders",
+        ):
             if type(getattr(self, name)) is not bool:
                 raise TypeError(
                     f"flask_selfhost: {name} must be True or False, got {getattr(self, name)!r}"
@@ -227,6 +252,11 @@ class Options:
             raise ValueError(
                 "flask_selfhost: require_client_socket needs check_client_socket "
                 "(the check it requires)"
+            )
+        if self.refuse_forwarders and not self.check_client_socket:
+            raise ValueError(
+                "flask_selfhost: refuse_forwarders needs check_client_socket "
+                "(the kernel's answer names the client's socket)"
             )
 
     @classmethod

@@ -28,7 +28,12 @@ from .apps import APACHE
 from .servers import ROOT, free_port, request, server_process
 
 BIN = Path(sys.executable).parent  # this venv's scripts: gunicorn, uvicorn, flask...
-FIELDS = ["selfhost", "method", "path", "remote", "local", "peer_uid", "rule", "reason"]
+#: A refusal's fields for a client on this host: the kernel names the owner
+#: of its socket (peer_uid) and the process that holds it (peer_process).
+FIELDS = [
+    *("selfhost", "method", "path", "remote", "local"),
+    *("peer_uid", "peer_process", "rule", "reason"),
+]
 
 # The line, read back ---------------------------------------------------------
 

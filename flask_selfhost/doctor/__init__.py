@@ -20,6 +20,10 @@ connections, so that every client looks local. The doctor audits this host
 - :mod:`~flask_selfhost.doctor.served`: whether ``--port`` serves that app;
 - :mod:`~flask_selfhost.doctor.witness`: whether the app's guard asks the
   kernel for each local client's socket, and what it would refuse now;
+- :mod:`~flask_selfhost.doctor.peers`: who is connected to ``--port`` now
+  (user and process);
+- :mod:`~flask_selfhost.doctor.relays`: what each known forwarder on this
+  host relays to: one that relays to ``--port`` is risky;
 - :mod:`~flask_selfhost.doctor.proxies`: an nginx that passes header names
   with underscores, when the app says its proxy drops them;
 - :mod:`~flask_selfhost.doctor.report`: findings, exit status, text and JSON.
@@ -44,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from ..options import Options
 from .app import app_findings, guard_of, is_factory, is_guarded, load_app, parse_spec
 from .listeners import (
     FORWARDERS,
@@ -68,7 +73,9 @@ from .nat import (
     read_nat,
     read_own_addresses,
 )
+from .peers import connected_findings, connected_now, read_sockets
 from .proxies import underscore_findings
+from .relays import forwarder_target_findings, relay_findings
 from .report import (
     ASSUMED,
     NOTE,
@@ -125,15 +132,17 @@ def run(
             guarded,
             drops_underscores=drops,
             witness=witness,
-        )
+        ),
+        options,
     )
     print(render(findings, as_json))
     return exit_status(findings)
 
 
-def audit(scope: Question) -> list[Finding]:
+def audit(scope: Question, options: Options | None = None) -> list[Finding]:
     """Everything but loading the app: whether the port serves it, listeners,
-    forwarders, route_localnet, NAT.
+    forwarders and what they relay to, who is connected to the port,
+    route_localnet, NAT. ``options`` are the guard's of ``--app``, if any.
 
     The guard of a guarded ``--app`` is withdrawn from ``scope`` when the
     port serves another app, and bypassed when a source NAT rule gives other
@@ -145,11 +154,19 @@ def audit(scope: Question) -> list[Finding]:
         findings += claim
         if served is False:
             scope = replace(scope, guarded=None)
-    nat = read_nat(scope=scope, is_root=os.geteuid() == 0, own_addresses=read_own_addresses())
+    own = read_own_addresses()
+    nat = read_nat(scope=scope, is_root=os.geteuid() == 0, own_addresses=own)
     if any(finding.details.get(MAKES_REMOTE_LOCAL) for finding in nat) and not scope.witness:
         scope = replace(scope, bypass=SNAT_BYPASS)
     findings += listener_findings(listeners, scope.port, scope.app, scope.guarded, scope.bypass)
     findings += forwarder_findings(listeners)
+    server_pids = [
+        pid for item in listeners if item.port == scope.port for pid, _ in item.processes
+    ]
+    sockets = read_sockets()
+    if scope.port is not None:
+        findings += connected_now(scope.port, sockets)
+    findings += relay_findings(scope, own, options if scope.guarded else None, server_pids, sockets)
     values, problems = read_route_localnet()
     findings += problems + route_localnet_findings(values, scope)
     if scope.drops_underscores:
@@ -190,10 +207,13 @@ __all__ = [
     "app_specs_in",
     "audit",
     "classify_address",
+    "connected_findings",
+    "connected_now",
     "decode_proc_address",
     "drops_underscores",
     "exit_status",
     "forwarder_findings",
+    "forwarder_target_findings",
     "guard_of",
     "hidden_owner_findings",
     "is_factory",
@@ -212,6 +232,7 @@ __all__ = [
     "read_nat",
     "read_own_addresses",
     "read_route_localnet",
+    "relay_findings",
     "render",
     "render_text",
     "route_localnet_findings",

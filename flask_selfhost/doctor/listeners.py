@@ -13,19 +13,22 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 
+from .. import peer_process
 from .report import NOTE, OK, REFUSED_BY_GUARD, RISKY, UNKNOWN, Finding, Question
 
 LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 #: Programs that accept connections and relay them from this host: the app
 #: sees them (or whatever they connect to locally) as a local client.
-TUNNELS = ("ssh", "sshd", "autossh", "socat", "ncat", "stunnel", "stunnel4", "rinetd", "redir")
-PUBLISHERS = ("docker-proxy", "rootlesskit", "slirp4netns", "pasta", "kubectl")  # port-forward
-PROXIES = ("nginx", "haproxy", "caddy", "traefik", "envoy", "apache2", "httpd", "lighttpd")
-OTHER_RELAYS = ("squid", "tinyproxy", "3proxy", "varnishd", "tailscaled", "frps", "chisel")
-FORWARDERS = frozenset(TUNNELS + PUBLISHERS + PROXIES + OTHER_RELAYS)
+#: The guard's list (:data:`flask_selfhost.peer_process.FORWARDERS`, which
+#: ``refuse_forwarders`` refuses), and more that the doctor reports.
+TUNNELS = ("autossh", "ncat", "stunnel", "stunnel4", "redir")
+PUBLISHERS = ("rootlesskit", "slirp4netns", "pasta", "kubectl")  # port-forward
+PROXIES = ("caddy", "traefik", "envoy", "apache2", "httpd", "lighttpd")
+OTHER_RELAYS = ("squid", "tinyproxy", "3proxy", "varnishd", "frps", "chisel")
+FORWARDERS = frozenset(peer_process.FORWARDERS + TUNNELS + PUBLISHERS + PROXIES + OTHER_RELAYS)
 #: sshd forwards only for users who can log in (``ssh -L``): reported, not risky.
-LOGIN_FORWARDERS = frozenset({"sshd"})
+LOGIN_FORWARDERS = frozenset({"sshd", "sshd-session"})
 
 FORWARDER_RISK = "forwarders make every client look local"
 
@@ -269,43 +272,13 @@ def read_listeners(scope: Question | None = None) -> tuple[list[Listener], list[
 def socket_owners(inodes: set[int]) -> dict[int, set[tuple[int, str]]]:
     """socket inode -> {(pid, process name)}, from the ``/proc/PID/fd`` links we may read."""
     owners: dict[int, set[tuple[int, str]]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            links = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue  # gone, or not ours to read
-        name: str | None = None
-        for link in links:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{link}")
-            except OSError:
-                continue
-            if not target.startswith("socket:["):
-                continue
-            inode = int(target[8:-1])
-            if inode in inodes:
-                name = name or process_name(pid)
-                owners.setdefault(inode, set()).add((pid, name))
+    for inode, pids in peer_process.scan(inodes).items():
+        for pid in pids:
+            owners.setdefault(inode, set()).add((pid, process_name(pid)))
     return owners
 
 
 def process_name(pid: int) -> str:
-    """The program name: ``comm``, or argv[0]'s base name when that is a known
-    forwarder (``comm`` is cut at 15 characters and may be a thread name)."""
-    try:
-        with open(f"/proc/{pid}/comm") as file:
-            comm = file.read().strip()
-    except OSError:
-        comm = "?"
-    if comm in FORWARDERS:
-        return comm
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            argv0 = file.read().split(b"\0", 1)[0].decode(errors="replace")
-    except OSError:
-        return comm
-    base = os.path.basename(argv0.split(":", 1)[0].split()[0]) if argv0.strip() else ""
-    return base if base in FORWARDERS else comm
+    """The program name, a known forwarder's where any of its names is one
+    (:func:`flask_selfhost.peer_process.process_name`); ``?`` when gone."""
+    return peer_process.process_name(pid, FORWARDERS) or "?"
