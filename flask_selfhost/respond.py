@@ -24,6 +24,7 @@ reads every field).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from functools import lru_cache
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -189,14 +190,16 @@ def merge_encoded(response_headers: Any, extra: EncodedHeaders) -> list[Any]:
     for field in extra.fields:
         name, value = field
         if name == b"vary":  # added unless the same value is there, as merge_headers says
-            if any(present == value and key in VARY_NAMES for key, present in merged):
-                continue
-        else:
-            if names is None:
-                names = {bytes(key).lower() for key, _ in response_headers}
-            if name in names:
-                continue  # the app's own (its CORS layer) wins
-        merged.append(field)
+            for key, present in merged:  # a loop: a generator costs more than a Vary
+                if present == value and key in VARY_NAMES:
+                    break
+            else:
+                merged.append(field)
+            continue
+        if names is None:
+            names = {bytes(key).lower() for key, _ in response_headers}
+        if name not in names:  # else the app's own (its CORS layer) wins
+            merged.append(field)
     return merged
 
 
@@ -205,9 +208,11 @@ def send_with(send: Send, headers: Headers) -> Send:
     (:func:`merge_encoded`)."""
     extra = encoded(headers)
 
-    async def send_with_headers(message: Message) -> None:
+    # A plain function that returns what ``send`` returns, for the app to
+    # await: a coroutine of its own would cost one more frame per message.
+    def send_with_headers(message: Message) -> Awaitable[None]:
         if message.get("type") == "http.response.start":
             message = {**message, "headers": merge_encoded(message.get("headers") or (), extra)}
-        await send(message)
+        return send(message)
 
     return send_with_headers
