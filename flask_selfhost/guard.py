@@ -71,12 +71,15 @@ response headers added) or a refusal; :data:`RULES` is the list, and
    headers that every front adds to the response; a granted preflight
    (``decision.answers_preflight``) is answered by the front itself.
 
-Speed: the WSGI fronts answer the common request (HTTP/1.x, a loopback
-client, no forwarding header, a Host such as ``localhost:PORT`` or
-``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``) without calling
-:func:`~flask_selfhost.environ.evaluate`, from the grants it remembered in
-``options.accepted`` (:mod:`flask_selfhost.accepted`); everything else comes
-here.
+Speed: the fronts answer the common requests without calling
+:func:`~flask_selfhost.environ.evaluate` or
+:func:`~flask_selfhost.scope.evaluate_scope`, from the grants they
+remembered in ``options.accepted`` (:mod:`flask_selfhost.accepted`): curl's
+(HTTP/1.1, a loopback client, no forwarding header, a Host such as
+``localhost:PORT`` or ``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``)
+and a browser's whose Host, ``Origin``, ``Sec-Fetch-*``, method and scheme
+were granted before; the kernel witness still runs for them. Everything
+else comes here.
 """
 
 from __future__ import annotations

@@ -88,10 +88,21 @@ def guard_wsgi_app(
         # HTTP/1.0 and a missing SERVER_PROTOCOL take the full rules
         # (facts.HTTP1_PROTOCOLS): a string compare costs a third of a
         # tuple's.
+        # curl's: the client and the Host, each remembered alone. A Host
+        # remembered in WSGI's form only (``is str``): the memory holds ASGI's
+        # bytes too, and the full rules refuse a Host that is not text.
         try:
-            if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
-                # A browser's request: its grant is remembered whole, keyed on
-                # every string the rules read of it (accepted.AcceptedRequests).
+            grant = (
+                remotes[environ["REMOTE_ADDR"]]
+                if hosts[environ["HTTP_HOST"]] is str and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                else None
+            )
+        except (KeyError, TypeError):  # absent or unhashable: not the common request
+            grant = None
+        if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
+            # A browser's: its grant is remembered whole, keyed on every
+            # string the rules read of it (accepted.AcceptedRequests).
+            try:
                 grant = (
                     browsers.get(
                         (
@@ -108,19 +119,8 @@ def guard_wsgi_app(
                     if environ["SERVER_PROTOCOL"] == "HTTP/1.1"
                     else None
                 )
-            else:
-                # curl's: the client and the Host, each remembered alone. A
-                # Host remembered in WSGI's form only (``is str``): the memory
-                # holds ASGI's bytes too, and the full rules refuse a Host
-                # that is not text.
-                grant = (
-                    remotes[environ["REMOTE_ADDR"]]
-                    if hosts[environ["HTTP_HOST"]] is str
-                    and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
-                    else None
-                )
-        except (KeyError, TypeError):  # absent or unhashable: not the common request
-            grant = None
+            except (KeyError, TypeError):  # absent or unhashable: not the common request
+                grant = None
         # The HTTP_ keys below are forwarding_syntax.ENVIRON_KEYS, one test
         # each (a set's isdisjoint costs more); tests/test_forwarding_headers.py
         # holds them to it.

@@ -426,3 +426,28 @@ def test_the_adapter_keeps_only_the_headers_the_rules_read():
     }
     assert read and read <= JUDGED_HEADERS
     assert read - ASGI_NAMES | set(SINGLE) == JUDGED_HEADERS - ASGI_NAMES
+
+
+def test_quart_answers_a_browser_from_memory_and_refuses_the_cross_site_one():
+    """Quart's extension through the ASGI front: a warm same-origin memory
+    answers the same request, and a cross-site request with its Origin is
+    still refused."""
+    quart = pytest.importorskip("quart")
+    from flask_selfhost.quart import SelfHost
+    from tests.test_asgi_exempt import call as call_until_disconnect
+    from tests.test_asgi_exempt import status
+
+    quart_app = quart.Quart(__name__)
+    quart_app.get("/admin")(lambda: "the app")
+    SelfHost(quart_app)
+    quart_parts = {"query_string": b"", "raw_path": b"/admin", "root_path": ""}
+    same_origin = {**scope(headers=asgi_headers(SAME_ORIGIN)), **quart_parts}
+    cross_site = {
+        **scope(headers=asgi_headers({**SAME_ORIGIN, "HTTP_SEC_FETCH_SITE": "cross-site"})),
+        **quart_parts,
+    }
+    for _ in range(2):
+        assert status(call_until_disconnect(quart_app, same_origin)) == 200
+    guard = quart_app.asgi_app
+    assert guard._browsers  # the memory is warm
+    assert status(call_until_disconnect(quart_app, cross_site)) == 403
