@@ -88,21 +88,11 @@ def guard_wsgi_app(
         # HTTP/1.0 and a missing SERVER_PROTOCOL take the full rules
         # (facts.HTTP1_PROTOCOLS): a string compare costs a third of a
         # tuple's.
-        # curl's: the client and the Host, each remembered alone. A Host
-        # remembered in WSGI's form only (``is str``): the memory holds ASGI's
-        # bytes too, and the full rules refuse a Host that is not text.
+        extra = None  # a browser's grant's headers (Vary, maybe CORS)
         try:
-            grant = (
-                remotes[environ["REMOTE_ADDR"]]
-                if hosts[environ["HTTP_HOST"]] is str and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
-                else None
-            )
-        except (KeyError, TypeError):  # absent or unhashable: not the common request
-            grant = None
-        if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
-            # A browser's: its grant is remembered whole, keyed on every
-            # string the rules read of it (accepted.AcceptedRequests).
-            try:
+            if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
+                # A browser's request: its grant is remembered whole, keyed on
+                # every string the rules read of it (accepted.AcceptedRequests).
                 grant = (
                     browsers.get(
                         (
@@ -119,8 +109,21 @@ def guard_wsgi_app(
                     if environ["SERVER_PROTOCOL"] == "HTTP/1.1"
                     else None
                 )
-            except (KeyError, TypeError):  # absent or unhashable: not the common request
-                grant = None
+                if grant is not None:
+                    extra = grant.headers
+            else:
+                # curl's: the client and the Host, each remembered alone. A
+                # Host remembered in WSGI's form only (``is str``): the memory
+                # holds ASGI's bytes too, and the full rules refuse a Host
+                # that is not text.
+                grant = (
+                    remotes[environ["REMOTE_ADDR"]]
+                    if hosts[environ["HTTP_HOST"]] is str
+                    and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                    else None
+                )
+        except (KeyError, TypeError):  # absent or unhashable: not the common request
+            grant = None
         # The HTTP_ keys below are forwarding_syntax.ENVIRON_KEYS, one test
         # each (a set's isdisjoint costs more); tests/test_forwarding_headers.py
         # holds them to it.
@@ -154,8 +157,8 @@ def guard_wsgi_app(
         ):
             if is_enabled_for(DEBUG):
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
-            if grant.headers:  # a browser's grant: Vary, maybe CORS
-                return next_app(environ, start_response_with(start_response, grant.headers))
+            if extra:
+                return next_app(environ, start_response_with(start_response, extra))
             return next_app(environ, start_response)
 
         if serving is not None:  # raises until the options are good: nothing is served
