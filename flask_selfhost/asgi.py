@@ -162,7 +162,7 @@ class SelfHostASGIMiddleware:
                             grant = self._browsers.get(
                                 (client, host, origin, site, mode, dest, method, scheme)
                             )
-                    elif self._hosts.get(host) is bytes:  # type: ignore[arg-type]
+                    elif host in self._hosts:  # bytes here: ASGI's form
                         grant = self._remotes.get(client)
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
