@@ -4,7 +4,9 @@ builds for ``curl http://127.0.0.1:8000/``)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Callable
 
 from browser_request import asgi_headers  # beside this script
 from starlette.applications import Starlette
@@ -71,25 +73,39 @@ def browser_like_scope() -> dict:
     return scope
 
 
+async def uvicorn_receive(accepted: socket.socket) -> tuple[Callable, asyncio.BaseTransport]:
+    """The ``receive`` uvicorn's h11 protocol passes for a request on the
+    connection ``accepted``: a bound method of its ``RequestResponseCycle``,
+    whose ``transport`` is the connection's asyncio transport (made here,
+    owning ``accepted``: close it when done). The guard finds the connection
+    by it and asks the kernel once per connection; the app must not call it."""
+    from uvicorn.protocols.http.h11_impl import RequestResponseCycle
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, sock=accepted)
+    cycle = object.__new__(RequestResponseCycle)
+    cycle.transport = transport
+    return cycle.receive, transport
+
+
 async def serve(app, count: int, browser: bool = False) -> None:
     """Serve ``count`` requests to ``app``, one after another, as a server
     would: curl's (:func:`uvicorn_like_scope`), or a browser's."""
     scope = browser_like_scope() if browser else uvicorn_like_scope()
-    # The client and server ends of a real loopback connection: the guard
-    # asks the kernel for the client's socket (on every request: a scope
-    # names no connection to remember it on).
+    # The client and server ends of a real loopback connection, and uvicorn's
+    # receive for it: the guard asks the kernel for the client's socket on
+    # the first request, and remembers the answer on the connection.
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     accepted, peer = listener.accept()
     scope["client"], scope["server"] = peer, accepted.getsockname()
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": b"", "more_body": False}
+    receive, transport = await uvicorn_receive(accepted)
 
     async def send(message: dict) -> None:
         pass
 
     for _ in range(count):
         await app(dict(scope, state={}), receive, send)
-    for sock in (client, accepted, listener):
+    transport.close()
+    for sock in (client, listener):
         sock.close()

@@ -19,7 +19,8 @@ Three apps: a trivial WSGI app bare and behind SelfHostMiddleware, beside two
 floors under it (benchmarks/wsgi_floors.py: a closure that only calls the
 app, and the same after the common path's absence tests); a Flask hello app
 bare and with SelfHost; a Starlette hello app (served by an asyncio loop, as
-uvicorn would call it, without the server) bare and with
+uvicorn would call it, with uvicorn's ``receive`` on a real loopback
+connection, without the server) bare and with
 SelfHostASGIMiddleware, beside its peers: Starlette's TrustedHostMiddleware
 (checks the Host only), uvicorn's ProxyHeadersMiddleware (checks nothing for
 a client with no forwarding header) and a middleware that only awaits the
@@ -27,8 +28,8 @@ app (the floor under any ASGI guard).
 
 The WSGI requests arrive on a real kept-alive loopback connection (a socket
 accepted from a listener, as gunicorn's), so the kernel witness asks about
-its client once and remembers the answer on the socket. An ASGI scope names
-no connection object, so the guard asks the kernel on every request: the
+its client once and remembers the answer on the socket; the ASGI guard
+finds the connection by uvicorn's ``receive`` and does the same. The
 Starlette rows show the guard with that witness and without it
 (``check_client_socket=False``), the witness's cost being the difference.
 """

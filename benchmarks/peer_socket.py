@@ -6,7 +6,10 @@ For each count of extra loopback connections held open on the host (each is
 two sockets, a client and an accepted one), microseconds per lookup of one
 connection's client socket:
 
-1. ``find_client_socket`` as the module runs it: one netlink socket kept
+0. ``check_client``, the guard's call (a grant read from the answer's
+   bytes);
+1. ``find_client_socket``, which also spells out both ends in text (for
+   the doctor and the log), as the module runs it: one netlink socket kept
    open, shared under a lock;
 2. the same with one netlink socket per thread (``threading.local``), for
    comparison;
@@ -23,8 +26,13 @@ beside the same guard without it, on a real loopback connection:
 microseconds per request of a trivial WSGI app behind
 ``SelfHostMiddleware`` on a new connection (the full rules and one query)
 and on a keep-alive connection (the fast path, the connection found in
-memory), and of an ASGI app behind ``SelfHostASGIMiddleware`` (a query per
-request: a scope names no connection to remember on). Last, requests per
+memory), and of an ASGI app behind ``SelfHostASGIMiddleware``: called with
+a scope and a plain ``receive`` (a query per request: nothing names the
+connection), and with uvicorn's ``receive`` for a keep-alive connection
+(the connection found in memory: asked once); then, the same way, the
+guard with ``allowed_users=["self"]`` beside the default guard (the rule
+reads the owner of the client's socket that the witness found, kept on
+the connection). Last, requests per
 second under real servers on 127.0.0.1, bare, guarded, and guarded without
 the witness, in alternating rounds (median): gunicorn's sync worker with a
 new connection per request (``ab``), and uvicorn with keep-alive
@@ -37,6 +45,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import os
 import re
 import resource
 import shutil
@@ -51,7 +60,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from asgi_apps import uvicorn_like_scope
+from asgi_apps import uvicorn_like_scope, uvicorn_receive
 
 from flask_selfhost import SelfHostMiddleware, kernel_witness, peer_socket
 from flask_selfhost.asgi import SelfHostASGIMiddleware
@@ -147,7 +156,9 @@ def measure(count: int, number: int) -> dict[str, float]:
         assert peer_socket.judge_client_socket(find()).granted
         assert proc_net_tcp_row(peer, local) is not None
         proc = functools.partial(proc_net_tcp_row, peer, local)
-        figures = {"kept open, shared under a lock": best_us(find, number)}
+        check = functools.partial(peer_socket.check_client, *peer, *local)
+        figures = {"check_client (the guard's call)": best_us(check, number)}
+        figures["kept open, shared under a lock"] = best_us(find, number)
         peer_socket._current_channel = per_thread_channels()  # type: ignore[assignment]
         try:
             figures["kept open, one per thread"] = best_us(find, number)
@@ -203,20 +214,31 @@ async def asgi_hello(scope: dict, receive: Callable, send: Callable) -> None:
     await send({"type": "http.response.body", "body": b"Hello, World!"})
 
 
-def guard_figures(number: int) -> dict[str, tuple[float, float]]:
-    """(with the witness, without) microseconds per request."""
+#: What is measured with and without, each against the same guard otherwise:
+#: the witness (on by default), and the allowed_users rule beside the
+#: default guard (the witness on in both).
+COMPARED = {
+    "The guard, with the witness and without": ({}, {"check_client_socket": False}),
+    "The guard, with allowed_users=['self'] and without": ({"allowed_users": ["self"]}, {}),
+}
+
+
+def guard_figures(
+    number: int, with_options: dict, without_options: dict
+) -> dict[str, tuple[float, float]]:
+    """(with, without) microseconds per request: guards with these options."""
     figures: dict[str, tuple[float, float]] = {}
     with connections(1) as pairs:
         accepted = pairs[0][1]
         environ = environ_for(accepted)
         on, off = (
-            SelfHostMiddleware(trivial_app),
-            SelfHostMiddleware(trivial_app, check_client_socket=False),
+            SelfHostMiddleware(trivial_app, **with_options),
+            SelfHostMiddleware(trivial_app, **without_options),
         )
         for app in (on, off):  # the first request teaches the memories
             assert app(dict(environ), ignore) == [b"Hello, World!"]
         witnessed = kernel_witness.witnessed_connections
-        assert id(accepted) in witnessed
+        owner = witnessed[id(accepted)][1]
 
         def new_connection(app: Callable) -> Callable[[], object]:
             def request() -> object:
@@ -229,35 +251,47 @@ def guard_figures(number: int) -> dict[str, tuple[float, float]]:
             best_us(new_connection(on), number),
             best_us(new_connection(off), number),
         )
-        kernel_witness.remember_connection(accepted)
+        kernel_witness.remember_connection(accepted, owner)
         figures["WSGI, a keep-alive request"] = (
             best_us(lambda: on(dict(environ), ignore), number * 10),
             best_us(lambda: off(dict(environ), ignore), number * 10),
         )
         scope = scope_for(accepted)
-        asgi_on = SelfHostASGIMiddleware(asgi_hello)
-        asgi_off = SelfHostASGIMiddleware(asgi_hello, check_client_socket=False)
+        asgi_on = SelfHostASGIMiddleware(asgi_hello, **with_options)
+        asgi_off = SelfHostASGIMiddleware(asgi_hello, **without_options)
 
-        async def receive() -> dict:
+        async def plain_receive() -> dict:
             return {"type": "http.request", "body": b"", "more_body": False}
 
         async def send(message: dict) -> None:
             pass
 
-        def asgi_us(app: SelfHostASGIMiddleware) -> float:
+        def asgi_us(app: SelfHostASGIMiddleware, under_uvicorn: bool) -> float:
             async def timed() -> float:
+                nonlocal receive
+                transport = None
+                if under_uvicorn:
+                    sock = socket.socket(fileno=os.dup(accepted.fileno()))
+                    receive, transport = await uvicorn_receive(sock)
+                await app(dict(scope), receive, send)  # teaches the memories
                 best = float("inf")
                 for _ in range(REPEATS):
                     started = time.perf_counter()
                     for _ in range(number):
                         await app(dict(scope), receive, send)
                     best = min(best, (time.perf_counter() - started) / number)
+                if transport is not None:
+                    transport.close()
                 return best * 1e6
 
-            asyncio.run(app(dict(scope), receive, send))  # teaches the memory
             return asyncio.run(timed())
 
-        figures["ASGI, every request"] = (asgi_us(asgi_on), asgi_us(asgi_off))
+        receive = plain_receive
+        figures["ASGI, a scope only"] = (asgi_us(asgi_on, False), asgi_us(asgi_off, False))
+        figures["ASGI under uvicorn, keep-alive"] = (
+            asgi_us(asgi_on, True),
+            asgi_us(asgi_off, True),
+        )
     return figures
 
 
@@ -374,9 +408,11 @@ def main() -> None:
         print(f"\n{2 * count} extra loopback sockets")
         for name, value in figures.items():
             print(f"  {name:<34} {value:9.1f} us")
-    print("\nThe guard, with the witness and without (us per request)")
-    for name, (on, off) in guard_figures(options.number).items():
-        print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
+    for title, (with_options, without_options) in COMPARED.items():
+        print(f"\n{title} (us per request)")
+        figures = guard_figures(options.number, with_options, without_options)
+        for name, (on, off) in figures.items():
+            print(f"  {name:<34} {on:7.2f} {off:7.2f}   added {on - off:6.2f}")
     if options.seconds and shutil.which("ab"):
         print(f"\nRequests per second, median of {options.rounds} rounds of {options.seconds} s")
         print(f"  {'':<44} {'bare':>8} {'guarded':>8} {'no witness':>10}")

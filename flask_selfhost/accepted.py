@@ -41,7 +41,13 @@ What may be remembered, and why it is safe:
   :func:`flask_selfhost.connection.waitress_deleted_forwarding`);
 - nothing at all, ever again, once the process has seen a PROXY protocol
   header (:func:`forget_everything`): a later request on such a connection
-  shows no mark of it (see :mod:`flask_selfhost.environ`).
+  shows no mark of it (see :mod:`flask_selfhost.environ`);
+- nothing at all for options whose ``trusted_proxies`` names a user: such
+  a proxy's request without forwarding headers is refused only once the
+  owner of its socket is asked, which the fast paths do not ask.
+
+The ``allowed_users`` rule is not remembered here: the fast paths ask it on
+every request, from the owner remembered on the connection object.
 
 What is never remembered is a verdict on the connection: the kernel witness
 (:mod:`flask_selfhost.kernel_witness`) runs on the fast paths too, for each
@@ -98,10 +104,21 @@ BrowserKey = tuple[object, ...]
 class AcceptedRequests:
     """Remembered grants for the common requests, per :class:`Options`."""
 
-    __slots__ = ("__weakref__", "allowed_hosts", "asgi_browsers", "browsers", "hosts", "remotes")
+    __slots__ = (
+        "__weakref__",
+        "allowed_hosts",
+        "asgi_browsers",
+        "browsers",
+        "hosts",
+        "remembering",
+        "remotes",
+    )
 
-    def __init__(self, allowed_hosts: frozenset[str]) -> None:
+    def __init__(self, allowed_hosts: frozenset[str], remembering: bool = True) -> None:
         self.allowed_hosts = allowed_hosts
+        #: False: nothing is ever remembered here (a proxy trusted by its
+        #: user looks like any loopback client until its socket's owner is asked).
+        self.remembering = remembering
         self.remotes: dict[str, Decision] = {}
         #: Each accepted Host value twice, as WSGI's ``str`` and as ASGI's raw
         #: ``bytes`` (which never compare equal), each mapped to its form's
@@ -128,6 +145,7 @@ class AcceptedRequests:
         if anything (see the list above)."""
         if (
             not _remembering
+            or not self.remembering
             or not decision.allowed
             or facts.server == WAITRESS
             or facts.relayed
@@ -150,7 +168,8 @@ class AcceptedRequests:
 
     def _remember_common(self, facts: RequestFacts, decision: Decision) -> None:
         if len(self.remotes) < LIMIT:
-            self.remotes[facts.remote] = decision  # type: ignore[index]
+            # Who held that connection's client socket is no fact of the address.
+            self.remotes[facts.remote] = decision._replace(peer_owner=None)  # type: ignore[index]
         host = facts.host
         if host is not None and len(self.hosts) < LIMIT - 1 and self._host_is_pure(host):
             self.hosts[host] = str
@@ -184,6 +203,8 @@ class AcceptedRequests:
             or not self._host_is_pure(host)
         ):
             return
+        # Who held that connection's client socket is no fact of these strings.
+        decision = decision._replace(peer_owner=None)
         key: BrowserKey = (facts.remote, *strings)
         self.browsers[key] = decision
         # ASGI's form: header values as the scope carries them. The adapter

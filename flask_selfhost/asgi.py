@@ -40,10 +40,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .asgi_connection import connection_object, scope_witnessed
 from .asgi_routes import starlette_exempt_app
 from .decision import PREFLIGHT
 from .exempt import allow_remote
-from .kernel_witness import ends_witnessed
+from .kernel_witness import client_socket_of
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
@@ -166,22 +167,26 @@ class SelfHostASGIMiddleware:
                         grant = self._remotes.get(client)
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
-        # The kernel's witness, on every request: a scope names no connection
-        # to remember it on. Every rule that reads the connection runs here,
-        # never from memory: a new one joins the witness in this test (and in
-        # guard_wsgi_app's), or the memory stays empty while it is on.
-        if (
-            grant is not None
-            and self.options.check_client_socket
-            and not ends_witnessed(
-                ScopeConnection(scope).ends(), self.options.require_client_socket
-            )
-        ):
-            grant = None
-        if grant is not None:  # the app is awaited outside the try: its errors are its own
+        # The kernel's witness and the owner of the client's socket: never
+        # from the memory. Every rule that reads the connection runs here: a
+        # new one joins these tests (and guard_wsgi_app's), or the memory
+        # stays empty while it is on (accepted.AcceptedRequests.remembering).
+        common = grant is not None
+        owner = None
+        if common and self.options.check_client_socket:
+            common, owner = scope_witnessed(scope, receive, self.options.require_client_socket)
+        users = self.options.allowed_users
+        if common and users is not None:  # the owner of this request's connection
+            if owner is None:
+                connection = ScopeConnection(scope, connection_object(scope, receive))
+                owner = client_socket_of(connection)
+            common = owner is not None and users.allows(owner.uid)
+        if common and grant is not None:  # the app is awaited outside the try
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.
             if is_enabled_for(DEBUG):
+                if owner is not None:  # this connection's, never the address's
+                    grant = grant._replace(peer_owner=owner)
                 log_decision(grant, scope.get("method"), scope.get("path"))
             if grant.headers:  # a browser's grant: Vary, maybe CORS
                 await self.app(scope, receive, send_with(send, grant.headers))
@@ -202,7 +207,9 @@ class SelfHostASGIMiddleware:
             reason = ScopeConnection(scope).unknown_local_reason()
             if reason is not None:  # once per process: what the server cannot tell
                 log_warning(reason)
-        decision = evaluate_scope(scope, self.options)
+        per_connection = self.options.check_client_socket or self.options.allowed_users is not None
+        connection = connection_object(scope, receive) if per_connection else None
+        decision = evaluate_scope(scope, self.options, connection)
         if not decision.allowed:
             exempt = self.exempt_app(scope)  # routing happens on refusals only
             if exempt is not None:

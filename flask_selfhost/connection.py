@@ -30,6 +30,8 @@ uWSGI's router, nginx's ``uwsgi_params`` without ``SERVER_ADDR``),
 :func:`unknown_local_reason` names the server and the fix, and only loopback
 clients pass.
 
+Where an ASGI server keeps its connection is :mod:`flask_selfhost.asgi_connection`.
+
 Which server built the environ is :func:`flask_selfhost.servers.server_name`.
 What cannot change in a process is worked out once: whether this uWSGI
 worker speaks HTTP. What belongs to a connection is asked per request,

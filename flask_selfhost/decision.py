@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .facts import PeerOwner
+
 #: Response headers as (name, value) pairs, in WSGI's form.
 Headers = tuple[tuple[str, str], ...]
 
@@ -32,6 +34,9 @@ PREFLIGHT = "preflight"
 #: The kernel finds no socket of this host behind a client that claims to be
 #: this host (see :mod:`flask_selfhost.kernel_witness`).
 KERNEL = "kernel"
+#: The peer's socket belongs to a user not in ``allowed_users``, or to
+#: nobody the kernel can name (see :mod:`flask_selfhost.peer_users`).
+USER = "user"
 
 #: What a refused client is told, per rule: short, and the same whatever the
 #: server or the options (the operator's reason goes to the log).
@@ -42,6 +47,7 @@ PUBLIC_REASONS = {
     CROSS_SITE: "cross-site request",
     PREFLIGHT: "cross-site request",
     KERNEL: "not from this host",
+    USER: "user not allowed",
 }
 #: For a rule without a text of its own.
 PUBLIC_REASON = "not from this host"
@@ -51,7 +57,7 @@ class Decision(NamedTuple):
     """The outcome of :func:`~flask_selfhost.guard.judge`.
 
     ``rule`` names the rule that decided (``"source"``, ``"forwarded"``,
-    ``"host"``, ``"cross-site"``, ``"preflight"`` or ``"kernel"``);
+    ``"host"``, ``"cross-site"``, ``"preflight"``, ``"kernel"`` or ``"user"``);
     ``reason`` is a sentence for the operator (the log, the CLI, the
     doctor) that names no address but may name the server and the setting
     to change; the client sees :attr:`public_reason` only. ``remote_addr``
@@ -76,6 +82,11 @@ class Decision(NamedTuple):
     #: shared cache stores the answer (see :mod:`flask_selfhost.caching`).
     #: Usually empty.
     headers: Headers = ()
+    #: Who holds the client's end of the connection, where the kernel was
+    #: asked (:func:`flask_selfhost.kernel_witness.client_socket_of`): the
+    #: immediate peer's, a proxy's for a relayed request. Logged as
+    #: ``peer_uid=``; ``None`` when not asked or not known.
+    peer_owner: PeerOwner | None = None
 
     @property
     def public_reason(self) -> str:

@@ -41,14 +41,15 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from . import connection, kernel_witness, servers
+from . import connection, kernel_witness, peer_socket, servers
 from .accepted import forget_everything
 from .decision import Decision
-from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, Ends, RequestFacts, text
+from .facts import H2C, H2C_GUNICORN, HTTP1_PROTOCOLS, Ends, PeerOwner, RequestFacts, text
 from .forwarding_syntax import ENVIRON_KEYS
 from .guard import DEFAULT_OPTIONS, judge
 from .log import log_warning
 from .options import Options
+from .peer_users import AllowedUsers
 
 _FORWARDING_KEYS = frozenset(ENVIRON_KEYS)
 
@@ -113,6 +114,9 @@ class EnvironConnection:
     def ends(self) -> Ends | None:
         return connection.socket_ends(self.socket())
 
+    def unix_peer(self) -> PeerOwner | None:
+        return peer_socket.unix_peer_owner(self.socket())
+
 
 def environ_witnessed(environ: Mapping[str, Any], required: bool) -> bool:
     """For the WSGI fast path, which looked up gunicorn's socket itself:
@@ -120,17 +124,38 @@ def environ_witnessed(environ: Mapping[str, Any], required: bool) -> bool:
     (asked now, the first time, and remembered for it), or the check cannot
     run and need not (:func:`flask_selfhost.kernel_witness.ends_witnessed`).
     False sends the request to the full rules."""
-    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
-    if sock is None:
-        sock = connection.connection_socket(environ, servers.server_name(environ))
-        if sock is None:  # the server gives no socket: the check cannot run
-            return not required
+    sock = _fast_path_socket(environ)
+    if sock is None:  # the server gives no socket: the check cannot run
+        return not required
     if id(sock) in kernel_witness.witnessed_connections:
         return True
     if not kernel_witness.usable and not required:  # said once in the log
         return True
     ends = connection.socket_ends(sock)
-    return ends is not None and kernel_witness.ends_witnessed(ends, required)
+    return ends is not None and kernel_witness.ends_witnessed(ends, required)[0]
+
+
+def remembered_owner(environ: Mapping[str, Any]) -> PeerOwner | None:
+    """For the WSGI fast path's log line: the owner of the client's socket
+    that the kernel named for ``environ``'s connection, if it did."""
+    entry = kernel_witness.witnessed_connections.get(id(_fast_path_socket(environ)))
+    return None if entry is None else entry[1]
+
+
+def remembered_user_allowed(environ: Mapping[str, Any], allowed: AllowedUsers) -> bool:
+    """For the WSGI fast path, with ``allowed_users`` set: whether the owner
+    of the client's socket, remembered on ``environ``'s connection object,
+    is one of ``allowed``. False (nothing remembered yet, or another user)
+    sends the request to the full rules, which ask the kernel and say why."""
+    entry = kernel_witness.witnessed_connections.get(id(_fast_path_socket(environ)))
+    return entry is not None and allowed.allows(entry[1].uid)
+
+
+def _fast_path_socket(environ: Mapping[str, Any]) -> Any:
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if sock is None:
+        sock = connection.connection_socket(environ, servers.server_name(environ))
+    return sock
 
 
 def facts_from_environ(environ: Mapping[str, Any]) -> RequestFacts:

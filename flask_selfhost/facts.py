@@ -65,6 +65,23 @@ class Ends(NamedTuple):
     connection: object = None
 
 
+class PeerOwner(NamedTuple):
+    """Who holds the client's end of a connection, as the kernel says.
+
+    ``uid`` is the owner: for TCP, the uid that created the client's socket
+    (``sock_diag``; a socket made as root and then handed on, or passed to
+    another process, still reads as its creator); for a unix socket, the
+    connecting process's uid at ``connect()`` (``SO_PEERCRED``). ``inode``
+    names the client's socket (TCP; ``/proc/PID/fd`` links read
+    ``socket:[INODE]``), 0 where unknown. ``pid`` is the connecting
+    process (unix socket, ``SO_PEERCRED``), 0 where unknown.
+    """
+
+    uid: int
+    inode: int = 0
+    pid: int = 0
+
+
 class Connection(Protocol):
     """The connection the server accepted, asked only when a rule needs it
     (the local address may cost a system call)."""
@@ -87,6 +104,11 @@ class Connection(Protocol):
     def ends(self) -> Ends | None:
         """The TCP connection's two ends, or ``None`` when the server does
         not witness both addresses and ports (or it is no TCP connection)."""
+
+    def unix_peer(self) -> PeerOwner | None:
+        """The peer of a unix-socket connection (``SO_PEERCRED``), or
+        ``None`` when the server gives no socket object to ask (uvicorn,
+        hypercorn) or the connection is no unix socket."""
 
 
 class RequestFacts(NamedTuple):
@@ -186,9 +208,10 @@ class KnownConnection:
     :param unix: Whether the connection is a unix socket.
     :param reason: What :meth:`unknown_local_reason` says.
     :param ends: What :meth:`ends` says.
+    :param unix_peer: What :meth:`unix_peer` says.
     """
 
-    __slots__ = ("_ends", "_local", "_peer", "_reason", "_unix")
+    __slots__ = ("_ends", "_local", "_peer", "_reason", "_unix", "_unix_peer")
 
     def __init__(
         self,
@@ -197,9 +220,10 @@ class KnownConnection:
         unix: bool = False,
         reason: str | None = None,
         ends: Ends | None = None,
+        unix_peer: PeerOwner | None = None,
     ) -> None:
         self._local, self._peer, self._unix, self._reason = local, peer, unix, reason
-        self._ends = ends
+        self._ends, self._unix_peer = ends, unix_peer
 
     def local_address(self) -> str | None:
         return self._local
@@ -215,3 +239,6 @@ class KnownConnection:
 
     def ends(self) -> Ends | None:
         return self._ends
+
+    def unix_peer(self) -> PeerOwner | None:
+        return self._unix_peer

@@ -29,7 +29,8 @@ from .asgi import asgi_guard_options
 from .flask_routes import find_flask_app
 from .hidden_relays import DROP_UNDERSCORE_NAMES
 from .options import Options
-from .proxies import TrustedProxies
+from .peer_users import SELF, AllowedUsers, user_name
+from .proxies import USER_PREFIX, TrustedProxies
 from .servers import FOLDS_UNDERSCORE_NAMES
 from .views import EXTENSION_NAME, exempt_views
 
@@ -70,7 +71,11 @@ def shown_value(value: Any) -> str:
         entries = sorted(str(network) for network in value.networks) + (
             ["unix"] if value.unix else []
         )
+        entries += [f"{USER_PREFIX}{user_name(uid)}" for uid in sorted(value.users)]
         return ", ".join(entries) or "(none)"
+    if isinstance(value, AllowedUsers):
+        names = [user_name(uid) for uid in sorted(value.uids)]
+        return ", ".join(names + ([SELF] if value.itself else []))
     if isinstance(value, frozenset):
         return ", ".join(sorted(value)) or "(none)"
     if value is None:

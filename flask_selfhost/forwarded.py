@@ -28,7 +28,9 @@ entries that trusted proxies wrote:
   ``X-Forwarded-For`` naming different clients, is refused, never guessed at.
 
 The headers' names and grammar are :mod:`flask_selfhost.forwarding_syntax`;
-who is a trusted proxy is :class:`~flask_selfhost.proxies.TrustedProxies`;
+who is a trusted proxy is :class:`~flask_selfhost.proxies.TrustedProxies`
+(by address, or by the user that owns the peer's socket:
+:func:`~flask_selfhost.proxies.trusted_user_proxy`);
 relays that leave no header to judge are :mod:`flask_selfhost.hidden_relays`.
 :func:`judge_forwarded` is pure: strings in, a decision out, cached on the
 raw strings (a proxy sends the same few header values again and again).
@@ -49,7 +51,7 @@ from .forwarding_syntax import (
     parse_x_forwarded_for,
 )
 from .host_addresses import host_addresses
-from .proxies import TrustedProxies
+from .proxies import TrustedProxies, trusted_user_proxy
 
 # ``UNIX`` ("unix") names a unix-socket peer in ``trusted_proxies`` and in
 # :attr:`Decision.peer_addr`.
@@ -112,6 +114,7 @@ def judge_forwarded(
     trusted: TrustedProxies,
     proxy_hops: int,
     host: frozenset[IPAddress],
+    peer_user_trusted: bool = False,
 ) -> Decision:
     """Judge a request that a proxy relayed.
 
@@ -123,6 +126,9 @@ def judge_forwarded(
     :param proxy_hops: How many entries, from the right, trusted proxies can
         have written: the number of proxies in front of the app.
     :param host: This host's own non-loopback addresses.
+    :param peer_user_trusted: The peer's socket belongs to a user that
+        ``trusted_proxies`` names (``user:www-data``): the peer is a trusted
+        proxy on this host, whatever its address.
 
     The returned decision has ``rule="forwarded"``, ``remote_addr`` the
     client address judged (or the peer, when the peer is not trusted) and
@@ -135,16 +141,17 @@ def judge_forwarded(
         return Decision(allowed, FORWARDED, reason, client, None, peer, PRIVATE if allowed else ())
 
     if peer == UNIX:
-        if not trusted.unix:
+        if not (trusted.unix or peer_user_trusted):
             return decide(False, UNTRUSTED, peer)
         peer_is_local = True
     else:
         peer_address = parse_ip(peer)
         if peer_address is None:
             return decide(False, NO_PEER, peer)
-        if not trusted.trusts(peer_address):
+        if not (peer_user_trusted or trusted.trusts(peer_address)):
             return decide(False, UNTRUSTED, peer)
-        peer_is_local = peer_address.is_loopback or peer_address in host
+        # A socket whose owner the kernel named is on this host.
+        peer_is_local = peer_user_trusted or peer_address.is_loopback or peer_address in host
 
     found: list[tuple[str, bool]] = []
     try:
@@ -267,7 +274,11 @@ def judge_relayed(facts: RequestFacts, trusted: TrustedProxies, proxy_hops: int)
     if facts.connection.is_unix():
         peer = UNIX
     host = host_addresses.current()
-    return judge_forwarded(peer, forwarded, x_forwarded_for, trusted, proxy_hops, host)
+    owner = trusted_user_proxy(facts, trusted)
+    decision = judge_forwarded(
+        peer, forwarded, x_forwarded_for, trusted, proxy_hops, host, owner is not None
+    )
+    return decision if owner is None else decision._replace(peer_owner=owner)
 
 
 def _judge_proxy_protocol(
@@ -279,7 +290,9 @@ def _judge_proxy_protocol(
     if peer is None:
         return Decision(False, FORWARDED, PROXY_UNKNOWN_SENDER, None, None)
     sender = None if peer == UNIX else parse_ip(peer)
-    if not (trusted.unix if peer == UNIX else sender is not None and trusted.trusts(sender)):
+    owner = trusted_user_proxy(facts, trusted)
+    by_address = trusted.unix if peer == UNIX else sender is not None and trusted.trusts(sender)
+    if not (by_address or owner is not None):
         return Decision(False, FORWARDED, PROXY_UNTRUSTED, peer, None, peer)
     if facts.forwarded is not None or facts.x_forwarded_for is not None:
         return Decision(False, FORWARDED, PROXY_AND_HEADERS, None, None, peer)
@@ -287,9 +300,9 @@ def _judge_proxy_protocol(
     if client is None or parse_ip(client) is None:
         return Decision(False, FORWARDED, PROXY_NO_CLIENT, client, None, peer)
     host = host_addresses.current()
-    decision = judge_forwarded(peer, None, client, trusted, proxy_hops, host)
+    decision = judge_forwarded(peer, None, client, trusted, proxy_hops, host, owner is not None)
     # PROXY_ADDR is where the client connected to the proxy: the local side.
-    return decision._replace(local_addr=facts.proxy_addr)
+    return decision._replace(local_addr=facts.proxy_addr, peer_owner=owner)
 
 
 def _same_peer(actual: str, remote: str | None) -> bool:

@@ -60,10 +60,14 @@ response headers added) or a refusal; :data:`RULES` is the list, and
       default; :mod:`flask_selfhost.kernel_witness`): NAT on this host can
       give another host such an address, never a socket here.
 
-2. **host** - the Host header names this host: absent, ``localhost``,
+2. **user** - with ``allowed_users`` set, the owner of the peer's socket
+   (the kernel's answer, :func:`flask_selfhost.kernel_witness.client_socket_of`)
+   is one of those users; where it cannot be known, refused
+   (:mod:`flask_selfhost.peer_users`).
+3. **host** - the Host header names this host: absent, ``localhost``,
    ``*.localhost``, a loopback or local-address IP literal, or a name in
    ``allowed_hosts`` (:mod:`flask_selfhost.hosts`). This stops DNS rebinding.
-3. **cross-site** - a browser says, in ``Sec-Fetch-Site`` or ``Origin``,
+4. **cross-site** - a browser says, in ``Sec-Fetch-Site`` or ``Origin``,
    that a page of another site made it send the request: refused unless it
    is a top-level navigation or comes from one of ``trusted_origins``; CORS
    preflights are granted to trusted origins only
@@ -96,6 +100,7 @@ from .hidden_relays import judge_http2, judge_unrelayed_peer
 from .hosts import judge_request_host
 from .kernel_witness import witness_client
 from .options import Options
+from .peer_users import judge_peer_user
 
 DEFAULT_OPTIONS = Options()
 
@@ -162,8 +167,14 @@ def _judge_client(facts: RequestFacts, options: Options) -> Decision:
     return decision if why is None or decision.rule != SOURCE else decision._replace(reason=why)
 
 
+def user_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
+    """Rule 2: the peer's socket belongs to one of ``allowed_users`` (when set)."""
+    allowed = options.allowed_users
+    return grant if allowed is None else judge_peer_user(facts, allowed, grant)
+
+
 def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 2: the Host header names this host."""
+    """Rule 3: the Host header names this host."""
     refusal = judge_request_host(facts, options.allowed_hosts)
     if refusal is None:
         return grant
@@ -175,14 +186,14 @@ def host_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decisio
 
 
 def cross_site_rule(facts: RequestFacts, options: Options, grant: Decision) -> Decision:
-    """Rule 3: no page of another site made the browser send this."""
+    """Rule 4: no page of another site made the browser send this."""
     if not options.check_cross_site or (facts.origin is None and facts.sec_fetch_site is None):
         return grant  # only browsers send these headers
     return judge_cross_site(facts, options.trusted_origins, grant)
 
 
 #: The rules, in order. :func:`judge` runs every one of them until one refuses.
-RULES: tuple[Rule, ...] = (client_rule, host_rule, cross_site_rule)
+RULES: tuple[Rule, ...] = (client_rule, user_rule, host_rule, cross_site_rule)
 
 #: What :func:`judge` starts from: a grant that names nobody, replaced by the
 #: client rule's own decision.
@@ -195,7 +206,12 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
         options = DEFAULT_OPTIONS
     decision = NOBODY
     for rule in RULES:
+        grant = decision
         decision = rule(facts, options, decision)
+        if decision.peer_owner is None and grant.peer_owner is not None:
+            # For the log, on a refusal and on a later rule's grant (the
+            # cross-site rule's, which the fronts may remember) alike.
+            decision = decision._replace(peer_owner=grant.peer_owner)
         if not decision.allowed:
             if decision.local_addr is None:
                 # Logged with every refusal (remote, local, request line), even

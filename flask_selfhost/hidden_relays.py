@@ -24,7 +24,7 @@ from __future__ import annotations
 from .addresses import parse_ip
 from .decision import FORWARDED, Decision
 from .facts import H2C, H2C_GUNICORN, HTTP2_GUNICORN_ASGI, RequestFacts
-from .proxies import TrustedProxies
+from .proxies import TrustedProxies, trusted_user_proxy
 from .servers import WAITRESS
 
 H2C_CLIENT_UNKNOWN = (
@@ -116,7 +116,10 @@ def judge_unrelayed_peer(facts: RequestFacts, trusted: TrustedProxies) -> Decisi
     otherwise pass every client it relays as the proxy itself (loopback).
     """
     address = parse_ip(facts.remote)  # a unix socket's client has no address
+    owner = None
     if address is None or not trusted.trusts(address):
-        return None
+        owner = trusted_user_proxy(facts, trusted)  # a proxy trusted by who runs it
+        if owner is None:
+            return None
     reason = WAITRESS_DELETED_HEADERS if facts.server == WAITRESS else PROXY_WITHOUT_HEADERS
-    return Decision(False, FORWARDED, reason, facts.remote, None, facts.remote)
+    return Decision(False, FORWARDED, reason, facts.remote, None, facts.remote, (), owner)

@@ -62,7 +62,9 @@ def log_field(value: object) -> str:
 def log_decision(decision: Decision, method: object, path: object) -> None:
     """Log one decision as a logfmt line: a refusal at WARNING, a grant at
     DEBUG (nothing when that level is off); ``peer=`` only for a request a
-    trusted proxy relayed (the proxy, where ``remote=`` is its client).
+    trusted proxy relayed (the proxy, where ``remote=`` is its client), and
+    ``peer_uid=`` where the kernel named the owner of the peer's socket
+    (:attr:`Decision.peer_owner`).
 
     Every front calls this, once per judged request, whatever the verdict;
     only the common paths ask :data:`is_enabled_for` first, to skip the call."""
@@ -71,6 +73,9 @@ def log_decision(decision: Decision, method: object, path: object) -> None:
         if not _placed:
             place_lines()
         relayed = "" if decision.peer_addr is None else f" peer={log_field(decision.peer_addr)}"
+        owner = decision.peer_owner
+        if owner is not None:
+            relayed += f" peer_uid={log_field(owner.uid)}"
         logger.log(
             level,
             "selfhost=%s method=%s path=%s remote=%s local=%s%s rule=%s reason=%s",

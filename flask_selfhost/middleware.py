@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .decision import Decision
-from .environ import environ_witnessed, evaluate
+from .environ import environ_witnessed, evaluate, remembered_owner, remembered_user_allowed
 from .kernel_witness import witnessed_connections as witnessed
 from .log import DEBUG, is_enabled_for, log_decision
 from .options import Options
@@ -154,8 +154,16 @@ def guard_wsgi_app(
                 or id(environ.get("gunicorn.socket")) in witnessed
                 or environ_witnessed(environ, options.require_client_socket)
             )
+            # allowed_users: the owner remembered on this connection, never the address's.
+            and (
+                options.allowed_users is None
+                or remembered_user_allowed(environ, options.allowed_users)
+            )
         ):
             if is_enabled_for(DEBUG):
+                owner = remembered_owner(environ)
+                if owner is not None:  # this connection's, never the address's
+                    grant = grant._replace(peer_owner=owner)
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             if extra:
                 return next_app(environ, start_response_with(start_response, extra))

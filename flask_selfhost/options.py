@@ -19,6 +19,7 @@ from .accepted import AcceptedRequests
 from .crosssite import normalise_trusted_origins
 from .decision import Decision
 from .hosts import normalise_allowed_hosts
+from .peer_users import AllowedUsers
 from .proxies import NO_PROXIES, TrustedProxies
 
 #: The statuses a refusal may have: the 4xx and 5xx that Werkzeug has an
@@ -47,8 +48,11 @@ class Options:
         log), and any other status says only its name, so that a 404 looks
         like any other 404.
     :param trusted_proxies: Reverse proxies allowed to name the client:
-        addresses or networks (``"127.0.0.1"``, ``"::1"``, ``"10.0.0.0/8"``)
-        and the word ``"unix"`` for a unix-socket peer; a list, or one
+        addresses or networks (``"127.0.0.1"``, ``"::1"``, ``"10.0.0.0/8"``),
+        the word ``"unix"`` for a unix-socket peer, and ``"user:NAME"`` or
+        ``"user:UID"`` for a peer on this host whose socket that user owns
+        (``"user:www-data"`` for nginx's workers: another user's process
+        that writes the same header is not believed); a list, or one
         comma-separated string. A network wider than /8 (IPv4, and
         ``::ffff:a.b.c.d`` networks at their IPv4 width) or /32 (IPv6) is
         refused, and so is an address with a port. Empty by default: a
@@ -110,6 +114,19 @@ class Options:
         used, or the server does not say which addresses and ports a
         connection joins (granian on a wildcard address, bjoern, mod_wsgi).
         False by default.
+    :param allowed_users: Users of this host whose sockets may connect:
+        user names, uids, and ``"self"`` (the effective uid of the process
+        that serves the request); a list, or one comma-separated string.
+        The owner of the peer's socket (the kernel's answer:
+        :mod:`flask_selfhost.peer_users`) must be one of them, whatever the
+        other rules grant; with ``unix_socket_is_local``, a unix-socket
+        client must be one of them too. Where the owner cannot be known
+        (granian, bjoern, mod_wsgi; a unix socket under uvicorn or
+        hypercorn), every request is refused. Behind a proxy on this host,
+        the proxy's socket is the peer's: name its user. Names are looked
+        up when the guard is built; an unknown one raises. Do not name root
+        where other tools started as root run: their sockets read as
+        root's. ``None`` (the default) turns the rule off.
     """
 
     refuse_status: int = 403
@@ -124,6 +141,7 @@ class Options:
     check_cross_site: bool = True
     check_client_socket: bool = True
     require_client_socket: bool = False
+    allowed_users: AllowedUsers | None = None
     #: Grants remembered for the common request (see :mod:`flask_selfhost.accepted`).
     accepted: AcceptedRequests = field(init=False, repr=False, compare=False, hash=False)
 
@@ -144,7 +162,24 @@ class Options:
             )
         self._check_proxy_options()
         self._check_browser_options()
-        object.__setattr__(self, "accepted", AcceptedRequests(self.allowed_hosts))
+        self._check_allowed_users()
+        # A proxy trusted by its user is told from a plain client only by
+        # asking who owns the peer's socket, which the remembered grants do not.
+        remembering = not self.trusted_proxies.users
+        object.__setattr__(
+            self, "accepted", AcceptedRequests(self.allowed_hosts, remembering=remembering)
+        )
+
+    def _check_allowed_users(self) -> None:
+        users: Any = self.allowed_users
+        if users is None or isinstance(users, AllowedUsers):
+            return
+        if not isinstance(users, (str, list, tuple, set, frozenset)):
+            raise TypeError(
+                "flask_selfhost: allowed_users must be a list of user names, uids and 'self', "
+                f"or a comma-separated string, got {users!r}"
+            )
+        object.__setattr__(self, "allowed_users", AllowedUsers(users))
 
     def _check_proxy_options(self) -> None:
         trusted: Any = self.trusted_proxies
@@ -153,8 +188,8 @@ class Options:
         if not isinstance(trusted, TrustedProxies):
             if not isinstance(trusted, (str, list, tuple, set, frozenset)):
                 raise TypeError(
-                    "flask_selfhost: trusted_proxies must be a list of addresses, networks "
-                    f"and 'unix', or a comma-separated string, got {trusted!r}"
+                    "flask_selfhost: trusted_proxies must be a list of addresses, networks, "
+                    f"'unix' and 'user:NAME', or a comma-separated string, got {trusted!r}"
                 )
             # Normalised once, so that the field is hashable and cheap to test.
             object.__setattr__(self, "trusted_proxies", TrustedProxies(trusted))

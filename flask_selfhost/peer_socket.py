@@ -66,11 +66,18 @@ Pitfalls, measured on Linux 6.18 (``tests/test_peer_socket.py`` shows each):
   query is :data:`UNAVAILABLE`. :func:`available` probes once with a real
   loopback connection of its own and says why not, for a start-up check.
 
-Cost (``benchmarks/peer_socket.py``, 2 busy cores): one ``send`` and one
-``recv`` on a netlink socket kept open, 8 us at best and up to 20 us on a
-loaded machine, the same with 40 or 6,000 other sockets on the host; a new
-netlink socket per query costs 26-37 us, and parsing ``/proc/net/tcp``
-instead 1.6-3 ms, growing with the sockets (8-20 ms with 6,000). A netlink
+Cost (``benchmarks/peer_socket.py``, 2 busy cores): :func:`check_client`
+takes about 5 us, the same with 40 or 6,000 other sockets on the host, of
+which the kernel's answer (one ``send``, one ``recv_into``) is about 1.3 us.
+The rest is kept small: the query is packed into a buffer of the channel
+and the answer received into another, a grant is read straight from the
+answer's bytes (:func:`judge_client_socket` judges only the rest, from the
+same bytes), and the timeout is the kernel's (``SO_RCVTIMEO``: with
+``settimeout()`` Python would poll before each call).
+:func:`find_client_socket`, which also spells out both ends in text, takes
+about 7 us. A new netlink socket per query costs 12 us or more, and parsing
+``/proc/net/tcp`` instead 0.2-4 ms, growing with the sockets (7-9 ms with
+6,000). A netlink
 socket per thread measured no faster than one shared under a lock, with
 one thread or four (the kernel answers inside ``send``, so the lock is held
 for one round trip), and would open one per greenlet under gevent. A forked
@@ -86,6 +93,10 @@ reason of its own, so that the front can say at start-up
 (:func:`available`) that the witness cannot run here, rather than refuse
 every client without telling why.
 
+A unix socket's peer needs no lookup: ``SO_PEERCRED`` on the accepted
+socket gives the connecting process's pid and uid
+(:func:`unix_peer_owner`), where the server hands over the socket.
+
 The module is stdlib only and imports no framework. It is longer than most
 because the query, the life of its netlink socket and the judgement of the
 answer share the struct layouts and the pitfalls above, and are checked
@@ -100,7 +111,9 @@ import os
 import socket
 import struct
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from .facts import PeerOwner
 
 #: Outcomes of :func:`find_client_socket`.
 FOUND = "found"
@@ -150,17 +163,33 @@ INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, port
 # nlmsghdr, then inet_diag_req_v2: family, protocol, ext, pad, states, and
-# its inet_diag_sockid: sport, dport (big-endian), src[16], dst[16], if,
-# cookie[2].
-_REQUEST = struct.Struct("=IHHII BBBxI 2s2s16s16s III")
+# its inet_diag_sockid: sport, dport (network order, given through htons),
+# src[16], dst[16], if, cookie[2].
+_REQUEST = struct.Struct("=IHHII BBBxI HH16s16s III")
+#: Where the asked sockid's ports and addresses sit in a request, and in an
+#: answer (after the nlmsghdr and inet_diag_msg's four bytes).
+_ASKED_IDS = slice(24, 60)
+_ANSWERED_IDS = slice(20, 56)
 # inet_diag_msg (72 bytes): family, state, timer, retrans, then the sockid
 # as above (if and cookie skipped); expires, rqueue, wqueue (skipped), uid,
 # inode.
-_MESSAGE = struct.Struct("=BBBB 2s2s16s16s 12x 12x II")
+_MESSAGE = struct.Struct("=BB2x 2s2s16s16s 12x 12x II")
+#: A found socket's family and state, uid and inode, read from the whole
+#: answer (nlmsghdr included) without building its addresses.
+_FAMILY_STATE = struct.Struct("=16xBB")
+_OWNER = struct.Struct("=80xII")
 _ERROR = struct.Struct("=i")
+_LENGTH_SEQUENCE = struct.Struct("=I4xI")
+_DIAG_TYPE = struct.pack("=H", SOCK_DIAG_BY_FAMILY)
 
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+_LOOPBACK6 = b"\0" * 15 + b"\1"
 _BUFFER = 8192
+_htons = socket.htons
+_inet_pton = socket.inet_pton
+_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6
+_FAMILY = {4: _AF_INET, 16: _AF_INET6}  # by the length of a packed address
+_IPPROTO_TCP = socket.IPPROTO_TCP
 
 
 class ClientSocket(NamedTuple):
@@ -186,30 +215,44 @@ class ClientSocket(NamedTuple):
 
 class Verdict(NamedTuple):
     """What :func:`judge_client_socket` says: ``granted``, one of the reason
-    constants (:data:`HELD` for a grant), and a sentence for the operator."""
+    constants (:data:`HELD` for a grant), a sentence for the operator, and
+    for a grant who holds the client's socket (its creator's uid, its
+    inode)."""
 
     granted: bool
     reason: str
     detail: str
+    owner: PeerOwner | None = None
 
 
 # Addresses ------------------------------------------------------------------
 
 
+def packed_ip(address: str) -> bytes:
+    """``address`` (no scope) as 4 bytes (IPv4, IPv4-mapped IPv6 unmapped)
+    or 16 (IPv6); raises OSError (or TypeError) for anything else."""
+    try:
+        return _inet_pton(_AF_INET, address)
+    except OSError:
+        pass
+    packed = _inet_pton(_AF_INET6, address)
+    return packed[12:] if packed[:12] == _V4_MAPPED else packed
+
+
+def is_loopback(packed: bytes) -> bool:
+    """True for a :func:`packed_ip` in ``127.0.0.0/8`` or ``::1``."""
+    return packed[0] == 127 if len(packed) == 4 else packed == _LOOPBACK6
+
+
 def _packed(address: str) -> tuple[bytes, int]:
-    """``address`` as 4 bytes (IPv4, IPv4-mapped IPv6 unmapped) or 16 (IPv6),
-    and its scope's interface index (0 without one); raises ValueError
-    (OSError from inet_pton or an unknown interface) for anything else."""
+    """:func:`packed_ip` of ``address``, and its scope's interface index (0
+    without one); raises ValueError (OSError from inet_pton or an unknown
+    interface) for anything else."""
     scope = 0
     if "%" in address:  # fe80::1%eth0 or fe80::1%2: a link-local address
         address, name = address.split("%", 1)
         scope = int(name) if name.isdigit() else socket.if_nametoindex(name)
-    try:
-        return socket.inet_pton(socket.AF_INET, address), scope
-    except OSError:
-        pass
-    packed = socket.inet_pton(socket.AF_INET6, address)
-    return (packed[12:] if packed[:12] == _V4_MAPPED else packed), scope
+    return packed_ip(address), scope
 
 
 def _text(packed: bytes) -> str:
@@ -226,39 +269,83 @@ def _answered(family: int, port: bytes, field: bytes) -> tuple[str, int]:
     return _text(address), int.from_bytes(port, "big")
 
 
+def _fill(
+    buffer: bytearray,
+    sequence: int,
+    source: bytes,
+    peer_port: int,
+    destination: bytes,
+    local_port: int,
+    scope: int,
+) -> None:
+    # One pack, no tuples built: this runs for every new connection. 16s
+    # pads a 4-byte address with zeros, as the kernel expects.
+    _REQUEST.pack_into(
+        buffer,
+        0,
+        _REQUEST.size,
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_REQUEST,
+        sequence,
+        0,
+        _AF_INET if len(source) == 4 else _AF_INET6,
+        _IPPROTO_TCP,
+        0,
+        0xFFFFFFFF,
+        _htons(peer_port),
+        _htons(local_port),
+        source,
+        destination,
+        scope,
+        INET_DIAG_NOCOOKIE,
+        INET_DIAG_NOCOOKIE,
+    )
+
+
 def request(
     sequence: int, source: bytes, peer_port: int, destination: bytes, local_port: int, scope: int
 ) -> bytes:
     """The netlink message that asks for the one TCP socket whose own end is
     ``source:peer_port`` and whose other end is ``destination:local_port``
     (packed addresses, both 4 or both 16 bytes)."""
-    family = socket.AF_INET if len(source) == 4 else socket.AF_INET6
-    return _REQUEST.pack(
-        *(_REQUEST.size, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, sequence, 0),
-        *(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF),
-        *(peer_port.to_bytes(2, "big"), local_port.to_bytes(2, "big")),
-        *(source.ljust(16, b"\0"), destination.ljust(16, b"\0")),
-        *(scope, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE),
-    )
+    buffer = bytearray(_REQUEST.size)
+    _fill(buffer, sequence, source, peer_port, destination, local_port, scope)
+    return bytes(buffer)
 
 
 # The netlink socket -----------------------------------------------------------
 
+#: TIMEOUT as a ``struct timeval``, for SO_RCVTIMEO and SO_SNDTIMEO.
+_TIMEVAL = struct.pack("@ll", int(TIMEOUT), int(TIMEOUT % 1 * 1_000_000))
+
+
+def bound_in_time(sock: _socket.socket) -> None:
+    """Make each send and receive on ``sock`` wait at most :data:`TIMEOUT`.
+
+    The kernel's own timeouts (``SO_RCVTIMEO``), not ``settimeout()``: with
+    those Python polls before every call, two system calls more per query;
+    a receive that times out raises ``BlockingIOError`` instead."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL)
+
 
 class _Channel:
-    """One netlink socket of one process, its lock and its sequence numbers."""
+    """One netlink socket of one process, its lock, its sequence numbers,
+    and the buffers of the query and its answer (used under the lock)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.sock: _socket.socket | None = None
         self.sequence = 0
+        self.request = bytearray(_REQUEST.size)
+        self.answer = bytearray(_BUFFER)
 
     def open(self) -> _socket.socket:
         # The C-level class: gevent and eventlet patch socket.socket, and a
         # green socket would yield to other greenlets inside the lock.
         sock = _socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-        sock.settimeout(TIMEOUT)
+        bound_in_time(sock)
         self.sock = sock
         return sock
 
@@ -284,27 +371,66 @@ def _current_channel() -> _Channel:
     return channel
 
 
-def _exchange(channel: _Channel, request: bytes, sequence: int) -> bytes:
-    """Send ``request`` and return the payload of the answer that carries
-    ``sequence`` (a diag message or an error message); raises OSError."""
+def _exchange(channel: _Channel, sequence: int) -> bytes:
+    """Send the channel's request and return the answer that carries
+    ``sequence`` (a diag message or an error message, its nlmsghdr
+    included); raises OSError. Called under the channel's lock."""
     sock = channel.sock or channel.open()
+    answer = channel.answer
     try:
-        sock.send(request)
+        sock.send(channel.request)
         while True:  # each recv waits at most TIMEOUT; foreign answers are dropped
-            datagram = sock.recv(_BUFFER)
+            try:
+                received = sock.recv_into(answer)
+            except BlockingIOError:  # SO_RCVTIMEO ran out
+                raise TimeoutError(f"no answer within {TIMEOUT} s: timed out") from None
             offset = 0
-            while offset + _HEADER.size <= len(datagram):
-                length, _kind, _flags, seq, _port = _HEADER.unpack_from(datagram, offset)
-                if length < _HEADER.size or offset + length > len(datagram):
+            while offset + 16 <= received:  # an nlmsghdr: length, type, flags, seq, port
+                length, seq = _LENGTH_SEQUENCE.unpack_from(answer, offset)
+                if length < 16 or offset + length > received:
                     break  # malformed: the rest of this datagram is not read
                 if seq == sequence:
-                    return datagram[offset : offset + length]
+                    return bytes(answer[offset : offset + length])
                 offset += (length + 3) & ~3
     except OSError:
         # A timeout or an error leaves answers in flight: a new socket
         # starts clean (the sequence check alone would also drop them).
         channel.close()
         raise
+
+
+def _ask(
+    source: bytes, peer_port: int, destination: bytes, local_port: int, scope: int
+) -> tuple[bytes, bool]:
+    """The kernel's answer for one client socket (see :func:`_exchange`),
+    and whether its bytes hold the asked sockid (ports and addresses);
+    raises OSError, or AttributeError where there is no AF_NETLINK."""
+    channel = _current_channel()
+    with channel.lock:
+        channel.sequence = sequence = (channel.sequence + 1) & 0xFFFFFFFF
+        _fill(channel.request, sequence, source, peer_port, destination, local_port, scope)
+        answer = _exchange(channel, sequence)
+        return answer, answer[_ANSWERED_IDS] == channel.request[_ASKED_IDS]
+
+
+def _asked_pair(
+    peer_ip: str, peer_port: int, local_ip: str, local_port: int
+) -> tuple[bytes, int, bytes, int, int]:
+    """The packed query of a 4-tuple, and its scope; raises ValueError,
+    OSError or TypeError for anything that is not a TCP address pair."""
+    (source, peer_scope), (destination, scope) = _packed(peer_ip), _packed(local_ip)
+    if len(source) != len(destination):
+        raise ValueError("an IPv4 and an IPv6 address")
+    peer_port, local_port = int(peer_port), int(local_port)
+    if not (0 < peer_port < 65536 and 0 < local_port < 65536):
+        raise ValueError("a port out of range")
+    return source, peer_port, destination, local_port, scope or peer_scope
+
+
+def _asked_text(
+    source: bytes, peer_port: int, destination: bytes, local_port: int
+) -> tuple[tuple[str, int], tuple[str, int]]:
+    return (_text(source), peer_port), (_text(destination), local_port)
 
 
 def find_client_socket(
@@ -317,22 +443,14 @@ def find_client_socket(
     IPv4 client) are asked as IPv4. Never raises for bad input or a
     failing kernel: the outcome is :data:`ERROR`."""
     try:
-        (source, peer_scope), (destination, scope) = _packed(peer_ip), _packed(local_ip)
-        if len(source) != len(destination):
-            raise ValueError("an IPv4 and an IPv6 address")
-        scope = scope or peer_scope
-        ports = (int(peer_port), int(local_port))
-        if not all(0 < port < 65536 for port in ports):
-            raise ValueError("a port out of range")
+        source, peer_port, destination, local_port, scope = _asked_pair(
+            peer_ip, peer_port, local_ip, local_port
+        )
     except (ValueError, OSError, TypeError) as error:
         return ClientSocket(ERROR, None, error=f"not a TCP address pair: {error}")
-    asked = ((_text(source), ports[0]), (_text(destination), ports[1]))
-    channel = _current_channel()
+    asked = _asked_text(source, peer_port, destination, local_port)
     try:
-        with channel.lock:
-            channel.sequence = sequence = (channel.sequence + 1) & 0xFFFFFFFF
-            message = request(sequence, source, ports[0], destination, ports[1], scope)
-            answer = _exchange(channel, message, sequence)
+        answer, _ = _ask(source, peer_port, destination, local_port, scope)
     except (OSError, AttributeError) as error:  # AttributeError: no AF_NETLINK here
         return ClientSocket(ERROR, asked, error=f"netlink: {error}")
     return _read_answer(asked, answer)
@@ -349,9 +467,7 @@ def _read_answer(asked: tuple[tuple[str, int], tuple[str, int]], answer: bytes) 
         return ClientSocket(ERROR, asked, error=f"the kernel answered {name}")
     if kind != SOCK_DIAG_BY_FAMILY or len(body) < _MESSAGE.size:
         return ClientSocket(ERROR, asked, error=f"an answer of type {kind}, {len(body)} bytes")
-    family, state, _timer, _retrans, own_port, other_port, own, other, uid, inode = (
-        _MESSAGE.unpack_from(body)
-    )
+    family, state, own_port, other_port, own, other, uid, inode = _MESSAGE.unpack_from(body)
     answered = (_answered(family, own_port, own), _answered(family, other_port, other))
     return ClientSocket(FOUND, asked, answered, state, uid, inode)
 
@@ -396,13 +512,68 @@ def judge_client_socket(found: ClientSocket) -> Verdict:
             ORPHANED,
             f"the client's socket ({state}) is held by no process: it closed at once",
         )
-    return Verdict(True, HELD, f"a socket of uid {found.uid} holds the connection ({state})")
+    return Verdict(True, HELD, _held(found.uid, found.state), PeerOwner(found.uid, found.inode))
+
+
+def _held(uid: int, state: int) -> str:
+    return f"a socket of uid {uid} holds the connection ({TCP_STATES[state]})"
 
 
 def check_client(peer_ip: str, peer_port: int, local_ip: str, local_port: int) -> Verdict:
     """:func:`judge_client_socket` of :func:`find_client_socket`: the one
-    call a front needs, with the connection's peer and local ends."""
-    return judge_client_socket(find_client_socket(peer_ip, peer_port, local_ip, local_port))
+    call a front needs, with the connection's peer and local ends.
+
+    The same verdict, for less: a grant is read straight from the answer's
+    bytes (its whole sockid equal to the asked one, in the asked family, a
+    connected state, an inode), and anything else is judged from the same
+    answer by :func:`judge_client_socket`, which says why."""
+    try:
+        source, peer_port, destination, local_port, scope = _asked_pair(
+            peer_ip, peer_port, local_ip, local_port
+        )
+    except (ValueError, OSError, TypeError) as error:
+        asked_nothing = ClientSocket(ERROR, None, error=f"not a TCP address pair: {error}")
+        return judge_client_socket(asked_nothing)
+    if peer_port != local_port or source != destination:
+        try:
+            answer, same_ids = _ask(source, peer_port, destination, local_port, scope)
+        except (OSError, AttributeError) as error:  # AttributeError: no AF_NETLINK here
+            asked = _asked_text(source, peer_port, destination, local_port)
+            return judge_client_socket(ClientSocket(ERROR, asked, error=f"netlink: {error}"))
+        # The type (little-endian u16 at 4) and the length, then the
+        # socket: the same tests as judge_client_socket's, on raw bytes.
+        if same_ids and len(answer) >= _OWNER.size and answer[4:6] == _DIAG_TYPE:
+            family, state = _FAMILY_STATE.unpack_from(answer)
+            uid, inode = _OWNER.unpack_from(answer)
+            if family == _FAMILY[len(source)] and state in CONNECTED_STATES and inode:
+                return Verdict(True, HELD, _held(uid, state), PeerOwner(uid, inode))
+    else:
+        answer = b""  # equal ends: refused whatever the kernel would say
+    asked = _asked_text(source, peer_port, destination, local_port)
+    return judge_client_socket(
+        _read_answer(asked, answer) if answer else ClientSocket(ERROR, asked)
+    )
+
+
+# A unix socket's peer --------------------------------------------------------------
+
+_PEERCRED = struct.Struct("=3i")  # struct ucred: pid, uid, gid
+
+
+def unix_peer_owner(sock: Any) -> PeerOwner | None:
+    """The process at the other end of the unix-socket connection ``sock``,
+    as ``SO_PEERCRED`` says (frozen at ``connect()``; about 1 us, no
+    privilege): its uid and pid. ``None`` for anything that is not a unix
+    socket (on a TCP socket the kernel answers uid -1 instead of an error:
+    never read there), a peer without credentials, or a failure."""
+    try:
+        if sock.family != socket.AF_UNIX:
+            return None
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        pid, uid, _gid = _PEERCRED.unpack(raw)
+    except (OSError, AttributeError, TypeError, ValueError, struct.error):
+        return None
+    return PeerOwner(uid, 0, pid) if uid >= 0 else None
 
 
 #: How :func:`available` begins its answer when the kernel was asked and
@@ -422,8 +593,13 @@ def available() -> tuple[bool, str]:
     try:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+        # A plain connect to the numeric address: no getaddrinfo, whose
+        # idna codec is imported at first use: a worker that moved to another
+        # user (gunicorn --user) may no longer be able to read it.
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            client.settimeout(TIMEOUT)
+            client.connect(listener.getsockname())
             server, _ = listener.accept()
             with server:
                 peer, local = server.getpeername(), server.getsockname()

@@ -19,11 +19,16 @@ import re
 from collections.abc import Iterable
 
 from .addresses import IPAddress, parse_ip
-from .facts import UNIX
+from .facts import UNIX, PeerOwner, RequestFacts
+from .kernel_witness import client_socket_of
+from .peer_users import user_id
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # ``UNIX`` ("unix") names a unix-socket peer in ``trusted_proxies``.
+
+#: How an entry that names a user begins: ``user:www-data``, ``user:33``.
+USER_PREFIX = "user:"
 
 _ENTRY_TYPES = (
     str,
@@ -35,10 +40,12 @@ _ENTRY_TYPES = (
 
 
 class TrustedProxies:
-    """Who may name the client: networks, and ``unix`` for a unix-socket peer.
+    """Who may name the client: networks, ``unix`` for a unix-socket peer,
+    and users whose sockets are trusted (:attr:`users`, uids).
 
     :param entries: Addresses or networks (``"127.0.0.1"``, ``"::1"``,
-        ``"10.0.0.0/8"``, ``ipaddress`` objects) and the word ``"unix"``; or
+        ``"10.0.0.0/8"``, ``ipaddress`` objects), the word ``"unix"``, and
+        ``"user:NAME"`` or ``"user:UID"`` (a name this host knows); or
         one string of them separated by commas (as in an environment
         variable). Host bits must be zero (``10.0.0.1/8`` is a typo, not a
         network) and names are refused: no DNS, ever. A network wider than
@@ -51,32 +58,37 @@ class TrustedProxies:
     a cache key. False when it trusts nobody.
     """
 
-    __slots__ = ("_hash", "networks", "unix")
+    __slots__ = ("_hash", "networks", "unix", "users")
 
     networks: frozenset[IPNetwork]
     unix: bool
+    users: frozenset[int]
     _hash: int
 
     def __init__(self, entries: str | Iterable[object] = ()) -> None:
         if isinstance(entries, str):
             entries = [part for part in (p.strip() for p in entries.split(",")) if part]
         networks: set[IPNetwork] = set()
+        users: set[int] = set()
         unix = False
         for entry in entries:
             if entry == UNIX:
                 unix = True
                 continue
+            if isinstance(entry, str) and entry.startswith(USER_PREFIX):
+                users.add(user_id(entry.removeprefix(USER_PREFIX), "trusted_proxies"))
+                continue
             if not isinstance(entry, _ENTRY_TYPES):
                 raise TypeError(
-                    f"flask_selfhost: trusted_proxies entries are addresses, networks or "
-                    f"'unix', got {entry!r}"
+                    f"flask_selfhost: trusted_proxies entries are addresses, networks, "
+                    f"'unix' or 'user:NAME', got {entry!r}"
                 )
             try:
                 network = ipaddress.ip_network(entry)
             except ValueError as error:
                 raise ValueError(
                     f"flask_selfhost: trusted_proxies entry {entry!r} is not an address, "
-                    f"a network or 'unix' ({error}){_without_port(entry)}"
+                    f"a network, 'unix' or 'user:NAME' ({error}){_without_port(entry)}"
                 ) from None
             mapped = getattr(network.network_address, "ipv4_mapped", None)
             if mapped is not None and network.prefixlen >= 96:
@@ -86,7 +98,8 @@ class TrustedProxies:
             networks.add(network)
         object.__setattr__(self, "networks", frozenset(networks))
         object.__setattr__(self, "unix", unix)
-        object.__setattr__(self, "_hash", hash((self.networks, unix)))
+        object.__setattr__(self, "users", frozenset(users))
+        object.__setattr__(self, "_hash", hash((self.networks, unix, self.users)))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("TrustedProxies is immutable")
@@ -94,16 +107,17 @@ class TrustedProxies:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TrustedProxies):
             return NotImplemented
-        return (self.networks, self.unix) == (other.networks, other.unix)
+        return (self.networks, self.unix, self.users) == (other.networks, other.unix, other.users)
 
     def __hash__(self) -> int:
         return self._hash
 
     def __bool__(self) -> bool:
-        return self.unix or bool(self.networks)
+        return self.unix or bool(self.networks) or bool(self.users)
 
     def __repr__(self) -> str:
         shown = sorted(str(n) for n in self.networks) + ([UNIX] if self.unix else [])
+        shown += [f"{USER_PREFIX}{uid}" for uid in sorted(self.users)]
         return f"TrustedProxies({', '.join(map(repr, shown))})"
 
     def trusts(self, address: IPAddress) -> bool:
@@ -149,3 +163,13 @@ def _without_port(entry: object) -> str:
 
 #: Trusts nobody: the default of ``trusted_proxies``.
 NO_PROXIES = TrustedProxies()
+
+
+def trusted_user_proxy(facts: RequestFacts, trusted: TrustedProxies) -> PeerOwner | None:
+    """The owner of the peer's socket, when ``trusted_proxies`` trusts
+    that user (``user:www-data``); ``None`` otherwise, or when no owner
+    can be known. Asks the kernel only when a user is trusted."""
+    if not trusted.users:
+        return None
+    owner = client_socket_of(facts.connection)
+    return owner if owner is not None and owner.uid in trusted.users else None

@@ -59,7 +59,7 @@ from typing import Any
 
 from .addresses import parse_ip
 from .decision import Decision
-from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, RequestFacts
+from .facts import H2C, HTTP1_VERSIONS, HTTP2_GUNICORN_ASGI, UNIX, Ends, PeerOwner, RequestFacts
 from .forwarding_syntax import (
     ASGI_CLIENT_NAMES,
     ASGI_NAMES,
@@ -121,7 +121,7 @@ NO_DEFAULTS: dict[str, Any] = {}
 NO_ADDRESSES = (
     "the server gives neither the client's nor its own address (hypercorn and daphne on a "
     "unix socket), so unix_socket_is_local cannot work there; use uvicorn --uds, or TCP "
-    "on 127.0.0.1"
+    "on 127.0.0.1 (allowed_users on a unix socket needs gunicorn, Werkzeug or waitress)"
 )
 BIND_ADDRESS = (
     "the server reports its bind address, not the connection's local address "
@@ -141,13 +141,16 @@ def scope_value(scope: Scope, key: str) -> Any:
 
 
 class ScopeConnection:
-    """:class:`~flask_selfhost.facts.Connection` from an ASGI scope."""
+    """:class:`~flask_selfhost.facts.Connection` from an ASGI scope, and the
+    server's object for the connection where one is known
+    (:func:`flask_selfhost.asgi_connection.connection_object`)."""
 
-    __slots__ = ("_client", "_server")
+    __slots__ = ("_client", "_connection", "_server")
 
-    def __init__(self, scope: Scope) -> None:
+    def __init__(self, scope: Scope, connection: object = None) -> None:
         self._server = scope_value(scope, "server")
         self._client = scope_value(scope, "client")
+        self._connection = connection
 
     def local_address(self) -> str | None:
         host = _host(self._server)
@@ -181,10 +184,13 @@ class ScopeConnection:
             if local is not None and type(client[1]) is int and type(server[1]) is int:
                 peer = _host(client)
                 if peer is not None:
-                    return Ends(peer, client[1], local, server[1])
+                    return Ends(peer, client[1], local, server[1], self._connection)
         except (TypeError, IndexError, KeyError):
             pass
         return None
+
+    def unix_peer(self) -> PeerOwner | None:
+        return None  # no ASGI server hands the app its socket
 
 
 def _host(pair: Any) -> str | None:
@@ -193,8 +199,9 @@ def _host(pair: Any) -> str | None:
     return None
 
 
-def facts_from_scope(scope: Scope) -> RequestFacts:
-    """The facts of an HTTP request or WebSocket handshake; never raises."""
+def facts_from_scope(scope: Scope, connection: object = None) -> RequestFacts:
+    """The facts of an HTTP request or WebSocket handshake; never raises.
+    ``connection``: the server's object for the connection, if known."""
     seen: dict[bytes, list[bytes | None]] = {}
     headers = scope.get("headers")
     # Headers that cannot be read may hold any header, the Host included (an
@@ -248,7 +255,7 @@ def facts_from_scope(scope: Scope) -> RequestFacts:
     relayed = not ASGI_NAMES.isdisjoint(seen)
     return RequestFacts(
         remote,
-        ScopeConnection(scope),
+        ScopeConnection(scope, connection),
         header(b"host") if readable else "",
         scheme,
         method if type(method) is str else None,
@@ -315,11 +322,11 @@ def _remote_in_headers(
     return any(parse_ip(entry) == client for entry in entries)
 
 
-def evaluate_scope(scope: Scope, options: Options) -> Decision:
+def evaluate_scope(scope: Scope, options: Options, connection: object = None) -> Decision:
     """The decision for an ASGI scope (:func:`flask_selfhost.guard.judge` of
-    its facts). An HTTP grant teaches the common path
-    (:mod:`flask_selfhost.accepted`)."""
-    facts = facts_from_scope(scope)
+    its facts; ``connection`` as in :func:`facts_from_scope`). An HTTP grant
+    teaches the common path (:mod:`flask_selfhost.accepted`)."""
+    facts = facts_from_scope(scope, connection)
     decision = judge(facts, options)
     if scope.get("type") == "http":  # remember() keeps grants only
         options.accepted.remember(facts, decision)

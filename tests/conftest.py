@@ -60,9 +60,12 @@ def made_up_connections(monkeypatch):
     for every such client; tests/test_kernel_witness.py and
     tests/test_peer_socket.py ask the real kernel about real connections."""
     from flask_selfhost import peer_socket
+    from flask_selfhost.facts import PeerOwner
 
     def vouched(peer: str, peer_port: int, local: str, local_port: int) -> peer_socket.Verdict:
-        return peer_socket.Verdict(True, peer_socket.HELD, "a connection made up by the test")
+        owner = PeerOwner(os.geteuid(), 1)
+        made_up = "a connection made up by the test"
+        return peer_socket.Verdict(True, peer_socket.HELD, made_up, owner)
 
     monkeypatch.setattr(peer_socket, "check_client", vouched)
 

@@ -30,7 +30,7 @@ FORWARDED = 'proxy_set_header Forwarded "for=$remote_addr";'
 NO_HEADERS = ""
 
 CONFIG = """\
-user root;
+user {user};
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log info;
@@ -69,11 +69,12 @@ def nginx_command(
     directory: Path,
     http: str = "",
     server: str = "",
+    user: str = "root",
 ) -> list[str]:
     """Write a configuration with ``location`` as the body of ``location /``
     (``http`` in the ``http`` block: a ``proxy_cache_path``, say; ``server``
-    as directives of the server block) into ``directory``; the command that
-    runs nginx on it, in the foreground."""
+    as directives of the server block; ``user`` running the workers) into
+    ``directory``; the command that runs nginx on it, in the foreground."""
     directory.mkdir(parents=True, exist_ok=True)
     listens = "\n".join(
         f"        listen [{host}]:{port};" if ":" in host else f"        listen {host}:{port};"
@@ -81,7 +82,9 @@ def nginx_command(
     )
     config = directory / "nginx.conf"
     config.write_text(
-        CONFIG.format(dir=directory, listens=listens, location=location, http=http, server=server)
+        CONFIG.format(
+            dir=directory, listens=listens, location=location, http=http, server=server, user=user
+        )
     )
     # -e: errors from before the config is read go to our log too, not to /var/log.
     return ["nginx", "-p", str(directory), "-c", str(config), "-e", "stderr"]
@@ -101,6 +104,7 @@ def nginx(
     wait=None,
     http: str = "",
     server: str = "",
+    user: str = "root",
 ) -> Iterator[Nginx]:
     """Run nginx listening on ``listen`` (address, port pairs), proxying to
     ``upstream`` (``http://127.0.0.1:PORT`` or ``http://unix:/path:``) with
@@ -109,10 +113,11 @@ def nginx(
     ``prefix`` runs it under another command (``ip netns exec NAME``); then
     ``wait`` (called with the process) replaces the wait for the first
     listen address, which this process cannot reach. ``http`` goes into the
-    ``http`` block, ``server`` into the server block (``underscores_in_headers on;``).
+    ``http`` block, ``server`` into the server block (``underscores_in_headers on;``);
+    ``user`` runs the workers (``www-data``, as Debian's nginx does).
     """
     location = f"proxy_pass {upstream};\n            {headers}"
-    command = nginx_command(listen, location, directory, http, server)
+    command = nginx_command(listen, location, directory, http, server, user)
     with open(directory / "stderr.log", "wb") as stderr:
         process = subprocess.Popen(
             [*prefix, *command, "-g", "daemon off;"],

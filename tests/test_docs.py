@@ -465,24 +465,30 @@ def test_nginx_block_serves_the_guarded_app(block, tmp_path):
     assert body, "an nginx block is one `location / { ... }`"
     app_port, proxy_port = free_port(), free_port()
     location = body[1].replace("127.0.0.1:8000", f"127.0.0.1:{app_port}")
-    app = "tests.nginx:guarded_app(trusted_proxies='127.0.0.1')"
+    # A block for nginx's workers as www-data goes with the guard that trusts that user.
+    user = "www-data" if '"user www-data;"' in location else "root"
+    trusted = "user:www-data" if user == "www-data" else "127.0.0.1"
+    app = f"tests.nginx:guarded_app(trusted_proxies={trusted!r})"
     args = ["-b", f"127.0.0.1:{app_port}", "--workers", "1", app]
     with (
         gunicorn(args, ("127.0.0.1", app_port), tmp_path),
-        nginx_with(location, proxy_port, tmp_path),
+        nginx_with(location, proxy_port, tmp_path, user),
     ):
         assert request("127.0.0.1", proxy_port, "/").status == 200
         # The Host line passes the browser's Host on: a rebinding name is refused.
         assert request("127.0.0.1", proxy_port, "/", headers={"Host": "evil.example"}).status == 403
+        if user == "www-data":  # this process (root) writing nginx's header is not nginx
+            forged = {"X-Forwarded-For": "127.0.0.1"}
+            assert request("127.0.0.1", app_port, "/", headers=forged).status == 403
 
 
 @contextlib.contextmanager
-def nginx_with(location: str, port: int, tmp_path: Path) -> Iterator[None]:
+def nginx_with(location: str, port: int, tmp_path: Path, user: str = "root") -> Iterator[None]:
     # tests.nginx writes `proxy_pass UPSTREAM; HEADERS`: the block's own lines
     # already hold its proxy_pass, so it is passed as the headers part.
     upstream = re.search(r"proxy_pass (\S+);", location)[1]
     headers = re.sub(r"\s*proxy_pass \S+;[^\n]*", "", location)
-    with nginx([("127.0.0.1", port)], upstream, headers, tmp_path / "nginx"):
+    with nginx([("127.0.0.1", port)], upstream, headers, tmp_path / "nginx", user=user):
         yield
 
 

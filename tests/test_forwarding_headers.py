@@ -227,12 +227,16 @@ MADE_UP_KEY = "HTTP_X_MADE_UP_CLIENT"
 #: Run on the changed copy: every front's answer to a request carrying MADE_UP.
 ON_THE_COPY = f"""
 import json
+import os
 import flask_selfhost
 from flask_selfhost import peer_socket
 
 # Scopes written by hand name connections that do not exist: the kernel
 # vouches for them here, as tests/conftest.py's made_up_connections does.
-peer_socket.check_client = lambda *ends: peer_socket.Verdict(True, peer_socket.HELD, "made up")
+from flask_selfhost.facts import PeerOwner
+peer_socket.check_client = lambda peer, peer_port, local, local_port: peer_socket.Verdict(
+    True, peer_socket.HELD, "", PeerOwner(os.geteuid(), 1)
+)
 from flask_selfhost.forwarding_syntax import ENVIRON_KEYS
 from tests.forwarding_fronts import FRONTS, REMEMBERING_FRONTS, outcome
 

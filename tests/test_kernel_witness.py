@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from flask_selfhost import SelfHostMiddleware, kernel_witness, peer_socket
 from flask_selfhost.decision import KERNEL
-from flask_selfhost.facts import Ends
+from flask_selfhost.facts import Ends, PeerOwner
 from flask_selfhost.options import Options
 
 from .nat_rules import (
@@ -294,7 +295,7 @@ def test_a_connection_is_asked_about_once_and_remembered_on_its_socket(monkeypat
         asked.append(ends)
         return real(*ends)
 
-    kernel_witness.verdict_for(Ends("127.0.0.1", 1, "127.0.0.1", 2), False)  # probed before
+    kernel_witness.ask_kernel(Ends("127.0.0.1", 1, "127.0.0.1", 2), False)  # probed before
     monkeypatch.setattr(peer_socket, "check_client", counting)
     app = SelfHostMiddleware(lambda e, s: s("200 OK", []) or [b""])
     listener, client, accepted = loopback_pair()
@@ -302,6 +303,10 @@ def test_a_connection_is_asked_about_once_and_remembered_on_its_socket(monkeypat
         for _ in range(3):  # the first takes the full rules, the rest the fast path
             assert answer(app, environ_of(accepted)).startswith("200")
         assert len(asked) == 1 and id(accepted) in kernel_witness.witnessed_connections
+        # The kernel's answer is kept with it: the client's socket, its owner and inode.
+        owner = kernel_witness.witnessed_connections[id(accepted)][1]
+        inode = os.fstat(client.fileno()).st_ino
+        assert owner == PeerOwner(os.geteuid(), inode)
         # Another connection from the same address is asked about again.
         _, client2, accepted2 = other = loopback_pair()
         with other[0], client2, accepted2:
@@ -318,8 +323,8 @@ def test_a_made_up_connection_is_refused_on_the_fast_path_too(logged):
     with listener, client, accepted:
         assert answer(app, environ_of(accepted)).startswith("200")  # primes the memory
     fake = Ends("127.0.0.1", 1, "127.0.0.1", 2)  # no socket has these ends
-    assert kernel_witness.ends_witnessed(fake, required=False) is False
-    verdict = kernel_witness.verdict_for(fake, required=False)
+    assert kernel_witness.ends_witnessed(fake, required=False) == (False, None)
+    verdict = kernel_witness.ask_kernel(fake, required=False)[0]
     assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND
 
 
@@ -353,7 +358,7 @@ def test_the_options_are_checked():
 def test_the_memory_goes_with_the_socket_object():
     listener, client, accepted = loopback_pair()
     with listener, client:
-        kernel_witness.remember_connection(accepted)
+        kernel_witness.remember_connection(accepted, PeerOwner(os.geteuid(), 1))
         key = id(accepted)
         assert key in kernel_witness.witnessed_connections
         accepted.close()
@@ -383,6 +388,11 @@ def test_the_doctor_says_whether_the_witness_works_and_what_it_would_refuse():
         assert "check_client_socket=False" in findings[0].message
         findings, works = witness_findings(Options(), port, ["granian --interface wsgi app:app"])
         assert not works and findings[0].details == {"servers": ["granian"]}
+        findings, works = witness_findings(Options(), port, ["hypercorn app:app"])
+        assert works and findings[0].details == {"asked_per_request": ["hypercorn"]}
+        assert "asks for every request" in findings[0].message
+        findings, works = witness_findings(Options(), port, ["uvicorn app:app"])
+        assert works and "once per connection" in findings[0].message
 
 
 def test_a_probe_that_cannot_be_built_does_not_turn_the_witness_off(monkeypatch, logged):
@@ -392,7 +402,239 @@ def test_a_probe_that_cannot_be_built_does_not_turn_the_witness_off(monkeypatch,
     monkeypatch.setattr(kernel_witness, "usable", True)
     monkeypatch.setattr(peer_socket, "available", lambda: (False, "no loopback connection: EMFILE"))
     fake = Ends("127.0.0.1", 1, "127.0.0.1", 2)
-    verdict = kernel_witness.verdict_for(fake, required=False)
+    verdict = kernel_witness.ask_kernel(fake, required=False)[0]
     assert verdict is not None and verdict.reason == peer_socket.NOT_FOUND  # still asked
     assert kernel_witness.usable and not kernel_witness._probed
     assert "cannot be asked" not in logged()
+
+
+# ASGI: one query per connection where the server keeps one ---------------------------
+
+#: An ASGI app that answers with how many times this process asked the
+#: kernel about clients of its port (the start-up probe asks about its own).
+_COUNTING_APP = """
+from flask_selfhost import peer_socket
+from flask_selfhost.asgi import SelfHostASGIMiddleware
+
+asked = []
+real = peer_socket.check_client
+
+
+def counting(*ends):
+    asked.append(ends[3])
+    return real(*ends)
+
+
+peer_socket.check_client = counting
+
+
+async def queries(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    body = str(asked.count(scope["server"][1])).encode()
+    await send({"type": "http.response.body", "body": body})
+
+
+app = SelfHostASGIMiddleware(queries)
+"""
+
+#: name: (the command for a port, the queries counted for three requests on
+#: one connection and one on the next). uvicorn's connection object is its
+#: transport: asked once per connection. hypercorn and daphne name none:
+#: asked per request. granian gives its ports as strings: its scope
+#: witnesses no 4-tuple, and the kernel is never asked (the log says so).
+ASGI_COUNTS = {
+    "uvicorn h11": (
+        lambda port: [
+            *(sys.executable, "-m", "uvicorn", "--http", "h11", "--no-proxy-headers"),
+            *("--port", str(port), "--log-level", "warning", "counting:app"),
+        ],
+        [1, 1, 1, 2],
+    ),
+    "uvicorn httptools": (
+        lambda port: [
+            *(sys.executable, "-m", "uvicorn", "--http", "httptools", "--no-proxy-headers"),
+            *("--port", str(port), "--log-level", "warning", "counting:app"),
+        ],
+        [1, 1, 1, 2],
+    ),
+    "hypercorn": (
+        lambda port: [sys.executable, "-m", "hypercorn", "-b", f"127.0.0.1:{port}", "counting:app"],
+        [1, 2, 3, 4],
+    ),
+    "daphne": (
+        lambda port: [
+            *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "counting:app")
+        ],
+        [1, 2, 3, 4],
+    ),
+    "granian": (
+        lambda port: [
+            *(sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1"),
+            *("--port", str(port), "counting:app"),
+        ],
+        [0, 0, 0, 0],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", list(ASGI_COUNTS))
+def test_asgi_servers_ask_once_per_connection_where_they_keep_one(server, tmp_path):
+    import http.client
+
+    from .servers import free_port, server_process
+
+    for module in server.split():  # httptools: uvicorn[standard] installs it
+        pytest.importorskip(module, reason=f"needs {module}")
+    command, expected = ASGI_COUNTS[server]
+    (tmp_path / "counting.py").write_text(_COUNTING_APP)
+    port = free_port()
+    paths = [str(tmp_path), str(Path(__file__).resolve().parent.parent), *sys.path]
+    env = {"PYTHONPATH": ":".join(paths)}
+    with server_process(command(port), ("127.0.0.1", port), tmp_path, env=env, cwd=tmp_path):
+        counts = []
+        for requests in (3, 1):  # three on one keep-alive connection, then a new one
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            for _ in range(requests):
+                connection.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
+                response = connection.getresponse()
+                assert response.status == 200
+                counts.append(int(response.read()))
+            connection.close()
+    assert counts == expected
+
+
+class _Transport:
+    """Stands for uvicorn's asyncio transport: its ends, as asyncio keeps them."""
+
+    def __init__(self, peer: tuple, local: tuple) -> None:
+        self.extra = {"peername": peer, "sockname": local}
+
+    def get_extra_info(self, name: str) -> object:
+        return self.extra.get(name)
+
+
+def test_uvicorns_connection_is_its_transport_while_the_scope_names_its_ends():
+    import asyncio
+
+    from flask_selfhost.asgi_connection import connection_object
+
+    h11_impl = pytest.importorskip("uvicorn.protocols.http.h11_impl")
+    cycle = object.__new__(h11_impl.RequestResponseCycle)
+    cycle.transport = transport = _Transport(("127.0.0.1", 40000), ("127.0.0.1", 8000))
+    scope = {"client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    assert connection_object(scope, cycle.receive) is transport
+    # A proxy-headers middleware rewrote the client: not the connection's verdict.
+    assert connection_object({**scope, "client": ("127.0.0.1", 0)}, cycle.receive) is None
+    # A class that only bears the name, a queue's get (hypercorn, daphne), anything else.
+    lookalike = type("RequestResponseCycle", (), {"receive": lambda self: None})
+    lookalike.__module__ = h11_impl.__name__
+    impostor = lookalike()
+    impostor.transport = transport  # type: ignore[attr-defined]
+    assert connection_object(scope, impostor.receive) is None
+    assert connection_object(scope, asyncio.Queue().get) is None
+    assert connection_object(scope, None) is None
+
+
+def test_a_freed_connection_object_hands_its_grant_to_no_object_that_reuses_its_id():
+    first = _Transport(("127.0.0.1", 40000), ("127.0.0.1", 8000))
+    kernel_witness.remember_connection(first, PeerOwner(os.geteuid(), 1))
+    key = id(first)
+    assert key in kernel_witness.witnessed_connections
+    del first  # freed: its weak reference's callback forgets it
+    assert key not in kernel_witness.witnessed_connections
+    later = [_Transport(("127.0.0.1", 40001), ("127.0.0.1", 8000)) for _ in range(100)]
+    reused = [transport for transport in later if id(transport) == key]
+    assert reused, "CPython reuses a freed object's memory for the next of its size"
+    assert (
+        kernel_witness.ends_witnessed(
+            Ends("127.0.0.1", 1, "127.0.0.1", 2, reused[0]), required=False
+        )[0]
+        is False
+    )  # asked, and no socket has these ends
+
+
+# AF_NETLINK refused by a real seccomp filter ------------------------------------------
+
+#: Runs ``python ARGS...`` under a seccomp filter that fails
+#: ``socket(AF_NETLINK, ...)`` with EAFNOSUPPORT, as a sandbox does
+#: (systemd's ``RestrictAddressFamilies`` installs the same kind of filter).
+#: libseccomp through ctypes; the filter outlives the exec.
+_NO_NETLINK = r"""
+import ctypes, errno, os, socket, sys
+
+class Compare(ctypes.Structure):  # struct scmp_arg_cmp
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+seccomp = ctypes.CDLL("libseccomp.so.2")
+seccomp.seccomp_init.restype = ctypes.c_void_p
+seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+seccomp.seccomp_rule_add_array.argtypes = [
+    ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(Compare)
+]
+seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+SCMP_ACT_ALLOW, SCMP_CMP_EQ = 0x7FFF0000, 4
+refuse = 0x00050000 | errno.EAFNOSUPPORT  # SCMP_ACT_ERRNO(EAFNOSUPPORT)
+context = seccomp.seccomp_init(SCMP_ACT_ALLOW)
+number = seccomp.seccomp_syscall_resolve_name(b"socket")
+first_argument = Compare(0, SCMP_CMP_EQ, socket.AF_NETLINK, 0)
+assert seccomp.seccomp_rule_add_array(context, refuse, number, 1, ctypes.byref(first_argument)) == 0
+assert seccomp.seccomp_load(context) == 0
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+
+_SANDBOXED_APPS = """
+from flask_selfhost import SelfHostMiddleware, peer_socket
+
+
+def report(environ, start_response):
+    start_response("200 OK", [])
+    return [repr(peer_socket.available()).encode()]
+
+
+going_on = SelfHostMiddleware(report)
+required = SelfHostMiddleware(report, require_client_socket=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("app", ["going_on", "required"])
+def test_a_seccomp_filter_that_refuses_af_netlink_is_said_once(app, tmp_path):
+    """Where the sandbox refuses netlink, the first request finds out, the
+    log says so once, and the guard goes on without the witness (the
+    default) or refuses every client (require_client_socket)."""
+    import ctypes.util
+    import http.client
+
+    from .servers import free_port, server_process
+
+    if ctypes.util.find_library("seccomp") is None:
+        pytest.skip("needs libseccomp2 (a Debian package every system has)")
+    (tmp_path / "sandboxed.py").write_text(_SANDBOXED_APPS)
+    port = free_port()
+    command = [sys.executable, "-c", _NO_NETLINK, "-m", "gunicorn", "--no-control-socket"]
+    command += ["-w", "1", "-b", f"127.0.0.1:{port}", f"sandboxed:{app}"]
+    paths = [str(tmp_path), str(Path(__file__).resolve().parent.parent), *sys.path]
+    env = {"PYTHONPATH": ":".join(paths)}
+    with server_process(command, ("127.0.0.1", port), tmp_path, env=env, cwd=tmp_path):
+        answers = []
+        for _ in range(2):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
+            response = connection.getresponse()
+            answers.append((response.status, response.read().decode()))
+            connection.close()
+    log = logs_in(tmp_path)
+    said = [line for line in log.splitlines() if "flask_selfhost: the kernel cannot" in line]
+    assert len(said) == 1 and "Address family not supported" in said[0], log
+    if app == "going_on":
+        assert "the guard goes on without that witness" in said[0]
+        for status, body in answers:  # the app runs in the sandbox too: netlink refused
+            assert status == 200 and body.startswith("(False, 'netlink sock_diag does not"), body
+    else:
+        assert "every client on this host is refused" in said[0]
+        assert [status for status, _ in answers] == [403, 403], answers
+        assert f"rule={KERNEL}" in last_refusal(tmp_path), log

@@ -28,7 +28,7 @@ from .apps import APACHE
 from .servers import ROOT, free_port, request, server_process
 
 BIN = Path(sys.executable).parent  # this venv's scripts: gunicorn, uvicorn, flask...
-FIELDS = ["selfhost", "method", "path", "remote", "local", "rule", "reason"]
+FIELDS = ["selfhost", "method", "path", "remote", "local", "peer_uid", "rule", "reason"]
 
 # The line, read back ---------------------------------------------------------
 

@@ -363,7 +363,7 @@ def test_no_answer_refuses_within_the_timeout_and_the_next_query_works():
         channel = peer_socket._current_channel()
         silent, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         with other:
-            silent.settimeout(peer_socket.TIMEOUT)
+            peer_socket.bound_in_time(silent)  # as the netlink socket is
             channel.close()
             channel.sock = silent
             started = time.monotonic()
@@ -757,10 +757,22 @@ def test_the_benchmark_runs_and_prints_every_figure():
     )
     assert done.returncode == 0, done.stderr
     assert "10 extra loopback sockets" in done.stdout
-    for figure in ("shared under a lock", "one per thread", "new netlink socket", "/proc/net/tcp"):
+    for figure in (
+        "check_client (the guard's call)",
+        "shared under a lock",
+        "one per thread",
+        "new netlink socket",
+        "/proc/net/tcp",
+    ):
         assert figure in done.stdout
-    for figure in ("WSGI, a new connection", "WSGI, a keep-alive request", "ASGI, every request"):
-        assert figure in done.stdout
+    for figure in (
+        "WSGI, a new connection",
+        "WSGI, a keep-alive request",
+        "ASGI, a scope only",
+        "ASGI under uvicorn, keep-alive",
+    ):
+        assert done.stdout.count(figure) == 2  # the witness, then allowed_users
+    assert "with allowed_users=['self'] and without" in done.stdout
     if shutil.which("ab"):
         assert "gunicorn sync, a new connection per request" in done.stdout
         assert "uvicorn, keep-alive" in done.stdout

@@ -257,6 +257,8 @@ options_choices = st.sampled_from(
         Options(trusted_proxies=["127.0.0.1"]),
         Options(allowed_hosts=["evil.example"]),
         Options(trusted_origins=["http://evil.example"]),
+        Options(allowed_users=["self"]),
+        Options(trusted_proxies=["user:root"]),
     ]
 )
 

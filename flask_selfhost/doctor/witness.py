@@ -19,6 +19,11 @@ ESTABLISHED = "01"
 TOPIC = "witness"
 #: Servers that do not tell the app which addresses and ports a connection joins.
 UNWITNESSING = ("granian", "bjoern", "mod_wsgi", "uwsgi")
+#: ASGI servers that name no object for the connection
+#: (:mod:`flask_selfhost.asgi_connection`): the kernel is asked per request.
+#: Every other server that witnesses both ends (the WSGI servers' accepted
+#: socket, uvicorn's transport) is asked once per connection.
+ASKED_PER_REQUEST = ("hypercorn", "daphne")
 
 
 def parse_connections(text: str) -> list[Ends]:
@@ -132,13 +137,23 @@ def witness_findings(
                 {"servers": unwitnessing},
             )
         ], False
+    per_request = sorted(
+        {name for name in ASKED_PER_REQUEST for command in commands if name in command.lower()}
+    )
+    how_often = (
+        f" Under {', '.join(per_request)} it asks for every request (no connection "
+        "object to remember the answer on); elsewhere once per connection."
+        if per_request
+        else " It asks once per connection (per request under hypercorn and daphne)."
+    )
     findings = [
         Finding(
             OK,
             TOPIC,
             "the app's guard asks the kernel for each local client's "
             "socket (check_client_socket), and netlink answers here: clients that "
-            "NAT on this host disguises as local are refused.",
+            "NAT on this host disguises as local are refused." + how_often,
+            {"asked_per_request": per_request} if per_request else {},
         )
     ]
     if port is not None:
