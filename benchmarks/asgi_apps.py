@@ -8,6 +8,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
+from browser_request import asgi_headers  # beside this script
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -27,16 +28,16 @@ class PassThrough:
         await self.app(scope, receive, send)
 
 
-def starlette_hello(guarded: bool, middleware: type | None = None) -> Starlette:
+def starlette_hello(guarded: bool, middleware: type | None = None, **options: object) -> Starlette:
     """The hello app; with ``guarded``, SelfHostASGIMiddleware added, as the
-    docs show (or ``middleware`` in its place)."""
+    docs show (or ``middleware`` in its place), with ``options``."""
 
     async def hello(request):  # type: ignore[no-untyped-def]
         return PlainTextResponse("Hello, World!")
 
     app = Starlette(routes=[Route("/", hello)])
     if guarded:
-        app.add_middleware(middleware or SelfHostASGIMiddleware)
+        app.add_middleware(middleware or SelfHostASGIMiddleware, **options)
     return app
 
 
@@ -64,23 +65,11 @@ def uvicorn_like_scope() -> dict:
 
 
 def browser_like_scope() -> dict:
-    """The same, for a browser's navigation to the page: the headers Chromium
-    sends (``Sec-Fetch-*`` among them), which take the full rules, whose grant
-    adds ``Vary`` to the answer."""
+    """The same, for a browser's request: Chrome's same-origin ``fetch()``
+    (:mod:`browser_request`), whose ``Origin`` and ``Sec-Fetch-*`` the
+    cross-site rule reads, and whose grant adds ``Vary`` to the answer."""
     scope = uvicorn_like_scope()
-    scope["headers"] = [
-        (b"host", b"127.0.0.1:8000"),
-        (b"connection", b"keep-alive"),
-        (b"upgrade-insecure-requests", b"1"),
-        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0 Safari/537.36"),
-        (b"accept", b"text/html,application/xhtml+xml,*/*;q=0.8"),
-        (b"sec-fetch-site", b"none"),
-        (b"sec-fetch-mode", b"navigate"),
-        (b"sec-fetch-user", b"?1"),
-        (b"sec-fetch-dest", b"document"),
-        (b"accept-encoding", b"gzip, deflate, br"),
-        (b"accept-language", b"en-US,en;q=0.9"),
-    ]
+    scope["headers"] = asgi_headers()
     return scope
 
 

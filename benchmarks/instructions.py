@@ -9,18 +9,29 @@ commit, say), in the same run, so that before and after sit side by side.
 
 Times on a shared 2-core machine wander by a few percent from run to run;
 callgrind's instruction counts repeat exactly. Each variant serves N and then
-N + EXTRA Flask hello-world requests (the same loop as overhead.py) under
-callgrind; the difference divided by EXTRA is the cost of one request,
-start-up excluded. Printed side by side: bare Flask, Flask with SelfHost,
-a trivial WSGI app bare and behind SelfHostMiddleware (beside two floors
-under it, from benchmarks/wsgi_floors.py: a closure that only calls the app,
-and the same after the common path's absence tests), and a Starlette hello
-app bare and with SelfHostASGIMiddleware (served by an asyncio loop, as
-uvicorn would call it, with its ``receive`` on a real loopback connection,
-without the server), beside the same app with a
-middleware that only awaits the app: the floor under any ASGI guard; then
-the same app for a browser's navigation (``Sec-Fetch-*``: the full rules,
-and ``Vary`` added to the answer).
+N + EXTRA requests under callgrind; the difference divided by EXTRA is the
+cost of one request, start-up excluded.
+
+Two requests, side by side for each app: curl's (a loopback client, Host,
+User-Agent, Accept) and a browser's (Chrome's same-origin ``fetch()``, fifteen
+headers with ``Origin`` and ``Sec-Fetch-*``: benchmarks/browser_request.py).
+Three apps: a trivial WSGI app bare and behind SelfHostMiddleware, beside two
+floors under it (benchmarks/wsgi_floors.py: a closure that only calls the
+app, and the same after the common path's absence tests); a Flask hello app
+bare and with SelfHost; a Starlette hello app (served by an asyncio loop, as
+uvicorn would call it, with uvicorn's ``receive`` on a real loopback
+connection, without the server) bare and with
+SelfHostASGIMiddleware, beside its peers: Starlette's TrustedHostMiddleware
+(checks the Host only), uvicorn's ProxyHeadersMiddleware (checks nothing for
+a client with no forwarding header) and a middleware that only awaits the
+app (the floor under any ASGI guard).
+
+The WSGI requests arrive on a real kept-alive loopback connection (a socket
+accepted from a listener, as gunicorn's), so the kernel witness asks about
+its client once and remembers the answer on the socket; the ASGI guard
+finds the connection by uvicorn's ``receive`` and does the same. The
+Starlette rows show the guard with that witness and without it
+(``check_client_socket=False``), the witness's cost being the difference.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -44,31 +56,45 @@ from wsgi_floors import absent_keys  # noqa: E402  (beside this script)
 LOOP = r"""
 import io, sys
 sys.path[:0] = [{package!r}, {here!r}]
-from overhead import gunicorn_like_environ, start_response, trivial_app
-from flask import Flask
-from flask_selfhost import SelfHost, SelfHostMiddleware
 variant, count = sys.argv[1], int(sys.argv[2])
-if variant.startswith("starlette"):
+app_name, guard, request = variant.split(":")
+import gc
+if app_name == "starlette":
     import asyncio
     from asgi_apps import PassThrough, serve, starlette_hello
-    import gc
-    guarded = variant.endswith("guarded")
-    app = starlette_hello(guarded or "pass" in variant, PassThrough if "pass" in variant else None)
+    if guard == "bare":
+        app = starlette_hello(False)
+    elif guard == "guarded":
+        app = starlette_hello(True)
+    elif guard == "unwitnessed":
+        app = starlette_hello(True, check_client_socket=False)
+    elif guard == "pass-through":
+        app = starlette_hello(True, PassThrough)
+    elif guard == "trustedhost":
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+        app = starlette_hello(True, TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
+    elif guard == "proxyheaders":
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+        app = starlette_hello(True, ProxyHeadersMiddleware)
     gc.collect()
     gc.disable()
-    asyncio.run(serve(app, count, "browser" in variant))
+    asyncio.run(serve(app, count, request == "browser"))
     raise SystemExit
-if variant.startswith("flask"):
+from overhead import gunicorn_like_environ, start_response, trivial_app
+from browser_request import environ_headers
+from flask import Flask
+from flask_selfhost import SelfHost, SelfHostMiddleware
+if app_name == "flask":
     flask_app = Flask("bench")
     flask_app.get("/")(lambda: "Hello, World!")
-    if variant == "flask guarded":
+    if guard == "guarded":
         SelfHost(flask_app)
     app = flask_app.wsgi_app
-elif variant in ("wsgi pass-through", "wsgi absence tests"):
+elif guard in ("pass-through", "absence tests"):
     from wsgi_floors import pass_through, with_absence_tests
-    app = (pass_through if variant == "wsgi pass-through" else with_absence_tests)(trivial_app)
+    app = (pass_through if guard == "pass-through" else with_absence_tests)(trivial_app)
 else:
-    app = SelfHostMiddleware(trivial_app) if variant == "wsgi guarded" else trivial_app
+    app = SelfHostMiddleware(trivial_app) if guard == "guarded" else trivial_app
 # A real loopback connection, as gunicorn's socket: the guard asks the
 # kernel for its client once, on the first request, and remembers it.
 import socket
@@ -76,11 +102,13 @@ listener = socket.create_server(("127.0.0.1", 0))
 client = socket.create_connection(listener.getsockname())
 accepted, _ = listener.accept()
 environ = gunicorn_like_environ("127.0.0.1", accepted)
+if request == "browser":
+    environ = {{key: value for key, value in environ.items() if not key.startswith("HTTP_")}}
+    environ.update(environ_headers())
 # The cyclic collector runs after a count of allocations, so its passes fall
 # on different requests in different runs: thousands of instructions of
 # noise on a Flask request. Requests here make no cycles; collect now, then
 # leave it off.
-import gc
 gc.collect()
 gc.disable()
 for _ in range(count):
@@ -127,49 +155,77 @@ def per_request(variant: str, package: Path = ROOT) -> float:
     return (instructions(variant, BASE + EXTRA, package, CALLGRIND) - before) / EXTRA
 
 
+#: Per app: its name, and the variants beside bare (variant, label, of the
+#: guard under test: also measured with --compare's checkout).
+APPS: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {
+    "wsgi": (
+        "trivial WSGI app",
+        [
+            ("guarded", "SelfHostMiddleware", True),
+            ("pass-through", "closure calling the app (a floor)", False),
+            ("absence tests", f"+ {len(absent_keys())} absence tests (a floor)", False),
+        ],
+    ),
+    "flask": ("Flask hello world", [("guarded", "SelfHost", True)]),
+    "starlette": (
+        "Starlette hello (ASGI)",
+        [
+            ("guarded", "SelfHostASGIMiddleware", True),
+            ("unwitnessed", "the same, check_client_socket=False", True),
+            ("trustedhost", "Starlette TrustedHostMiddleware", False),
+            ("proxyheaders", "uvicorn ProxyHeadersMiddleware", False),
+            ("pass-through", "middleware awaiting the app (floor)", False),
+        ],
+    ),
+}
+REQUESTS = {"curl": "curl-like", "browser": "browser-like"}
+
+
 def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("needs valgrind (apt-get install valgrind)")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--compare", type=Path, help="another checkout, measured alongside")
-    compare = parser.parse_args().compare
-    trees = [("this checkout", ROOT)] + ([(f"{compare}", compare.resolve())] if compare else [])
-    print(f"instructions per request (callgrind, {EXTRA} requests after {BASE})\n")
-    print(f"{'':24s} {'':>14s} {'bare':>10s} {'guarded':>10s} {'added':>8s} {'ratio':>7s}")
-    labels = {
-        "wsgi": "trivial WSGI app",
-        "flask": "Flask hello world",
-        "starlette": "Starlette hello (ASGI)",
-        "starlette browser": "  a browser's request",
-    }
-    for name, label in labels.items():
-        bare = per_request(f"{name} bare")
-        for tree, package in trees:
-            has_asgi = (package / "flask_selfhost" / "asgi.py").exists()
-            if name.startswith("starlette") and not has_asgi:
-                print(f"{label:24s} {tree[-14:]:>14s} {bare:10.0f}  (no ASGI front there)")
-                continue
-            guarded = per_request(f"{name} guarded", package)
-            print(
-                f"{label:24s} {tree[-14:]:>14s} {bare:10.0f} {guarded:10.0f} "
-                f"{guarded - bare:8.0f} {guarded / bare:7.3f}"
-            )
-        if name == "wsgi":  # the floors: a closure that only calls the app; plus the tests
-            for variant, row in (
-                ("wsgi pass-through", "  pass-through closure"),
-                ("wsgi absence tests", f"  + {len(absent_keys())} absence tests"),
-            ):
-                floor = per_request(variant)
-                print(
-                    f"{row:24s} {'(a floor)':>14s} {bare:10.0f} "
-                    f"{floor:10.0f} {floor - bare:8.0f} {floor / bare:7.3f}"
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="variants measured at once (counts do not change)"
+    )
+    arguments = parser.parse_args()
+    compare = arguments.compare
+    trees = [("", ROOT)] + ([(str(compare), compare.resolve())] if compare else [])
+    jobs: dict[tuple[str, Path], Future[float]] = {}
+    with ThreadPoolExecutor(arguments.jobs) as pool:
+        for app, (_, variants) in APPS.items():
+            for request in REQUESTS:
+                jobs[f"{app}:bare:{request}", ROOT] = pool.submit(
+                    per_request, f"{app}:bare:{request}"
                 )
-        if name == "starlette":  # the floor: a middleware that only awaits the app
-            floor = per_request("starlette pass-through")
-            print(
-                f"{'  pass-through middleware':24s} {'(the floor)':>14s} {bare:10.0f} "
-                f"{floor:10.0f} {floor - bare:8.0f} {floor / bare:7.3f}"
-            )
+                for guard, _, ours in variants:
+                    for _, package in trees if ours else trees[:1]:
+                        variant = f"{app}:{guard}:{request}"
+                        jobs[variant, package] = pool.submit(per_request, variant, package)
+    print(f"instructions per request (callgrind, {EXTRA} requests after {BASE})\n")
+    print(f"{'':24s} {'':13s} {'':38s} {'bare':>8s} {'with it':>8s} {'added':>8s} {'ratio':>6s}")
+    for app, (title, variants) in APPS.items():
+        for request, request_label in REQUESTS.items():
+            bare = jobs[f"{app}:bare:{request}", ROOT].result()
+            for guard, label, ours in variants:
+                for tree, package in trees if ours else trees[:1]:
+                    measured = jobs[f"{app}:{guard}:{request}", package].result()
+                    name = f"{label} ({tree[-12:]})" if tree else label
+                    print(
+                        f"{title:24s} {request_label:13s} {name:38s} {bare:8.0f} "
+                        f"{measured:8.0f} {measured - bare:+8.0f} {measured / bare:6.3f}"
+                    )
+            if app == "starlette":
+                witness = (
+                    jobs[f"{app}:guarded:{request}", ROOT].result()
+                    - jobs[f"{app}:unwitnessed:{request}", ROOT].result()
+                )
+                print(
+                    f"{title:24s} {request_label:13s} {'the kernel witness, per request':38s} "
+                    f"{'':8s} {'':8s} {witness:+8.0f}"
+                )
+        print()
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 - :func:`pass_through`: a closure that only calls the app, the floor under
   any WSGI middleware.
-- :func:`with_absence_tests`: the same, after the ``"KEY" not in environ``
-  tests of SelfHostMiddleware's common path, written out as it writes them.
-  The keys are read from that path's source, so the two cannot drift apart.
-  Each test is there for a rule (a forwarding header, a browser's header, a
-  PROXY or HTTP/2 mark); what the guard adds above this row is the two
-  memory lookups and the DEBUG check.
+- :func:`with_absence_tests`: the same, after the ``"KEY" in environ`` and
+  ``"KEY" not in environ`` tests of SelfHostMiddleware's common path,
+  written out as it writes them. The keys are read from that path's source,
+  so the two cannot drift apart. Each test is there for a rule (a browser's
+  header, a forwarding header, a PROXY mark); what the guard adds above
+  this row is the memory lookups, the HTTP/1.1 check, the witness's lookup
+  and the DEBUG check.
 """
 
 from __future__ import annotations
@@ -18,16 +19,22 @@ import inspect
 from flask_selfhost import middleware
 
 
-def absent_keys() -> list[str]:
-    """The environ keys whose absence the WSGI common path tests."""
+def tested_keys(test: type[ast.cmpop]) -> list[str]:
+    """The environ keys that the WSGI common path tests with ``test``
+    (``ast.In`` or ``ast.NotIn``)."""
     tree = ast.parse(inspect.getsource(middleware.guard_wsgi_app).lstrip())
     return [
         node.left.value
         for node in ast.walk(tree)
         if isinstance(node, ast.Compare)
-        and isinstance(node.ops[0], ast.NotIn)
+        and isinstance(node.ops[0], test)
         and isinstance(node.left, ast.Constant)
     ]
+
+
+def absent_keys() -> list[str]:
+    """Every environ key whose presence the WSGI common path tests."""
+    return tested_keys(ast.In) + tested_keys(ast.NotIn)
 
 
 def pass_through(app):  # type: ignore[no-untyped-def]
@@ -40,7 +47,9 @@ def pass_through(app):  # type: ignore[no-untyped-def]
 def with_absence_tests(app):  # type: ignore[no-untyped-def]
     # Generated, because a loop over the keys costs more per key than the
     # guard's written-out chain (measured: any(map(...)) and set operations).
-    tests = " and ".join(f"{key!r} not in environ" for key in absent_keys())
+    browser = " or ".join(f"{key!r} in environ" for key in tested_keys(ast.In))
+    absent = " and ".join(f"{key!r} not in environ" for key in tested_keys(ast.NotIn))
+    tests = f"not ({browser}) and {absent}"
     source = (
         "def make(app):\n"
         "    def tested(environ, start_response):\n"

@@ -17,9 +17,11 @@ The scope is read by :mod:`flask_selfhost.scope` (what each ASGI server
 puts there, and what the guard makes of it), and every answer of the guard's
 own comes from :mod:`flask_selfhost.respond`. Here:
 
-- the common request (HTTP/1.1, no header any rule reads but one Host) is
-  answered from what the full rules granted before
-  (:mod:`flask_selfhost.accepted`), as the WSGI fronts do;
+- the common requests (HTTP/1.1 from a loopback client, no forwarding
+  header: curl's, with one Host, and a browser's from the app's own pages,
+  with one Host, ``Origin`` and ``Sec-Fetch-*``) are answered from what the
+  full rules granted before (:mod:`flask_selfhost.accepted`), as the WSGI
+  fronts do;
 - everything else is judged; a grant's headers (``Vary``, CORS) are added
   to the app's answer, and a granted CORS preflight is answered here;
 - a refused WebSocket handshake gets an HTTP 403 where the server supports
@@ -40,16 +42,26 @@ from typing import Any
 
 from .asgi_connection import connection_object, scope_witnessed
 from .asgi_routes import starlette_exempt_app
+from .decision import PREFLIGHT
 from .exempt import allow_remote
 from .kernel_witness import client_socket_of
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
-from .scope import ASGIApp, Receive, Scope, ScopeConnection, Send, evaluate_scope
+from .scope import (
+    JUDGED_HEADERS,
+    ASGIApp,
+    Receive,
+    Scope,
+    ScopeConnection,
+    Send,
+    evaluate_scope,
+)
 
-#: Request headers that no rule reads (lowercase, as ASGI requires). The
-#: common path takes a request only when every header but one Host is one of
-#: these: any other name, in any case, goes to the full rules.
+#: Request headers that no rule reads (lowercase, as ASGI requires), which
+#: browsers and clients send: the common path passes them at the cost of one
+#: lookup. Any other name costs a ``lower()`` more, and goes to the full rules
+#: when that is one the rules read (:data:`~flask_selfhost.scope.JUDGED_HEADERS`).
 UNJUDGED_HEADERS = frozenset(
     {
         b"accept",
@@ -68,9 +80,14 @@ UNJUDGED_HEADERS = frozenset(
         b"priority",
         b"range",
         b"referer",
+        b"sec-ch-ua",
+        b"sec-ch-ua-mobile",
+        b"sec-ch-ua-platform",
+        b"sec-fetch-user",
         b"te",
         b"upgrade-insecure-requests",
         b"user-agent",
+        b"x-requested-with",
     }
 )
 
@@ -87,13 +104,14 @@ class SelfHostASGIMiddleware:
         self.options = Options.from_mapping(options)
         self._remotes = self.options.accepted.remotes
         self._hosts = self.options.accepted.hosts
+        self._browsers = self.options.accepted.asgi_browsers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``async``, though the common path awaits one thing only: servers
         # (uvicorn, hypercorn, daphne) tell ASGI 3 apps by a coroutine __call__.
-        # The common request, answered from what the full rules granted
-        # before (as in guard_wsgi_app).
-        common, grant = False, None
+        # The common requests, answered from what the full rules granted
+        # before (see flask_selfhost.accepted, and guard_wsgi_app).
+        grant = None
         try:
             client, headers = scope["client"][0], scope["headers"]
             # Exact types only: a subclass of str or bytes may hash and compare
@@ -106,20 +124,54 @@ class SelfHostASGIMiddleware:
                 and scope["type"] == "http"
                 and scope["http_version"] == "1.1"
             ):
-                grant = self._remotes.get(client)
-            if grant is not None:
-                host = None
+                # The keyed headers (scope.SINGLE), each at most once and as
+                # bytes: twice is malformed and not bytes unusable, which only
+                # the full rules answer. Compared one by one: cheaper than a
+                # dict per request.
+                host = origin = site = mode = dest = None
                 for name, value in headers:
                     if type(name) is not bytes:
                         break
-                    if name == b"host" and host is None:
+                    if name in UNJUDGED_HEADERS:
+                        continue
+                    if name == b"host":
+                        if host is not None or type(value) is not bytes:
+                            break
                         host = value
-                    elif name not in UNJUDGED_HEADERS:
-                        break
+                    elif name == b"origin":
+                        if origin is not None or type(value) is not bytes:
+                            break
+                        origin = value
+                    elif name == b"sec-fetch-site":
+                        if site is not None or type(value) is not bytes:
+                            break
+                        site = value
+                    elif name == b"sec-fetch-mode":
+                        if mode is not None or type(value) is not bytes:
+                            break
+                        mode = value
+                    elif name == b"sec-fetch-dest":
+                        if dest is not None or type(value) is not bytes:
+                            break
+                        dest = value
+                    elif name.lower() in JUDGED_HEADERS:
+                        break  # a forwarding header, a preflight's, or a case variant
                 else:
-                    common = type(host) is bytes and host in self._hosts
+                    if origin is not None or site is not None:
+                        method, scheme = scope["method"], scope["scheme"]
+                        if type(method) is str and type(scheme) is str:
+                            grant = self._browsers.get(
+                                (client, host, origin, site, mode, dest, method, scheme)
+                            )
+                    elif host in self._hosts:  # bytes here: ASGI's form
+                        grant = self._remotes.get(client)
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
+        # The kernel's witness and the owner of the client's socket: never
+        # from the memory. Every rule that reads the connection runs here: a
+        # new one joins these tests (and guard_wsgi_app's), or the memory
+        # stays empty while it is on (accepted.AcceptedRequests.remembering).
+        common = grant is not None
         owner = None
         if common and self.options.check_client_socket:
             common, owner = scope_witnessed(scope, receive, self.options.require_client_socket)
@@ -129,13 +181,16 @@ class SelfHostASGIMiddleware:
                 connection = ScopeConnection(scope, connection_object(scope, receive))
                 owner = client_socket_of(connection)
             common = owner is not None and users.allows(owner.uid)
-        if common:  # the app is awaited outside the try: its errors are its own
+        if common and grant is not None:  # the app is awaited outside the try
             # log_decision logs a grant at DEBUG only; asked here first, since
             # the call alone would cost a sizeable part of the common path.
-            if is_enabled_for(DEBUG) and grant is not None:
+            if is_enabled_for(DEBUG):
                 if owner is not None:  # this connection's, never the address's
                     grant = grant._replace(peer_owner=owner)
                 log_decision(grant, scope.get("method"), scope.get("path"))
+            if grant.headers:  # a browser's grant: Vary, maybe CORS
+                await self.app(scope, receive, send_with(send, grant.headers))
+                return
             await self.app(scope, receive, send)
             return
         await self.judged(scope, receive, send)
@@ -166,7 +221,7 @@ class SelfHostASGIMiddleware:
             return
         method = "GET" if kind == "websocket" else scope.get("method")
         log_decision(decision, method, scope.get("path"))
-        if decision.answers_preflight:
+        if decision.rule == PREFLIGHT:  # granted: answered here
             await answer_preflight_asgi(decision, send)
             return
         if decision.headers and kind == "http":

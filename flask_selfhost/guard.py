@@ -79,12 +79,15 @@ response headers added) or a refusal; :data:`RULES` is the list, and
    headers that every front adds to the response; a granted preflight
    (``decision.answers_preflight``) is answered by the front itself.
 
-Speed: the WSGI fronts answer the common request (HTTP/1.x, a loopback
-client, no forwarding header, a Host such as ``localhost:PORT`` or
-``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``) without calling
-:func:`~flask_selfhost.environ.evaluate`, from the grants it remembered in
-``options.accepted`` (:mod:`flask_selfhost.accepted`); everything else comes
-here.
+Speed: the fronts answer the common requests without calling
+:func:`~flask_selfhost.environ.evaluate` or
+:func:`~flask_selfhost.scope.evaluate_scope`, from the grants they
+remembered in ``options.accepted`` (:mod:`flask_selfhost.accepted`): curl's
+(HTTP/1.1, a loopback client, no forwarding header, a Host such as
+``localhost:PORT`` or ``127.0.0.1:PORT``, no ``Origin`` or ``Sec-Fetch-*``)
+and a browser's whose Host, ``Origin``, ``Sec-Fetch-*``, method and scheme
+were granted before; the kernel witness still runs for them. Everything
+else comes here.
 """
 
 from __future__ import annotations
@@ -210,12 +213,14 @@ def judge(facts: RequestFacts, options: Options | None = None) -> Decision:
     for rule in RULES:
         grant = decision
         decision = rule(facts, options, decision)
+        if decision.peer_owner is None and grant.peer_owner is not None:
+            # For the log, on a refusal and on a later rule's grant (the
+            # cross-site rule's, which the fronts may remember) alike.
+            decision = decision._replace(peer_owner=grant.peer_owner)
         if not decision.allowed:
             if decision.local_addr is None:
                 # Logged with every refusal (remote, local, request line), even
                 # where the refusing rule had no need to ask the connection.
                 decision = decision._replace(local_addr=facts.connection.local_address())
-            if decision.peer_owner is None and grant.peer_owner is not None:
-                decision = decision._replace(peer_owner=grant.peer_owner)  # for the log
             break
     return decision

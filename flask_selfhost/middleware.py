@@ -75,34 +75,60 @@ def guard_wsgi_app(
     function, a sixth of the guard's whole common path.
     """
     remotes, hosts = options.accepted.remotes, options.accepted.hosts
+    browsers = options.accepted.browsers
     if serving is not None:  # nothing granted from memory before serving() has run
-        remotes, hosts = {}, {}
+        remotes, hosts, browsers = {}, {}, {}
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        nonlocal options, refuse, remotes, hosts, serving
-        # The common request, answered from what the full rules granted before
-        # (see flask_selfhost.accepted). Written out here, not called: a call
-        # costs as much as all of these lookups. The HTTP_ keys below are
-        # forwarding_syntax.ENVIRON_KEYS, one test each (a set's isdisjoint
-        # costs more); tests/test_forwarding_headers.py holds them to it.
-        # HTTP/1.1 only: an HTTP/2 connection may be a proxy's tunnel (gunicorn's
-        # "HTTP/2.0" included). HTTP/1.0 and a missing SERVER_PROTOCOL take the
-        # full rules (facts.HTTP1_PROTOCOLS): a string compare costs a third
-        # of a tuple's. A Host remembered in WSGI's form only (``is str``):
-        # the memory holds ASGI's bytes too, and the full rules refuse a Host
-        # that is not text.
+        nonlocal options, refuse, remotes, hosts, browsers, serving
+        # The common requests, answered from what the full rules granted
+        # before (see flask_selfhost.accepted). Written out here, not called: a
+        # call costs as much as all of these lookups. HTTP/1.1 only: an HTTP/2
+        # connection may be a proxy's tunnel (gunicorn's "HTTP/2.0" included).
+        # HTTP/1.0 and a missing SERVER_PROTOCOL take the full rules
+        # (facts.HTTP1_PROTOCOLS): a string compare costs a third of a
+        # tuple's.
+        extra = None  # a browser's grant's headers (Vary, maybe CORS)
         try:
-            grant = (
-                remotes[environ["REMOTE_ADDR"]]
-                if hosts[environ["HTTP_HOST"]] is str and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
-                else None
-            )
+            if "HTTP_ORIGIN" in environ or "HTTP_SEC_FETCH_SITE" in environ:
+                # A browser's request: its grant is remembered whole, keyed on
+                # every string the rules read of it (accepted.AcceptedRequests).
+                grant = (
+                    browsers.get(
+                        (
+                            environ["REMOTE_ADDR"],
+                            environ["HTTP_HOST"],
+                            environ.get("HTTP_ORIGIN"),
+                            environ.get("HTTP_SEC_FETCH_SITE"),
+                            environ.get("HTTP_SEC_FETCH_MODE"),
+                            environ.get("HTTP_SEC_FETCH_DEST"),
+                            environ["REQUEST_METHOD"],
+                            environ["wsgi.url_scheme"],
+                        )
+                    )
+                    if environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                    else None
+                )
+                if grant is not None:
+                    extra = grant.headers
+            else:
+                # curl's: the client and the Host, each remembered alone. A
+                # Host remembered in WSGI's form only (``is str``): the memory
+                # holds ASGI's bytes too, and the full rules refuse a Host
+                # that is not text.
+                grant = (
+                    remotes[environ["REMOTE_ADDR"]]
+                    if hosts[environ["HTTP_HOST"]] is str
+                    and environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+                    else None
+                )
         except (KeyError, TypeError):  # absent or unhashable: not the common request
             grant = None
+        # The HTTP_ keys below are forwarding_syntax.ENVIRON_KEYS, one test
+        # each (a set's isdisjoint costs more); tests/test_forwarding_headers.py
+        # holds them to it.
         if (
             grant is not None
-            and "HTTP_ORIGIN" not in environ
-            and "HTTP_SEC_FETCH_SITE" not in environ
             and "HTTP_X_FORWARDED_FOR" not in environ
             and "HTTP_FORWARDED" not in environ
             and "HTTP_X_REAL_IP" not in environ
@@ -120,6 +146,9 @@ def guard_wsgi_app(
             and "HTTP_FASTLY_CLIENT_IP" not in environ
             and "PROXY_PROTOCOL" not in environ
             # The kernel's witness: a connection it vouched for, or asked now.
+            # Every rule that reads the connection runs here, never from
+            # memory: a new one joins the witness in this test (and in the
+            # ASGI front's), or the memory stays empty while it is on.
             and (
                 not options.check_client_socket
                 or id(environ.get("gunicorn.socket")) in witnessed
@@ -136,11 +165,14 @@ def guard_wsgi_app(
                 if owner is not None:  # this connection's, never the address's
                     grant = grant._replace(peer_owner=owner)
                 log_decision(grant, environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            if extra:
+                return next_app(environ, start_response_with(start_response, extra))
             return next_app(environ, start_response)
 
         if serving is not None:  # raises until the options are good: nothing is served
             options, refuse = serving()
             remotes, hosts = options.accepted.remotes, options.accepted.hosts
+            browsers = options.accepted.browsers
             app.options, serving = options, None
         decision = evaluate(environ, options)
         if decision.allowed:

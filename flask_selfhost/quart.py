@@ -82,7 +82,7 @@ class QuartGuard(SelfHostASGIMiddleware):
         self.state, self._serving = state, False
         self.options = state.options
         # Nothing granted from memory before the first call has read the config.
-        self._remotes, self._hosts = {}, {}
+        self._remotes, self._hosts, self._browsers = {}, {}, {}
         self.quart_app = quart_app
         # Quart's own asgi_app, under any middleware that was there before us.
         self.quart_asgi_app: ASGIApp = MethodType(type(quart_app).asgi_app, quart_app)
@@ -91,6 +91,7 @@ class QuartGuard(SelfHostASGIMiddleware):
         self.options = options
         # The common path reads these options' memory, not the default's.
         self._remotes, self._hosts = options.accepted.remotes, options.accepted.hosts
+        self._browsers = options.accepted.asgi_browsers
 
     async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The full rules; the first call (lifespan's startup, or the first

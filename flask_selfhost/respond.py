@@ -24,11 +24,13 @@ reads every field).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from functools import lru_cache
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .caching import make_private
+from .crosssite import VARY
 from .decision import Decision, Headers
 from .log import log_decision
 from .options import Options
@@ -102,9 +104,26 @@ def answer_preflight_wsgi(decision: Decision, start_response: StartResponse) -> 
     return []
 
 
+#: The cross-site rule's usual grant headers, ``Vary`` alone, merged without
+#: a loop by :func:`start_response_with`.
+VARY_ALONE = VARY
+VARY_FIELD = VARY[0]
+VARY_FIELD_LOWER = ("vary", VARY[0][1])
+
+
 def start_response_with(start_response: StartResponse, headers: Headers) -> StartResponse:
     """``start_response`` that merges the decision's ``headers`` into whatever
     the app sends (:func:`merge_headers`)."""
+
+    if headers is VARY_ALONE:  # a browser's same-origin grant: merged as merge_headers would
+
+        def start_with_vary(status: str, response_headers: Any, exc_info: Any = None) -> Any:
+            merged = list(response_headers)
+            if VARY_FIELD not in merged and VARY_FIELD_LOWER not in merged:
+                merged.append(VARY_FIELD)
+            return start_response(status, merged, exc_info)
+
+        return start_with_vary
 
     def start_with_headers(status: str, response_headers: Any, exc_info: Any = None) -> Any:
         return start_response(status, merge_headers(response_headers, headers), exc_info)
@@ -165,6 +184,8 @@ class EncodedHeaders(NamedTuple):
 
 #: The names under which an app's ``Vary`` counts as already there.
 VARY_NAMES = (b"vary", b"Vary")
+#: :data:`VARY_ALONE` as ASGI carries it.
+VARY_ENCODED = (b"vary", VARY[0][1].encode("latin-1"))
 
 
 @lru_cache(maxsize=256)  # a few constant tuples, and one per trusted origin
@@ -189,25 +210,43 @@ def merge_encoded(response_headers: Any, extra: EncodedHeaders) -> list[Any]:
     for field in extra.fields:
         name, value = field
         if name == b"vary":  # added unless the same value is there, as merge_headers says
-            if any(present == value and key in VARY_NAMES for key, present in merged):
-                continue
-        else:
-            if names is None:
-                names = {bytes(key).lower() for key, _ in response_headers}
-            if name in names:
-                continue  # the app's own (its CORS layer) wins
-        merged.append(field)
+            for key, present in merged:  # a loop: a generator costs more than a Vary
+                if present == value and key in VARY_NAMES:
+                    break
+            else:
+                merged.append(field)
+            continue
+        if names is None:
+            names = {bytes(key).lower() for key, _ in response_headers}
+        if name not in names:  # else the app's own (its CORS layer) wins
+            merged.append(field)
     return merged
 
 
 def send_with(send: Send, headers: Headers) -> Send:
     """``send`` that merges the decision's ``headers`` into the answer
     (:func:`merge_encoded`)."""
+    if headers is VARY_ALONE:  # a browser's same-origin grant: merged as merge_encoded would
+
+        def send_with_vary(message: Message) -> Awaitable[None]:
+            if message.get("type") == "http.response.start":
+                merged = list(message.get("headers") or ())
+                for key, present in merged:
+                    if present == VARY_ENCODED[1] and key in VARY_NAMES:
+                        break
+                else:
+                    merged.append(VARY_ENCODED)
+                message = {**message, "headers": merged}
+            return send(message)
+
+        return send_with_vary
     extra = encoded(headers)
 
-    async def send_with_headers(message: Message) -> None:
+    # A plain function that returns what ``send`` returns, for the app to
+    # await: a coroutine of its own would cost one more frame per message.
+    def send_with_headers(message: Message) -> Awaitable[None]:
         if message.get("type") == "http.response.start":
             message = {**message, "headers": merge_encoded(message.get("headers") or (), extra)}
-        await send(message)
+        return send(message)
 
     return send_with_headers

@@ -79,8 +79,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: A module that only gunicorn's ASGI worker loads (``gunicorn.workers.gasgi`` imports it).
 GUNICORN_ASGI = "gunicorn.asgi.protocol"
-#: Headers a request may carry once: twice is malformed (refused), never a guess.
+#: Headers a request may carry once: twice is malformed (refused), never a
+#: guess. These are the strings a browser's remembered grant is keyed on
+#: (:mod:`flask_selfhost.accepted`), in the key's order.
 SINGLE = (b"host", b"origin", b"sec-fetch-site", b"sec-fetch-mode", b"sec-fetch-dest")
+#: The headers the rules read besides the forwarding headers: the Host, a
+#: browser's, and a CORS preflight's (lowercase, as ASGI names them).
+RULE_HEADERS = (
+    *SINGLE,
+    b"access-control-request-method",
+    b"access-control-request-headers",
+    b"access-control-request-private-network",
+)
+#: Every header some rule reads: :func:`facts_from_scope` keeps these and
+#: drops the rest unread (tests/test_forwarding_headers.py holds the set to
+#: what the rules see).
+JUDGED_HEADERS = frozenset(RULE_HEADERS) | ASGI_NAMES
 SCHEMES = {"ws": "http", "wss": "https"}
 
 #: What a missing scope key means, per scope type, as the ASGI HTTP and
@@ -197,9 +211,22 @@ def facts_from_scope(scope: Scope, connection: object = None) -> RequestFacts:
     for pair in headers if isinstance(headers, (list, tuple)) else ():
         try:
             name, value = pair
-            values = seen.setdefault(bytes(name).lower(), [])
+            if type(name) is not bytes:
+                name = bytes(name)
         except (TypeError, ValueError):
             readable = False
+            continue
+        # Servers send lowercase names (the spec says so): any other case is
+        # lowered only when the name as it came is none the rules read.
+        if name not in JUDGED_HEADERS:
+            name = name.lower()
+            if name not in JUDGED_HEADERS:
+                continue  # no rule reads it: neither stored nor converted
+        values = seen.get(name)
+        if values is None:
+            values = seen[name] = []
+        if type(value) is bytes:
+            values.append(value)
             continue
         try:
             values.append(bytes(value))
@@ -307,6 +334,8 @@ def evaluate_scope(scope: Scope, options: Options, connection: object = None) ->
 
 
 __all__ = [
+    "JUDGED_HEADERS",
+    "SINGLE",
     "ASGIApp",
     "Message",
     "Receive",
