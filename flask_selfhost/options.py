@@ -178,6 +178,13 @@ class Options:
             raise TypeError(
                 f"flask_selfhost: refuse_body must be a string or None, got {self.refuse_body!r}"
             )
+        for option in fields(self):  # every switch: a bool default makes it one
+            if isinstance(option.default, bool):
+                value = getattr(self, option.name)
+                if type(value) is not bool:
+                    raise TypeError(
+                        f"flask_selfhost: {option.name} must be True or False, got {value!r}"
+                    )
         self._check_proxy_options()
         self._check_browser_options()
         self._check_allowed_users()
@@ -216,15 +223,6 @@ class Options:
         hops = self.proxy_hops
         if type(hops) is not int or hops < 1:
             raise ValueError(f"flask_selfhost: proxy_hops must be an int >= 1, got {hops!r}")
-        for name in (
-            "proxy_drops_underscore_headers",
-            "unix_socket_is_local",
-            "allow_cleartext_http2",
-        ):
-            if type(getattr(self, name)) is not bool:
-                raise TypeError(
-                    f"flask_selfhost: {name} must be True or False, got {getattr(self, name)!r}"
-                )
 
     def _check_browser_options(self) -> None:
         # Normalised once, to frozensets: hashable (a cache key) with a cached hash.
@@ -238,16 +236,6 @@ class Options:
             elif not isinstance(value, (list, tuple, set, frozenset)):
                 raise TypeError(f"flask_selfhost: {name} must be a list of strings, got {value!r}")
             object.__setattr__(self, name, normalise(value))
-        for name in (
-            "check_cross_site",
-            "check_client_socket",
-            "require_client_socket",
-            "refuse_forwarders",
-        ):
-            if type(getattr(self, name)) is not bool:
-                raise TypeError(
-                    f"flask_selfhost: {name} must be True or False, got {getattr(self, name)!r}"
-                )
         if self.require_client_socket and not self.check_client_socket:
             raise ValueError(
                 "flask_selfhost: require_client_socket needs check_client_socket "

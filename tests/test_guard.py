@@ -314,3 +314,22 @@ def test_huge_headers_are_refused_and_never_cached():
         assert evaluate(environ).rule == CROSS_SITE and not evaluate(environ).allowed
     after = (hosts.judge_host.cache_info().currsize, crosssite.parse_origin.cache_info().currsize)
     assert after[0] <= before[0] + 1 and after[1] <= before[1] + 1  # "localhost" and "" at most
+
+
+SWITCHES = (
+    "proxy_drops_underscore_headers",
+    "unix_socket_is_local",
+    "allow_cleartext_http2",
+    "check_cross_site",
+    "check_client_socket",
+    "require_client_socket",
+    "refuse_forwarders",
+)
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+@pytest.mark.parametrize("value", ["yes", "False", 1, 0, None])
+def test_every_switch_takes_only_true_or_false(name, value):
+    # A string from an environment variable is the usual mistake: "False" is truthy.
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        Options(**{name: value})
