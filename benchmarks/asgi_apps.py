@@ -13,7 +13,9 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from flask_selfhost.asgi import SelfHostASGIMiddleware
+from flask_selfhost.asgi import UNJUDGED_HEADERS, SelfHostASGIMiddleware
+from flask_selfhost.crosssite import VARY
+from flask_selfhost.respond import send_with
 
 
 class PassThrough:
@@ -26,6 +28,29 @@ class PassThrough:
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         await self.app(scope, receive, send)
+
+
+class ReadingNames(PassThrough):
+    """The same, after one set lookup per header name: what any guard must
+    do at least, since a forwarding header may be any of them."""
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        for name, _ in scope["headers"]:
+            if name in UNJUDGED_HEADERS:
+                continue
+        await self.app(scope, receive, send)
+
+
+class AddingVary(PassThrough):
+    """:class:`ReadingNames`, adding ``Vary`` to the answer as a browser's grant adds it
+    (:func:`flask_selfhost.respond.send_with`): the floor under a browser's
+    request, which the guard answers with ``Vary``."""
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        for name, _ in scope["headers"]:
+            if name in UNJUDGED_HEADERS:
+                continue
+        await self.app(scope, receive, send_with(send, VARY))
 
 
 def starlette_hello(guarded: bool, middleware: type | None = None, **options: object) -> Starlette:

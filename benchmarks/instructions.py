@@ -70,6 +70,9 @@ if app_name == "starlette":
         app = starlette_hello(True, check_client_socket=False)
     elif guard == "pass-through":
         app = starlette_hello(True, PassThrough)
+    elif guard in ("names", "vary"):
+        from asgi_apps import AddingVary, ReadingNames
+        app = starlette_hello(True, ReadingNames if guard == "names" else AddingVary)
     elif guard == "trustedhost":
         from starlette.middleware.trustedhost import TrustedHostMiddleware
         app = starlette_hello(True, TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
@@ -90,9 +93,10 @@ if app_name == "flask":
     if guard == "guarded":
         SelfHost(flask_app)
     app = flask_app.wsgi_app
-elif guard in ("pass-through", "absence tests"):
-    from wsgi_floors import pass_through, with_absence_tests
-    app = (pass_through if guard == "pass-through" else with_absence_tests)(trivial_app)
+elif guard in ("pass-through", "absence tests", "vary"):
+    import wsgi_floors
+    floors = {{"pass-through": "pass_through", "absence tests": "with_absence_tests"}}
+    app = getattr(wsgi_floors, floors.get(guard, "with_vary"))(trivial_app)
 else:
     app = SelfHostMiddleware(trivial_app) if guard == "guarded" else trivial_app
 # A real loopback connection, as gunicorn's socket: the guard asks the
@@ -140,6 +144,8 @@ def instructions(variant: str, count: int, package: Path, under: list[str]) -> i
             env={**os.environ, "PYTHONHASHSEED": "0"},  # dict probing, so counts, repeat exactly
         )
     found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None and under:
+        raise RuntimeError(f"callgrind counted nothing for {variant}:\n{done.stderr[-2000:]}")
     return int(found.group(1)) if found else 0
 
 
@@ -155,31 +161,36 @@ def per_request(variant: str, package: Path = ROOT) -> float:
     return (instructions(variant, BASE + EXTRA, package, CALLGRIND) - before) / EXTRA
 
 
+REQUESTS = {"curl": "curl-like", "browser": "browser-like"}
+BOTH, BROWSER = tuple(REQUESTS), ("browser",)
+
 #: Per app: its name, and the variants beside bare (variant, label, of the
-#: guard under test: also measured with --compare's checkout).
-APPS: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {
+#: guard under test: also measured with --compare's checkout, the requests
+#: it is measured with).
+APPS: dict[str, tuple[str, list[tuple[str, str, bool, tuple[str, ...]]]]] = {
     "wsgi": (
         "trivial WSGI app",
         [
-            ("guarded", "SelfHostMiddleware", True),
-            ("pass-through", "closure calling the app (a floor)", False),
-            ("absence tests", f"+ {len(absent_keys())} absence tests (a floor)", False),
+            ("guarded", "SelfHostMiddleware", True, BOTH),
+            ("pass-through", "closure calling the app (a floor)", False, BOTH),
+            ("absence tests", f"+ {len(absent_keys())} absence tests (a floor)", False, BOTH),
+            ("vary", "+ Vary added to the answer (a floor)", False, BROWSER),
         ],
     ),
-    "flask": ("Flask hello world", [("guarded", "SelfHost", True)]),
+    "flask": ("Flask hello world", [("guarded", "SelfHost", True, BOTH)]),
     "starlette": (
         "Starlette hello (ASGI)",
         [
-            ("guarded", "SelfHostASGIMiddleware", True),
-            ("unwitnessed", "the same, check_client_socket=False", True),
-            ("trustedhost", "Starlette TrustedHostMiddleware", False),
-            ("proxyheaders", "uvicorn ProxyHeadersMiddleware", False),
-            ("pass-through", "middleware awaiting the app (floor)", False),
+            ("guarded", "SelfHostASGIMiddleware", True, BOTH),
+            ("unwitnessed", "the same, check_client_socket=False", True, BOTH),
+            ("trustedhost", "Starlette TrustedHostMiddleware", False, BOTH),
+            ("proxyheaders", "uvicorn ProxyHeadersMiddleware", False, BOTH),
+            ("pass-through", "middleware awaiting the app (floor)", False, BOTH),
+            ("names", "+ a set lookup per header name (floor)", False, BOTH),
+            ("vary", "+ Vary added to the answer (floor)", False, BROWSER),
         ],
     ),
 }
-REQUESTS = {"curl": "curl-like", "browser": "browser-like"}
-
 
 def main() -> None:
     if shutil.which("valgrind") is None:
@@ -199,7 +210,9 @@ def main() -> None:
                 jobs[f"{app}:bare:{request}", ROOT] = pool.submit(
                     per_request, f"{app}:bare:{request}"
                 )
-                for guard, _, ours in variants:
+                for guard, _, ours, requests in variants:
+                    if request not in requests:
+                        continue
                     for _, package in trees if ours else trees[:1]:
                         variant = f"{app}:{guard}:{request}"
                         jobs[variant, package] = pool.submit(per_request, variant, package)
@@ -208,7 +221,9 @@ def main() -> None:
     for app, (title, variants) in APPS.items():
         for request, request_label in REQUESTS.items():
             bare = jobs[f"{app}:bare:{request}", ROOT].result()
-            for guard, label, ours in variants:
+            for guard, label, ours, requests in variants:
+                if request not in requests:
+                    continue
                 for tree, package in trees if ours else trees[:1]:
                     measured = jobs[f"{app}:{guard}:{request}", package].result()
                     name = f"{label} ({tree[-12:]})" if tree else label

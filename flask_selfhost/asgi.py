@@ -40,11 +40,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .asgi_connection import connection_object, scope_witnessed
+from .asgi_connection import connection_object, connection_verdict
 from .asgi_routes import starlette_exempt_app
 from .decision import PREFLIGHT
 from .exempt import allow_remote
-from .kernel_witness import client_socket_of
 from .log import DEBUG, is_enabled_for, log_decision, log_warning
 from .options import Options
 from .respond import answer_preflight_asgi, refuse_asgi, send_with
@@ -60,8 +59,13 @@ from .scope import (
 
 #: Request headers that no rule reads (lowercase, as ASGI requires), which
 #: browsers and clients send: the common path passes them at the cost of one
-#: lookup. Any other name costs a ``lower()`` more, and goes to the full rules
-#: when that is one the rules read (:data:`~flask_selfhost.scope.JUDGED_HEADERS`).
+#: set lookup, with no type test (a browser sends ten of them). The lookup
+#: matches by hash and equality, so only an object that lies about both could
+#: pass for one of these names while holding another (a name that merely
+#: compares equal to anything does not): code in this process, which could
+#: as well unwrap the guard. Any other name must be exact ``bytes``, costs a
+#: ``lower()`` more, and goes to the full rules when that is one the rules
+#: read (:data:`~flask_selfhost.scope.JUDGED_HEADERS`).
 UNJUDGED_HEADERS = frozenset(
     {
         b"accept",
@@ -105,6 +109,10 @@ class SelfHostASGIMiddleware:
         self._remotes = self.options.accepted.remotes
         self._hosts = self.options.accepted.hosts
         self._browsers = self.options.accepted.asgi_browsers
+        #: A rule that reads the connection is on: the fast path asks it too.
+        self._per_connection = (
+            self.options.check_client_socket or self.options.allowed_users is not None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # ``async``, though the common path awaits one thing only: servers
@@ -114,10 +122,11 @@ class SelfHostASGIMiddleware:
         grant = None
         try:
             client, headers = scope["client"][0], scope["headers"]
-            # Exact types only: a subclass of str or bytes may hash and compare
-            # as it likes, while the full rules read what it holds. HTTP/1.1
-            # only: an HTTP/2 connection may be a proxy's tunnel (1.0 and a
-            # missing version, which means 1.1, take the full rules).
+            # Exact types for what is looked up in a memory: a subclass of str
+            # or bytes may hash and compare as it likes, while the full rules
+            # read what it holds. HTTP/1.1 only: an HTTP/2 connection may be a
+            # proxy's tunnel (1.0 and a missing version, which means 1.1, take
+            # the full rules).
             if (
                 type(client) is str
                 and type(headers) is list
@@ -130,28 +139,28 @@ class SelfHostASGIMiddleware:
                 # dict per request.
                 host = origin = site = mode = dest = None
                 for name, value in headers:
-                    if type(name) is not bytes:
-                        break
                     if name in UNJUDGED_HEADERS:
-                        continue
+                        continue  # no rule reads it (see UNJUDGED_HEADERS)
+                    if type(name) is not bytes or type(value) is not bytes:
+                        break
                     if name == b"host":
-                        if host is not None or type(value) is not bytes:
+                        if host is not None:
                             break
                         host = value
                     elif name == b"origin":
-                        if origin is not None or type(value) is not bytes:
+                        if origin is not None:
                             break
                         origin = value
                     elif name == b"sec-fetch-site":
-                        if site is not None or type(value) is not bytes:
+                        if site is not None:
                             break
                         site = value
                     elif name == b"sec-fetch-mode":
-                        if mode is not None or type(value) is not bytes:
+                        if mode is not None:
                             break
                         mode = value
                     elif name == b"sec-fetch-dest":
-                        if dest is not None or type(value) is not bytes:
+                        if dest is not None:
                             break
                         dest = value
                     elif name.lower() in JUDGED_HEADERS:
@@ -167,33 +176,31 @@ class SelfHostASGIMiddleware:
                         grant = self._remotes.get(client)
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # absent, odd or unhashable: not the common request
-        # The kernel's witness and the owner of the client's socket: never
-        # from the memory. Every rule that reads the connection runs here: a
-        # new one joins these tests (and guard_wsgi_app's), or the memory
-        # stays empty while it is on (accepted.AcceptedRequests.remembering).
-        common = grant is not None
-        owner = None
-        if common and self.options.check_client_socket:
-            common, owner = scope_witnessed(scope, receive, self.options.require_client_socket)
-        users = self.options.allowed_users
-        if common and users is not None:  # the owner of this request's connection
-            if owner is None:
-                connection = ScopeConnection(scope, connection_object(scope, receive))
-                owner = client_socket_of(connection)
-            common = owner is not None and users.allows(owner.uid)
-        if common and grant is not None:  # the app is awaited outside the try
-            # log_decision logs a grant at DEBUG only; asked here first, since
-            # the call alone would cost a sizeable part of the common path.
-            if is_enabled_for(DEBUG):
-                if owner is not None:  # this connection's, never the address's
-                    grant = grant._replace(peer_owner=owner)
-                log_decision(grant, scope.get("method"), scope.get("path"))
-            if grant.headers:  # a browser's grant: Vary, maybe CORS
-                await self.app(scope, receive, send_with(send, grant.headers))
-                return
-            await self.app(scope, receive, send)
+        if grant is None:
+            await self.judged(scope, receive, send)
             return
-        await self.judged(scope, receive, send)
+        # Every rule that reads the connection runs here, never from memory
+        # (the kernel's witness, the owner of the client's socket): a new one
+        # joins asgi_connection.connection_verdict (and guard_wsgi_app's
+        # tests), or the memory stays empty while it is on
+        # (accepted.AcceptedRequests.remembering).
+        owner = None
+        if self._per_connection:
+            allowed, owner = connection_verdict(scope, receive, self.options)
+            if not allowed:
+                await self.judged(scope, receive, send)
+                return
+        # log_decision logs a grant at DEBUG only; asked here first, since
+        # the call alone would cost a sizeable part of the common path.
+        if is_enabled_for(DEBUG):
+            if owner is not None:  # this connection's, never the address's
+                grant = grant._replace(peer_owner=owner)
+            log_decision(grant, scope.get("method"), scope.get("path"))
+        extra = grant.headers
+        if extra:  # a browser's grant: Vary, maybe CORS
+            await self.app(scope, receive, send_with(send, extra))
+            return
+        await self.app(scope, receive, send)
 
     async def judged(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every request the common path does not take: the full rules."""

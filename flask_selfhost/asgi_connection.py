@@ -23,8 +23,11 @@ is never used for another connection while alive: a memory keyed on it
 (by ``id()``, dropped by a weak reference's callback when it is freed) then
 never outlives the connection it vouched for. Where no such object is
 known, :func:`connection_object` says ``None`` and the kernel is asked per
-request. :func:`scope_witnessed` is the ASGI fast path's witness. Where
-the WSGI servers keep their connections is :mod:`flask_selfhost.connection`.
+request. :func:`connection_verdict` runs the rules that read the connection
+on the ASGI fast path; on a connection vouched for before it costs a few
+lookups (the scope's own ``client`` and ``server`` objects, compared by
+identity). Where the WSGI servers keep their connections is
+:mod:`flask_selfhost.connection`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .facts import PeerOwner
-from .kernel_witness import ends_witnessed, witnessed_connections
+from .kernel_witness import (
+    client_socket_of,
+    ends_witnessed,
+    remember_scope_ends,
+    witnessed_connections,
+)
+from .options import Options
 from .scope import Scope, ScopeConnection
 
 #: The classes whose bound method uvicorn passes as ``receive``, by module
@@ -103,15 +112,58 @@ def connection_object(scope: Mapping[str, Any], receive: Any) -> Any:
     return None
 
 
-def scope_witnessed(scope: Scope, receive: Any, required: bool) -> tuple[bool, PeerOwner | None]:
-    """For the ASGI fast path: whether the kernel vouches for the client of
-    this call's connection, remembered on the server's connection object
+def connection_verdict(
+    scope: Scope, receive: Any, options: Options
+) -> tuple[bool, PeerOwner | None]:
+    """For the ASGI fast path: whether the rules that read the connection
+    allow this call's, never from a memory of requests: the kernel's witness
+    (``check_client_socket``), remembered on the server's connection object
     (:func:`connection_object`) or asked now
-    (:func:`flask_selfhost.kernel_witness.ends_witnessed`). False sends the
-    request to the full rules, which say why it is refused."""
+    (:func:`flask_selfhost.kernel_witness.ends_witnessed`), and the
+    ``allowed_users`` rule, from the owner of the client's socket. Also that
+    owner, where the kernel named it. False sends the request to the full
+    rules, which say why it is refused.
+
+    A connection vouched for before, whose requests carry the scope's
+    ``client`` and ``server`` objects that were compared with its ends, is
+    answered without comparing again: an ``id()`` in
+    :data:`~flask_selfhost.kernel_witness.witnessed_connections` names the
+    very object vouched for, and the same two tuples hold the same ends (a
+    proxy-headers middleware's ``client`` is another object)."""
+    users = options.allowed_users
+    try:
+        entry = witnessed_connections[id(receive.__self__.transport)]
+        ends = entry[2]
+        if ends is not None and ends[0] is scope["client"] and ends[1] is scope["server"]:
+            return users is None or users.allows(entry[1].uid), entry[1]
+    except (AttributeError, KeyError, TypeError):
+        pass  # not uvicorn's, or not vouched for: the full check
+    owner = None
+    if options.check_client_socket:
+        witnessed, owner = _witnessed(scope, receive, options.require_client_socket)
+        if not witnessed:
+            return False, None
+    if users is not None:  # the owner of this request's connection
+        if owner is None:
+            owner = client_socket_of(ScopeConnection(scope, connection_object(scope, receive)))
+        if owner is None or not users.allows(owner.uid):
+            return False, owner
+    return True, owner
+
+
+def _witnessed(scope: Scope, receive: Any, required: bool) -> tuple[bool, PeerOwner | None]:
+    """The kernel's witness for :func:`connection_verdict`; a grant on a
+    connection object is remembered on it, with the scope's ends."""
     connection = connection_object(scope, receive)
-    if connection is not None:
-        entry = witnessed_connections.get(id(connection))
-        if entry is not None:  # its ends are the scope's: connection_object compared them
-            return True, entry[1]
-    return ends_witnessed(ScopeConnection(scope, connection).ends(), required)
+    if connection is None:
+        return ends_witnessed(ScopeConnection(scope).ends(), required)
+    entry = witnessed_connections.get(id(connection))
+    if entry is None:  # asked now, and remembered on the connection if granted
+        witnessed = ends_witnessed(ScopeConnection(scope, connection).ends(), required)
+        if not witnessed[0]:
+            return witnessed
+    else:
+        witnessed = True, entry[1]
+    # Its ends are the scope's (connection_object compared them).
+    remember_scope_ends(connection, (scope["client"], scope["server"]))
+    return witnessed

@@ -30,8 +30,10 @@ lookup. Nothing is ever keyed on the 4-tuple (tuples are reused, and an
 INPUT ``SNAT`` keeps the attacker's source port), and nothing a client can
 grow is stored. An ASGI scope names no connection; under uvicorn the
 connection is found behind ``receive`` (:mod:`flask_selfhost.asgi_connection`:
-its transport) and the grant is remembered on it the same way. Under other
-ASGI servers each request asks the kernel again.
+its transport) and the grant is remembered on it the same way, with the
+scope's ``client`` and ``server`` tuples once they were found to be its ends
+(uvicorn builds them once per connection, so the next requests are answered
+by identity). Under other ASGI servers each request asks the kernel again.
 
 The peer's owner: the kernel's answer also names who holds the client's
 socket (its creator's uid, its inode). A grant of the witness carries it
@@ -61,13 +63,20 @@ from .facts import Connection, Ends, PeerOwner
 from .host_addresses import host_addresses
 from .log import log_warning
 
+#: An ASGI scope's ``client`` and ``server`` tuples (uvicorn builds them once
+#: per connection, so every request of it carries the same two objects).
+ScopeEnds = tuple[tuple[Any, ...], tuple[Any, ...]]
+
 #: Connections (socket objects) whose client the kernel found on this host,
 #: by ``id()``, with what it said of the client's socket (its owner's uid
-#: and its inode): the fast path's lookup is then one builtin call and one
-#: dict lookup (a WeakSet's ``in`` is a Python method: 1,500 instructions
-#: more). Each entry holds a weak reference whose callback removes the entry
-#: when the socket is freed, before its ``id()`` can name another object.
-witnessed_connections: dict[int, tuple[weakref.ref[Any], PeerOwner]] = {}
+#: and its inode) and, for an ASGI connection, the scope's ``client`` and
+#: ``server`` objects that its requests carry (:data:`ScopeEnds`): the fast
+#: path's lookup is then one builtin call and one dict lookup (a WeakSet's
+#: ``in`` is a Python method: 1,500 instructions more). Each entry holds a
+#: weak reference whose callback removes the entry when the socket is freed,
+#: before its ``id()`` can name another object; so an ``id()`` found here
+#: names the very object that was vouched for.
+witnessed_connections: dict[int, tuple[weakref.ref[Any], PeerOwner, ScopeEnds | None]] = {}
 
 
 def _forget(key: int) -> Any:
@@ -79,7 +88,16 @@ def remember_connection(sock: Any, owner: PeerOwner) -> None:
     the client's socket."""
     key = id(sock)
     with contextlib.suppress(TypeError):  # not weakly referable: asked every time
-        witnessed_connections[key] = (weakref.ref(sock, _forget(key)), owner)
+        witnessed_connections[key] = (weakref.ref(sock, _forget(key)), owner, None)
+
+
+def remember_scope_ends(sock: Any, ends: ScopeEnds) -> None:
+    """Remember, for a connection vouched for, the scope's ``client`` and
+    ``server`` objects, once they were found to be its own ends: a later
+    request that carries the same two objects has the same ends."""
+    entry = witnessed_connections.get(id(sock))
+    if entry is not None and type(ends[0]) is tuple and type(ends[1]) is tuple:
+        witnessed_connections[id(sock)] = (entry[0], entry[1], ends)
 
 
 #: False once this process has found that netlink cannot be asked here.

@@ -118,10 +118,14 @@ def start_response_with(start_response: StartResponse, headers: Headers) -> Star
     if headers is VARY_ALONE:  # a browser's same-origin grant: merged as merge_headers would
 
         def start_with_vary(status: str, response_headers: Any, exc_info: Any = None) -> Any:
-            merged = list(response_headers)
-            if VARY_FIELD not in merged and VARY_FIELD_LOWER not in merged:
-                merged.append(VARY_FIELD)
-            return start_response(status, merged, exc_info)
+            # Added to the app's own list, as WSGI middleware commonly does: a
+            # list the app passes again keeps one Vary, harmless on any answer.
+            if VARY_FIELD not in response_headers and VARY_FIELD_LOWER not in response_headers:
+                try:
+                    response_headers.append(VARY_FIELD)
+                except AttributeError:  # a tuple, which some servers take too
+                    response_headers = [*response_headers, VARY_FIELD]
+            return start_response(status, response_headers, exc_info)
 
         return start_with_vary
 
@@ -182,10 +186,10 @@ class EncodedHeaders(NamedTuple):
     decision_headers: Headers
 
 
-#: The names under which an app's ``Vary`` counts as already there.
-VARY_NAMES = (b"vary", b"Vary")
-#: :data:`VARY_ALONE` as ASGI carries it.
+#: :data:`VARY_ALONE` as ASGI carries it, and the field an app may have sent
+#: already, under either name.
 VARY_ENCODED = (b"vary", VARY[0][1].encode("latin-1"))
+VARY_TITLED = (b"Vary", VARY_ENCODED[1])
 
 
 @lru_cache(maxsize=256)  # a few constant tuples, and one per trusted origin
@@ -209,11 +213,8 @@ def merge_encoded(response_headers: Any, extra: EncodedHeaders) -> list[Any]:
     names: set[bytes] | None = None
     for field in extra.fields:
         name, value = field
-        if name == b"vary":  # added unless the same value is there, as merge_headers says
-            for key, present in merged:  # a loop: a generator costs more than a Vary
-                if present == value and key in VARY_NAMES:
-                    break
-            else:
+        if name == b"vary":  # added unless the same field is there, as merge_headers says
+            if field not in merged and (b"Vary", value) not in merged:
                 merged.append(field)
             continue
         if names is None:
@@ -225,18 +226,20 @@ def merge_encoded(response_headers: Any, extra: EncodedHeaders) -> list[Any]:
 
 def send_with(send: Send, headers: Headers) -> Send:
     """``send`` that merges the decision's ``headers`` into the answer
-    (:func:`merge_encoded`)."""
+    (:func:`merge_encoded`). ``Vary`` alone (a browser's usual grant) is set
+    in the app's start message itself, as a new ``headers`` list, which
+    ASGI middleware commonly does (Starlette's own do): the app's list is left
+    as it was, and a message the app sends again keeps one ``Vary``, harmless
+    on any answer. Any other headers go in a copy of the message, so that
+    what one grant says (a CORS origin) never stays with the app's message."""
     if headers is VARY_ALONE:  # a browser's same-origin grant: merged as merge_encoded would
 
         def send_with_vary(message: Message) -> Awaitable[None]:
-            if message.get("type") == "http.response.start":
-                merged = list(message.get("headers") or ())
-                for key, present in merged:
-                    if present == VARY_ENCODED[1] and key in VARY_NAMES:
-                        break
-                else:
-                    merged.append(VARY_ENCODED)
-                message = {**message, "headers": merged}
+            if message["type"] == "http.response.start":
+                fields = [*(message.get("headers") or ())]  # any iterable, read once
+                if VARY_ENCODED not in fields and VARY_TITLED not in fields:
+                    fields.append(VARY_ENCODED)
+                    message["headers"] = fields
             return send(message)
 
         return send_with_vary
@@ -245,7 +248,7 @@ def send_with(send: Send, headers: Headers) -> Send:
     # A plain function that returns what ``send`` returns, for the app to
     # await: a coroutine of its own would cost one more frame per message.
     def send_with_headers(message: Message) -> Awaitable[None]:
-        if message.get("type") == "http.response.start":
+        if message["type"] == "http.response.start":
             message = {**message, "headers": merge_encoded(message.get("headers") or (), extra)}
         return send(message)
 

@@ -150,10 +150,11 @@ def guard_answer(scope) -> int:
     "scope",
     [
         {**COMMON, "headers": [(Liar(b"origin"), b"127.0.0.1:8000")]},
+        {**COMMON, "headers": [*COMMON["headers"], (Liar(b"x-forwarded-for"), b"10.0.0.2")]},
         {**COMMON, "headers": [(b"host", LooksLocal(b"evil.example"))]},
         {**COMMON, "client": (LocalText("10.0.0.2"), 40000)},
     ],
-    ids=["name", "host-value", "client"],
+    ids=["name", "forwarding-name", "host-value", "client"],
 )
 def test_subclasses_that_lie_take_the_full_rules(scope):
     """A bytes or str subclass that compares as the remembered grant: the

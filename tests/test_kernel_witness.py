@@ -169,6 +169,31 @@ def test_another_host_disguised_by_nat_is_refused(server, case, tmp_path):
 
 @pytest.mark.root
 @pytest.mark.slow
+@pytest.mark.parametrize("server", list(SERVERS))
+@pytest.mark.parametrize("pipelined", [False, True], ids=["keep-alive", "pipelined"])
+def test_every_request_on_a_disguised_connection_is_refused(server, pipelined, tmp_path):
+    """The DNAT trap to 127.0.0.1 with an SNAT to 127.0.0.1, while this host's
+    own keep-alive connection is vouched for and answered from memory (under
+    uvicorn by its scope's ends): the other host's later requests on its one
+    connection, one by one or pipelined, are each refused, never answered
+    by what another connection proved."""
+    require_netns()
+    rules, listen, _ = NAT_CASES["DNAT trap to 127.0.0.1 and SNAT to 127.0.0.1"]
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{PORT}\r\n\r\n".encode()
+    with two_hosts() as hosts:
+        rules(hosts, PORT)
+        with serving(hosts, server, listen, tmp_path, control=False):
+            # (gunicorn's sync worker and Werkzeug close after one answer.)
+            own, _ = raw_exchange(hosts.server_ns, "127.0.0.1", PORT, [request] * 3, False, 0.5)
+            assert own and set(own) == {200}, own
+            other, text = raw_exchange(
+                hosts.client_ns, hosts.server_ip4, PORT, [request] * 3, pipelined, 0.5
+            )
+            assert other and set(other) == {403}, text
+
+
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_local_client_behind_an_output_redirect_is_refused_unless_the_check_is_off(tmp_path):
     """The documented false refusal, and what check_client_socket=False is
     for: this host's client dials port 80, an OUTPUT REDIRECT sends it to

@@ -20,6 +20,7 @@ from flask_selfhost.respond import (
     refuse_asgi,
     refuse_wsgi,
     send_with,
+    start_response_with,
 )
 
 CORS_TRUSTED = (
@@ -146,3 +147,52 @@ def test_a_vary_named_as_asgi_names_it_counts():
     once = [("vary", cs.VARY[0][1])]
     assert merge_headers(once, cs.VARY) == once
     assert merge_headers(once, PRIVATE + cs.VARY) == [*once, ("Cache-Control", "private")]
+
+
+@pytest.mark.parametrize("app_headers", APP_HEADERS)
+@pytest.mark.parametrize("extra", EXTRAS)
+def test_send_with_merges_as_merge_encoded_and_leaves_the_apps_list(app_headers, extra):
+    """Each wrapper (the one for Vary alone and the general one) answers what
+    merge_encoded gives, and leaves the app's list as it was."""
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    fields = asgi_form(app_headers)
+    kept = list(fields)
+    start = {"type": "http.response.start", "status": 200, "headers": fields}
+    asyncio.run(send_with(send, extra)(start))
+    assert sent == [{**start, "headers": merge_encoded(kept, encoded(extra))}]
+    assert fields == kept
+    if extra is not cs.VARY:  # what a grant says beyond Vary never stays with the app's message
+        assert start["headers"] is fields
+
+
+@pytest.mark.parametrize("app_headers", APP_HEADERS)
+@pytest.mark.parametrize("extra", EXTRAS)
+def test_start_response_with_merges_as_merge_headers(app_headers, extra):
+    started = []
+    start_response = start_response_with(lambda *args: started.append(args), extra)
+    start_response("200 OK", list(app_headers))
+    assert started == [("200 OK", merge_headers(app_headers, extra), None)]
+
+
+APP_FIELDS = (("Content-Type", "text/plain"), ("Content-Length", "2"))
+
+
+def test_vary_is_added_to_headers_of_any_kind():
+    """A WSGI app's headers as a tuple, an ASGI app's as a generator: the
+    app's fields all reach the server, and Vary once."""
+    started = []
+    start_response_with(lambda *args: started.append(args), cs.VARY)("200 OK", APP_FIELDS)
+    assert started == [("200 OK", [*APP_FIELDS, cs.VARY[0]], None)]
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    fields = asgi_form(APP_FIELDS)
+    start = {"type": "http.response.start", "status": 200, "headers": (f for f in fields)}
+    asyncio.run(send_with(send, cs.VARY)(start))
+    assert sent[0]["headers"] == [*fields, *asgi_form(cs.VARY)]
