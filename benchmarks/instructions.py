@@ -192,6 +192,7 @@ APPS: dict[str, tuple[str, list[tuple[str, str, bool, tuple[str, ...]]]]] = {
     ),
 }
 
+
 def main() -> None:
     if shutil.which("valgrind") is None:
         sys.exit("needs valgrind (apt-get install valgrind)")
