@@ -196,3 +196,22 @@ def test_vary_is_added_to_headers_of_any_kind():
     start = {"type": "http.response.start", "status": 200, "headers": (f for f in fields)}
     asyncio.run(send_with(send, cs.VARY)(start))
     assert sent[0]["headers"] == [*fields, *asgi_form(cs.VARY)]
+
+
+def test_a_message_sent_again_keeps_one_vary():
+    """An app that sends one constant start message to every request: Vary is
+    set in it by the first browser's grant, and never added twice."""
+    sent = []
+
+    async def send(message):
+        sent.append(list(message["headers"]))
+
+    start = {"type": "http.response.start", "status": 200, "headers": asgi_form(APP_FIELDS)}
+    for _ in range(2):
+        asyncio.run(send_with(send, cs.VARY)(start))
+    assert sent == [[*asgi_form(APP_FIELDS), *asgi_form(cs.VARY)]] * 2
+    started = []
+    fields = list(APP_FIELDS)
+    for _ in range(2):
+        start_response_with(lambda *args: started.append(list(args[1])), cs.VARY)("200 OK", fields)
+    assert started == [[*APP_FIELDS, cs.VARY[0]]] * 2
