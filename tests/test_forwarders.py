@@ -37,6 +37,7 @@ from .servers import (
     werkzeug_server,
 )
 from .test_peer_process import held_by_child
+from .users import User
 
 # On an accepted socket ------------------------------------------------------
 
@@ -305,6 +306,37 @@ def served_module(tmp_path: Path) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def socat_in_front(
+    tmp_path: Path, app: str, server_user: User, socat_user: User
+) -> Iterator[tuple[int, int, Path]]:
+    """gunicorn serving ``app`` as ``server_user``, and socat relaying to it
+    on 127.0.0.1 as ``socat_user``: yields the server's port, the relay's
+    port and the server's log directory."""
+    port, relay = free_port(), free_port()
+    directory = served_module(tmp_path)
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    with (
+        gunicorn(
+            served_args(port, directory, app),
+            ("127.0.0.1", port),
+            log_dir,
+            prefix=server_user.command(),
+            wait=lambda process: wait_for_port("127.0.0.1", port, process=process),
+        ),
+        forwarder(
+            socat_user.command(
+                shutil.which("socat") or "socat",
+                f"TCP-LISTEN:{relay},fork,reuseaddr,bind=127.0.0.1",
+                f"TCP:127.0.0.1:{port}",
+            ),
+            relay,
+        ),
+    ):
+        yield port, relay, log_dir
+
+
 @pytest.mark.root
 @pytest.mark.parametrize("app", ["refusing", "plain"])
 def test_socat_of_the_servers_own_user(tmp_path, app):
@@ -314,38 +346,20 @@ def test_socat_of_the_servers_own_user(tmp_path, app):
     from .users import made_users
 
     require_commands("socat")
-    with made_users(1) as (owner,):
-        port, relay = free_port(), free_port()
-        directory = served_module(tmp_path)
-        log_dir = tmp_path / "logs"
-        log_dir.mkdir()
-        with (
-            gunicorn(
-                served_args(port, directory, app),
-                ("127.0.0.1", port),
-                log_dir,
-                prefix=owner.command(),
-                wait=lambda process: wait_for_port("127.0.0.1", port, process=process),
-            ),
-            forwarder(
-                owner.command(
-                    shutil.which("socat") or "socat",
-                    f"TCP-LISTEN:{relay},fork,reuseaddr,bind=127.0.0.1",
-                    f"TCP:127.0.0.1:{port}",
-                ),
-                relay,
-            ),
-        ):
-            assert request("127.0.0.1", port).status == 200
-            relayed = request("127.0.0.1", relay)
-            if app == "refusing":
-                assert relayed.status == 403, logs_in(log_dir)
-                line = last_refusal(log_dir)
-                assert " rule=forwarder " in line and " peer_process=socat " in line, line
-                assert f" peer_uid={owner.uid} " in line
-            else:
-                assert relayed.status == 200
-                assert "refused" not in logs_in(log_dir)
+    with (
+        made_users(1) as (owner,),
+        socat_in_front(tmp_path, app, owner, owner) as (port, relay, log_dir),
+    ):
+        assert request("127.0.0.1", port).status == 200
+        relayed = request("127.0.0.1", relay)
+        if app == "refusing":
+            assert relayed.status == 403, logs_in(log_dir)
+            line = last_refusal(log_dir)
+            assert " rule=forwarder " in line and " peer_process=socat " in line, line
+            assert f" peer_uid={owner.uid} " in line
+        else:
+            assert relayed.status == 200
+            assert "refused" not in logs_in(log_dir)
 
 
 @pytest.mark.root
@@ -357,32 +371,14 @@ def test_socat_of_another_user_is_refused_by_allowed_users(tmp_path):
     from .users import made_users
 
     require_commands("socat")
-    with made_users(2) as (owner, other):
-        port, relay = free_port(), free_port()
-        directory = served_module(tmp_path)
-        log_dir = tmp_path / "logs"
-        log_dir.mkdir()
-        with (
-            gunicorn(
-                served_args(port, directory, "own_user"),
-                ("127.0.0.1", port),
-                log_dir,
-                prefix=owner.command(),
-                wait=lambda process: wait_for_port("127.0.0.1", port, process=process),
-            ),
-            forwarder(
-                other.command(
-                    shutil.which("socat") or "socat",
-                    f"TCP-LISTEN:{relay},fork,reuseaddr,bind=127.0.0.1",
-                    f"TCP:127.0.0.1:{port}",
-                ),
-                relay,
-            ),
-        ):
-            assert request("127.0.0.1", relay).status == 403
-            line = last_refusal(log_dir)
-            assert " rule=user " in line and f" peer_uid={other.uid} " in line, line
-            assert "peer_process=" not in line
+    with (
+        made_users(2) as (owner, other),
+        socat_in_front(tmp_path, "own_user", owner, other) as (_, relay, log_dir),
+    ):
+        assert request("127.0.0.1", relay).status == 403
+        line = last_refusal(log_dir)
+        assert " rule=user " in line and f" peer_uid={other.uid} " in line, line
+        assert "peer_process=" not in line
 
 
 def docker_proxy() -> str | None:
