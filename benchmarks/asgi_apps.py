@@ -8,13 +8,15 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from browser_request import asgi_headers  # beside this script
+from as_parsed import parsed_scope  # beside this script
+from browser_request import asgi_headers
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from flask_selfhost.asgi import UNJUDGED_HEADERS, SelfHostASGIMiddleware
 from flask_selfhost.crosssite import VARY
+from flask_selfhost.log import DEBUG, is_enabled_for
 from flask_selfhost.respond import send_with
 
 
@@ -51,6 +53,53 @@ class AddingVary(PassThrough):
             if name in UNJUDGED_HEADERS:
                 continue
         await self.app(scope, receive, send_with(send, VARY))
+
+
+class Remembering(PassThrough):
+    """:class:`ReadingNames`, keeping the values of the headers a grant is
+    keyed on (Host, Origin, ``Sec-Fetch-*``), then the guard's memory
+    lookups as it makes them (the Host and the client for curl's request,
+    one key of the browser's eight strings for a browser's), logging's level
+    check, and ``Vary`` for a browser's grant as :class:`AddingVary` adds
+    it: the least a guard that answers from memory does. The guard adds its
+    type, HTTP/1.1 and repeated-header checks and the kernel witness."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(app)
+        self.hosts: set = set()
+        self.remotes: dict = {}
+        self.browsers: dict = {}
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        host = origin = site = mode = dest = None
+        for name, value in scope["headers"]:
+            if name in UNJUDGED_HEADERS:
+                continue
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"sec-fetch-site":
+                site = value
+            elif name == b"sec-fetch-mode":
+                mode = value
+            elif name == b"sec-fetch-dest":
+                dest = value
+        client = scope["client"][0]
+        if origin is not None or site is not None:
+            key = (client, host, origin, site, mode, dest, scope["method"], scope["scheme"])
+            grant = self.browsers.get(key)
+            if grant is None:  # the first request: learnt, as the full rules would grant it
+                grant = self.browsers[key] = VARY
+        else:
+            grant = self.remotes.get(client) if host in self.hosts else None
+            if grant is None:
+                self.hosts.add(host)
+                grant = self.remotes[client] = ()
+        is_enabled_for(DEBUG)
+        if grant:
+            send = send_with(send, grant)
+        await self.app(scope, receive, send)
 
 
 def starlette_hello(guarded: bool, middleware: type | None = None, **options: object) -> Starlette:
@@ -130,7 +179,7 @@ async def serve(app, count: int, browser: bool = False) -> None:
         pass
 
     for _ in range(count):
-        await app(dict(scope, state={}), receive, send)
+        await app(parsed_scope(scope), receive, send)
     transport.close()
     for sock in (client, listener):
         sock.close()

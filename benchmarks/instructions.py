@@ -70,9 +70,10 @@ if app_name == "starlette":
         app = starlette_hello(True, check_client_socket=False)
     elif guard == "pass-through":
         app = starlette_hello(True, PassThrough)
-    elif guard in ("names", "vary"):
-        from asgi_apps import AddingVary, ReadingNames
-        app = starlette_hello(True, ReadingNames if guard == "names" else AddingVary)
+    elif guard in ("names", "vary", "memory"):
+        import asgi_apps
+        floors = {{"names": "ReadingNames", "vary": "AddingVary", "memory": "Remembering"}}
+        app = starlette_hello(True, getattr(asgi_apps, floors[guard]))
     elif guard == "trustedhost":
         from starlette.middleware.trustedhost import TrustedHostMiddleware
         app = starlette_hello(True, TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
@@ -83,6 +84,7 @@ if app_name == "starlette":
     gc.disable()
     asyncio.run(serve(app, count, request == "browser"))
     raise SystemExit
+from as_parsed import parsed_environ
 from overhead import gunicorn_like_environ, start_response, trivial_app
 from browser_request import environ_headers
 from flask import Flask
@@ -93,10 +95,15 @@ if app_name == "flask":
     if guard == "guarded":
         SelfHost(flask_app)
     app = flask_app.wsgi_app
-elif guard in ("pass-through", "absence tests", "vary"):
+elif guard in ("pass-through", "absence tests", "vary", "memory"):
     import wsgi_floors
-    floors = {{"pass-through": "pass_through", "absence tests": "with_absence_tests"}}
-    app = getattr(wsgi_floors, floors.get(guard, "with_vary"))(trivial_app)
+    floors = {{
+        "pass-through": "pass_through",
+        "absence tests": "with_absence_tests",
+        "vary": "with_vary",
+        "memory": "with_memory",
+    }}
+    app = getattr(wsgi_floors, floors[guard])(trivial_app)
 else:
     app = SelfHostMiddleware(trivial_app) if guard == "guarded" else trivial_app
 # A real loopback connection, as gunicorn's socket: the guard asks the
@@ -116,7 +123,7 @@ if request == "browser":
 gc.collect()
 gc.disable()
 for _ in range(count):
-    for _ in app(dict(environ, **{{"wsgi.input": io.BytesIO()}}), start_response):
+    for _ in app(dict(parsed_environ(environ), **{{"wsgi.input": io.BytesIO()}}), start_response):
         pass
 """
 
@@ -175,6 +182,7 @@ APPS: dict[str, tuple[str, list[tuple[str, str, bool, tuple[str, ...]]]]] = {
             ("pass-through", "closure calling the app (a floor)", False, BOTH),
             ("absence tests", f"+ {len(absent_keys())} absence tests (a floor)", False, BOTH),
             ("vary", "+ Vary added to the answer (a floor)", False, BROWSER),
+            ("memory", "+ memory lookups, level check (floor)", False, BOTH),
         ],
     ),
     "flask": ("Flask hello world", [("guarded", "SelfHost", True, BOTH)]),
@@ -188,6 +196,7 @@ APPS: dict[str, tuple[str, list[tuple[str, str, bool, tuple[str, ...]]]]] = {
             ("pass-through", "middleware awaiting the app (floor)", False, BOTH),
             ("names", "+ a set lookup per header name (floor)", False, BOTH),
             ("vary", "+ Vary added to the answer (floor)", False, BROWSER),
+            ("memory", "+ memory lookups, level check (floor)", False, BOTH),
         ],
     ),
 }

@@ -14,6 +14,12 @@
   to the answer as a browser's grant adds it
   (:func:`flask_selfhost.respond.start_response_with`): the floor under a
   browser's request, which the guard answers with ``Vary``.
+- :func:`with_memory`: the same (``Vary`` for a browser's request only),
+  after the guard's memory lookups as it writes them (the client and the
+  Host for curl's request, the browser's eight strings for a browser's)
+  and logging's level check for the DEBUG line: the least a guard that
+  answers from memory does. The guard adds the HTTP/1.1 check, the
+  witness's lookup and the options it reads.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import inspect
 
 from flask_selfhost import middleware
 from flask_selfhost.crosssite import VARY
+from flask_selfhost.log import DEBUG, is_enabled_for
 from flask_selfhost.respond import start_response_with
 
 
@@ -51,27 +58,65 @@ def pass_through(app):  # type: ignore[no-untyped-def]
     return passed
 
 
-def with_absence_tests(app, vary: bool = False):  # type: ignore[no-untyped-def]
+def with_absence_tests(app, vary: bool = False, memory: bool = False):  # type: ignore[no-untyped-def]
     """:func:`pass_through` after the absence tests; with ``vary``, the
-    answer also gets ``Vary`` (:func:`with_vary`), in the same closure."""
+    answer also gets ``Vary`` (:func:`with_vary`), in the same closure; with
+    ``memory``, the memories are read first (:func:`with_memory`)."""
     # Generated, because a loop over the keys costs more per key than the
     # guard's written-out chain (measured: any(map(...)) and set operations).
     browser = " or ".join(f"{key!r} in environ" for key in tested_keys(ast.In))
     absent = " and ".join(f"{key!r} not in environ" for key in tested_keys(ast.NotIn))
     answer = "start_response_with(start_response, VARY)" if vary else "start_response"
+    if memory:
+        answer = "(start_response_with(start_response, VARY) if browser else start_response)"
     source = (
         "def make(app):\n"
         "    def tested(environ, start_response):\n"
         f"        browser = {browser}\n"
-        f"        if {absent}:\n"
-        f"            return app(environ, {answer})\n"
+        + (MEMORY if memory else "")
+        + f"        if {absent}:\n"
+        + ("            is_enabled_for(DEBUG)\n" if memory else "")
+        + f"            return app(environ, {answer})\n"
         "        return app(environ, start_response)\n"
         "    return tested\n"
     )
-    namespace: dict = {"start_response_with": start_response_with, "VARY": VARY}
+    namespace: dict = {
+        "start_response_with": start_response_with,
+        "VARY": VARY,
+        "is_enabled_for": is_enabled_for,
+        "DEBUG": DEBUG,
+        "remotes": {},
+        "hosts": {},
+        "browsers": {},
+    }
     exec(source, namespace)
     return namespace["make"](app)
 
 
+#: The guard's memory lookups, as it writes them; what the first request
+#: misses is learnt, as the guard's full rules would grant it.
+MEMORY = """\
+        if browser:
+            key = (
+                environ["REMOTE_ADDR"],
+                environ["HTTP_HOST"],
+                environ.get("HTTP_ORIGIN"),
+                environ.get("HTTP_SEC_FETCH_SITE"),
+                environ.get("HTTP_SEC_FETCH_MODE"),
+                environ.get("HTTP_SEC_FETCH_DEST"),
+                environ["REQUEST_METHOD"],
+                environ["wsgi.url_scheme"],
+            )
+            if browsers.get(key) is None:
+                browsers[key] = VARY
+        elif hosts.get(environ["HTTP_HOST"]) is not str or not remotes.get(environ["REMOTE_ADDR"]):
+            hosts[environ["HTTP_HOST"]], remotes[environ["REMOTE_ADDR"]] = str, True
+"""
+
+
 def with_vary(app):  # type: ignore[no-untyped-def]
     return with_absence_tests(app, vary=True)
+
+
+def with_memory(app):  # type: ignore[no-untyped-def]
+    return with_absence_tests(app, memory=True)
