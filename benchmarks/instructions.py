@@ -95,6 +95,9 @@ if app_name == "flask":
     if guard == "guarded":
         SelfHost(flask_app)
     app = flask_app.wsgi_app
+    if guard == "memory":
+        import wsgi_floors
+        app = wsgi_floors.with_memory(app)
 elif guard in ("pass-through", "absence tests", "vary", "memory"):
     import wsgi_floors
     floors = {{
@@ -185,7 +188,13 @@ APPS: dict[str, tuple[str, list[tuple[str, str, bool, tuple[str, ...]]]]] = {
             ("memory", "+ memory lookups, level check (floor)", False, BOTH),
         ],
     ),
-    "flask": ("Flask hello world", [("guarded", "SelfHost", True, BOTH)]),
+    "flask": (
+        "Flask hello world",
+        [
+            ("guarded", "SelfHost", True, BOTH),
+            ("memory", "absence tests, Vary, memory... (floor)", False, BOTH),
+        ],
+    ),
     "starlette": (
         "Starlette hello (ASGI)",
         [
