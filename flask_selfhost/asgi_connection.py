@@ -13,6 +13,9 @@ server                                 the connection
 =====================================  =========================================
 uvicorn (h11, httptools; WebSocket)    ``receive.__self__.transport``, the
                                        asyncio transport (internal)
+gunicorn's ASGI worker                 ``receive.__self__.protocol.transport``
+                                       (HTTP/1.1), ``receive.__self__.transport``
+                                       (WebSocket): the asyncio transport
 hypercorn, daphne                      none: ``receive`` is the ``get`` of a
                                        queue made per request
 granian                                none: a native method
@@ -42,63 +45,72 @@ from .kernel_witness import (
     client_socket_of,
     ends_witnessed,
     remember_scope_ends,
+    vouched_scope_clients,
     witnessed_connections,
 )
 from .options import Options
 from .scope import Scope, ScopeConnection
 
-#: The classes whose bound method uvicorn passes as ``receive``, by module
-#: and name: an HTTP request cycle (one per request) and the WebSocket
-#: protocols (one per connection). Each holds the asyncio transport of the
-#: accepted connection as ``transport``: one object per connection, alive
-#: as long as it, which a grant can be remembered on. Other servers pass a
-#: queue's ``get`` (hypercorn, daphne) or a native method (granian), which
-#: leads to nothing that lives as long as the connection.
-UVICORN_RECEIVERS = frozenset(
-    {
-        ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle"),
-        ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"),
-        ("uvicorn.protocols.websockets.websockets_impl", "WebSocketProtocol"),
-        ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol"),
-        ("uvicorn.protocols.websockets.wsproto_impl", "WSProtocol"),
-    }
-)
+#: The classes whose bound method a server passes as ``receive``, by module
+#: and name, and the attributes that lead from such an object to the asyncio
+#: transport of the accepted connection: one object per connection, alive as
+#: long as it, which a grant can be remembered on. uvicorn's HTTP request
+#: cycle (one per request) and WebSocket protocols (one per connection) hold
+#: it as ``transport``; gunicorn's ASGI worker passes a body receiver (one
+#: per request) whose ``protocol`` (one per connection) holds it, and a
+#: WebSocket protocol that holds it. Other servers pass a queue's ``get``
+#: (hypercorn, daphne) or a native method (granian), which leads to nothing
+#: that lives as long as the connection.
+RECEIVERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("uvicorn.protocols.http.h11_impl", "RequestResponseCycle"): ("transport",),
+    ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle"): ("transport",),
+    ("uvicorn.protocols.websockets.websockets_impl", "WebSocketProtocol"): ("transport",),
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol"): (
+        "transport",
+    ),
+    ("uvicorn.protocols.websockets.wsproto_impl", "WSProtocol"): ("transport",),
+    ("gunicorn.asgi.protocol", "BodyReceiver"): ("protocol", "transport"),
+    ("gunicorn.asgi.websocket", "WebSocketProtocol"): ("transport",),
+}
 
-#: Whether a class is one of :data:`UVICORN_RECEIVERS`, by the class
-#: object: found once per class, the module's own class, not one that
-#: only bears its name. A process has few classes of ``receive`` owners;
-#: the bound keeps odd callers from growing it.
-_receiver_classes: dict[type, bool] = {}
+#: The way to the transport from an object of a class (see
+#: :data:`RECEIVERS`), by the class object: found once per class, the
+#: module's own class, not one that only bears its name. A process has few
+#: classes of ``receive`` owners; the bound keeps odd callers from growing it.
+_receiver_classes: dict[type, tuple[str, ...] | None] = {}
 RECEIVER_CLASSES_LIMIT = 32
 
 
-def _is_uvicorn_receiver(kind: type) -> bool:
-    known = _receiver_classes.get(kind)
-    if known is None:
-        module, name = getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)
-        known = (module, name) in UVICORN_RECEIVERS and (
-            getattr(sys.modules.get(str(module)), str(name), None) is kind
-        )
-        if len(_receiver_classes) < RECEIVER_CLASSES_LIMIT:
-            _receiver_classes[kind] = known
-    return known
+def _way_to_transport(kind: type) -> tuple[str, ...] | None:
+    if kind in _receiver_classes:
+        return _receiver_classes[kind]
+    module, name = getattr(kind, "__module__", None), getattr(kind, "__qualname__", None)
+    way = RECEIVERS.get((str(module), str(name)))
+    if getattr(sys.modules.get(str(module)), str(name), None) is not kind:
+        way = None
+    if len(_receiver_classes) < RECEIVER_CLASSES_LIMIT:
+        _receiver_classes[kind] = way
+    return way
 
 
 def connection_object(scope: Mapping[str, Any], receive: Any) -> Any:
     """The server's object for the connection of an ASGI call, or ``None``.
 
-    uvicorn's asyncio transport (see :data:`UVICORN_RECEIVERS`), and only
-    while the scope's ``client`` and ``server`` are that transport's own
-    peer and local ends: a proxy-headers middleware that rewrote the client
-    makes the scope name someone else, whose verdict is not the
-    connection's. ``None`` elsewhere: the kernel is then asked per request.
+    The asyncio transport of uvicorn's or gunicorn's connection (see
+    :data:`RECEIVERS`), and only while the scope's ``client`` and ``server``
+    are that transport's own peer and local ends: a proxy-headers middleware
+    that rewrote the client makes the scope name someone else, whose verdict
+    is not the connection's. ``None`` elsewhere: the kernel is then asked per
+    request.
     """
     # An internal that moved, a unix socket: no connection, never an error.
     with contextlib.suppress(Exception):
-        owner = receive.__self__
-        if not _is_uvicorn_receiver(type(owner)):
+        transport = receive.__self__
+        way = _way_to_transport(type(transport))
+        if way is None:
             return None
-        transport = owner.transport
+        for name in way:
+            transport = getattr(transport, name)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         client, server = scope["client"], scope["server"]
@@ -126,18 +138,18 @@ def connection_verdict(
 
     A connection vouched for before, whose requests carry the scope's
     ``client`` and ``server`` objects that were compared with its ends, is
-    answered without comparing again: an ``id()`` in
-    :data:`~flask_selfhost.kernel_witness.witnessed_connections` names the
-    very object vouched for, and the same two tuples hold the same ends (a
+    answered without comparing again: the ``client`` tuple is found in
+    :data:`~flask_selfhost.kernel_witness.vouched_scope_clients`, which
+    holds it (so its ``id()`` names that very tuple), with the ``server``
+    tuple of the same connection; the same two tuples hold the same ends (a
     proxy-headers middleware's ``client`` is another object)."""
     users = options.allowed_users
     try:
-        entry = witnessed_connections[id(receive.__self__.transport)]
-        ends = entry[2]
-        if ends is not None and ends[0] is scope["client"] and ends[1] is scope["server"]:
-            return users is None or users.allows(entry[1].uid), entry[1]
-    except (AttributeError, KeyError, TypeError):
-        pass  # not uvicorn's, or not vouched for: the full check
+        vouched = vouched_scope_clients[id(scope["client"])]
+        if vouched[1] is scope["server"]:
+            return users is None or users.allows(vouched[2].uid), vouched[2]
+    except KeyError:
+        pass  # not vouched for (or no client): the full check
     owner = None
     if options.check_client_socket:
         witnessed, owner = _witnessed(scope, receive, options.require_client_socket)

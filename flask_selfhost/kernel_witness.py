@@ -79,8 +79,23 @@ ScopeEnds = tuple[tuple[Any, ...], tuple[Any, ...]]
 witnessed_connections: dict[int, tuple[weakref.ref[Any], PeerOwner, ScopeEnds | None]] = {}
 
 
+#: The ``client`` tuple of an ASGI scope, by ``id()``, for each connection
+#: of :data:`witnessed_connections` whose requests carry it: with that
+#: scope's ``server`` tuple and the owner of the client's socket. The entry
+#: holds the tuple itself, so while it is here no other object can have its
+#: ``id()``; it goes when the connection's entry goes, or when the
+#: connection's requests are found to carry another tuple. The ASGI fast
+#: path finds a vouched connection by it, whatever server kept the connection.
+vouched_scope_clients: dict[int, tuple[tuple[Any, ...], tuple[Any, ...], PeerOwner]] = {}
+
+
 def _forget(key: int) -> Any:
-    return lambda _: witnessed_connections.pop(key, None)
+    def forget(_: Any) -> None:
+        entry = witnessed_connections.pop(key, None)
+        if entry is not None and entry[2] is not None:
+            vouched_scope_clients.pop(id(entry[2][0]), None)
+
+    return forget
 
 
 def remember_connection(sock: Any, owner: PeerOwner) -> None:
@@ -97,7 +112,10 @@ def remember_scope_ends(sock: Any, ends: ScopeEnds) -> None:
     request that carries the same two objects has the same ends."""
     entry = witnessed_connections.get(id(sock))
     if entry is not None and type(ends[0]) is tuple and type(ends[1]) is tuple:
+        if entry[2] is not None:  # the tuple its requests carried before
+            vouched_scope_clients.pop(id(entry[2][0]), None)
         witnessed_connections[id(sock)] = (entry[0], entry[1], ends)
+        vouched_scope_clients[id(ends[0])] = (ends[0], ends[1], entry[1])
 
 
 #: False once this process has found that netlink cannot be asked here.

@@ -132,3 +132,30 @@ def test_a_client_that_can_change_is_never_remembered_as_the_connections(counted
 
     assert serve(requests) == [200, 200, 200]
     assert counted == {"kernel": 1, "compared": 2}  # compared on every fast path
+
+
+def test_the_vouched_client_tuples_are_those_of_live_connections_only(counted):
+    """Each connection keeps one client tuple in the index: a new tuple its
+    requests carry replaces the old one, and the connection's end drops it."""
+    import gc
+
+    vouched = kernel_witness.vouched_scope_clients
+    ends = []
+
+    def kept(client):
+        return [entry[0] for entry in list(vouched.values()) if entry[0] == client]
+
+    def requests(transport, client, server):
+        ends.append(client)
+        yield curl_scope(client, server)
+        yield curl_scope(client, server)  # compared: its client tuple kept
+        assert vouched[id(client)][:2] == (client, server)
+        for _ in range(5):  # equal tuples, new objects: each compared, each replaces the last
+            again = (client[0], client[1])
+            yield curl_scope(again, server)
+            assert kept(client) == [client] and kept(client)[0] is again
+        assert id(client) not in vouched
+
+    assert serve(requests) == [200] * 7
+    gc.collect()  # the transport freed: its entry and its client tuple go
+    assert kept(ends[0]) == []

@@ -95,6 +95,12 @@ SERVERS = {
         WSGI,
     ),
     "uvicorn": (lambda listen, app: uvicorn(listen, app), ASGI),
+    "gunicorn asgi": (
+        lambda listen, app: gunicorn_command(
+            "-w", "1", "-k", "asgi", "-b", f"{bracketed(listen)}:{PORT}", app
+        ),
+        ASGI,
+    ),
     "hypercorn": (
         lambda listen, app: [
             *(sys.executable, "-m", "hypercorn", "--bind", f"{bracketed(listen)}:{PORT}", app)
@@ -269,6 +275,11 @@ def test_this_hosts_clients_pass(server, tmp_path):
         for pipelined in (False, True):
             statuses, _ = raw_exchange(ns, "127.0.0.1", PORT, [REQUEST] * 3, pipelined, 0.5)
             assert statuses == expected, (pipelined, statuses, logs_in(log_dir))
+        if server == "gunicorn asgi":
+            # Its protocol keeps asyncio's eof_received: a half-closed
+            # connection is closed unanswered, and the app never called.
+            assert client_in(ns, "127.0.0.1", "half-close") == ""
+            return
         answer = client_in(ns, "127.0.0.1", "half-close")
         assert answer.split(" ", 2)[1] == "200", ("half-close", answer)
         assert "refused" not in logs_in(log_dir)
@@ -465,8 +476,8 @@ app = SelfHostASGIMiddleware(queries)
 """
 
 #: name: (the command for a port, the queries counted for three requests on
-#: one connection and one on the next). uvicorn's connection object is its
-#: transport: asked once per connection. hypercorn and daphne name none:
+#: one connection and one on the next). uvicorn's and gunicorn's connection
+#: object is the transport: asked once per connection. hypercorn and daphne name none:
 #: asked per request. granian gives its ports as strings: its scope
 #: witnesses no 4-tuple, and the kernel is never asked (the log says so).
 ASGI_COUNTS = {
@@ -482,6 +493,10 @@ ASGI_COUNTS = {
             *(sys.executable, "-m", "uvicorn", "--http", "httptools", "--no-proxy-headers"),
             *("--port", str(port), "--log-level", "warning", "counting:app"),
         ],
+        [1, 1, 1, 2],
+    ),
+    "gunicorn asgi": (
+        lambda port: gunicorn_command("-k", "asgi", "-b", f"127.0.0.1:{port}", "counting:app"),
         [1, 1, 1, 2],
     ),
     "hypercorn": (
@@ -512,7 +527,8 @@ def test_asgi_servers_ask_once_per_connection_where_they_keep_one(server, tmp_pa
     from .servers import free_port, server_process
 
     for module in server.split():  # httptools: uvicorn[standard] installs it
-        pytest.importorskip(module, reason=f"needs {module}")
+        if module != "asgi":
+            pytest.importorskip(module, reason=f"needs {module}")
     command, expected = ASGI_COUNTS[server]
     (tmp_path / "counting.py").write_text(_COUNTING_APP)
     port = free_port()
@@ -561,6 +577,40 @@ def test_uvicorns_connection_is_its_transport_while_the_scope_names_its_ends():
     assert connection_object(scope, impostor.receive) is None
     assert connection_object(scope, asyncio.Queue().get) is None
     assert connection_object(scope, None) is None
+
+
+@pytest.fixture
+def gunicorn_asgi_modules():
+    """gunicorn's ASGI modules, imported here and forgotten after: their
+    presence in sys.modules tells the guard that gunicorn's ASGI worker runs
+    this process (flask_selfhost.scope)."""
+    before = set(sys.modules)
+    try:
+        yield (
+            pytest.importorskip("gunicorn.asgi.protocol"),
+            pytest.importorskip("gunicorn.asgi.websocket"),
+        )
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+def test_gunicorns_connection_is_its_protocols_transport_while_the_scope_names_its_ends(
+    gunicorn_asgi_modules,
+):
+    from flask_selfhost.asgi_connection import connection_object
+
+    protocol_module, websocket_module = gunicorn_asgi_modules
+    transport = _Transport(("127.0.0.1", 40000), ("127.0.0.1", 8000))
+    protocol = type("Protocol", (), {})()
+    protocol.transport = transport
+    receiver = protocol_module.BodyReceiver(None, protocol)
+    scope = {"client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    assert connection_object(scope, receiver.receive) is transport
+    assert connection_object({**scope, "client": ("127.0.0.1", 0)}, receiver.receive) is None
+    websocket = object.__new__(websocket_module.WebSocketProtocol)
+    websocket.transport = transport
+    assert connection_object(scope, websocket._receive) is transport
 
 
 def test_a_freed_connection_object_hands_its_grant_to_no_object_that_reuses_its_id():

@@ -22,7 +22,8 @@ UNWITNESSING = ("granian", "bjoern", "mod_wsgi", "uwsgi")
 #: ASGI servers that name no object for the connection
 #: (:mod:`flask_selfhost.asgi_connection`): the kernel is asked per request.
 #: Every other server that witnesses both ends (the WSGI servers' accepted
-#: socket, uvicorn's transport) is asked once per connection.
+#: socket, the transport of uvicorn and of gunicorn's ASGI worker) is asked
+#: once per connection.
 ASKED_PER_REQUEST = ("hypercorn", "daphne")
 
 
