@@ -93,20 +93,27 @@ def with_absence_tests(app, vary: bool = False, memory: bool = False):  # type: 
     return namespace["make"](app)
 
 
-#: The guard's memory lookups, as it writes them; what the first request
-#: misses is learnt, as the guard's full rules would grant it.
-MEMORY = """\
+def browser_key() -> str:
+    """The source of the key the WSGI common path looks a browser's grant up
+    by (the argument of ``browsers.get``), read from that path's source."""
+    tree = ast.parse(inspect.getsource(middleware.guard_wsgi_app).lstrip())
+    (key,) = (
+        node.args[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "browsers"
+    )
+    return ast.unparse(key)
+
+
+#: The guard's memory lookups, its browser's key read from its source; what
+#: the first request misses is learnt, as the guard's full rules would grant it.
+MEMORY = f"""\
         if browser:
-            key = (
-                environ["REMOTE_ADDR"],
-                environ["HTTP_HOST"],
-                environ.get("HTTP_ORIGIN"),
-                environ.get("HTTP_SEC_FETCH_SITE"),
-                environ.get("HTTP_SEC_FETCH_MODE"),
-                environ.get("HTTP_SEC_FETCH_DEST"),
-                environ["REQUEST_METHOD"],
-                environ["wsgi.url_scheme"],
-            )
+            key = {browser_key()}
             if browsers.get(key) is None:
                 browsers[key] = VARY
         elif hosts.get(environ["HTTP_HOST"]) is not str or not remotes.get(environ["REMOTE_ADDR"]):
