@@ -148,7 +148,7 @@ def connection_verdict(
         vouched = vouched_scope_clients[id(scope["client"])]
         if vouched[1] is scope["server"]:
             return users is None or users.allows(vouched[2].uid), vouched[2]
-    except KeyError:
+    except (KeyError, TypeError):
         pass  # not vouched for (or no client): the full check
     owner = None
     if options.check_client_socket:
